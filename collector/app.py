@@ -1,0 +1,144 @@
+"""Wiring: settings -> state store and metric state -> enabled sources -> aiohttp app and its lifecycle.
+
+This is the only module that knows every part. Sources come from `collector.sources.SOURCES`; tests
+may pass their own mapping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from collector import server
+from collector.metrics import MetricState
+from collector.selfmetrics import SelfMetrics
+from collector.settings import Settings
+from collector.source import Source, SourceContext, supervise
+from collector.sources import SOURCES
+from collector.store import StateStore
+
+__all__ = ["RUNTIME", "Runtime", "build_app"]
+
+log = logging.getLogger("collector")
+
+
+@dataclass
+class Runtime:
+    """Everything the running collector holds; reachable from handlers as `app[RUNTIME]`."""
+
+    settings: Settings
+    metrics: MetricState
+    self_metrics: SelfMetrics
+    store: StateStore
+    clock: Callable[[], float]
+    sources: list[tuple[Source, SourceContext]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def build_app(
+    settings: Settings,
+    sources: Mapping[str, type] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> web.Application:
+    """Build the aiohttp application with every enabled source; nothing starts until the app does.
+
+    Args:
+        settings: validated settings.
+        sources: settings field name -> source class; `collector.sources.SOURCES` by default.
+        clock: wall clock handed to sources (tests may freeze it).
+    """
+    self_metrics = SelfMetrics()
+    metrics = MetricState(on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc())
+    store = StateStore(settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc())
+    runtime = Runtime(settings, metrics, self_metrics, store, clock)
+    for name, cls in (SOURCES if sources is None else sources).items():
+        cfg = getattr(settings, name)
+        if not cfg.is_enabled():
+            continue
+        ctx = SourceContext(
+            name=name,
+            settings=cfg,
+            metrics=metrics,
+            store=store,
+            self_metrics=self_metrics,
+            log=logging.getLogger(f"collector.sources.{name}"),
+            clock=clock,
+        )
+        runtime.sources.append((cls(ctx), ctx))
+        self_metrics.source_up.labels(name).set(0)
+
+    app = web.Application()
+    app[RUNTIME] = runtime
+    server.add_routes(app, runtime)
+    for source, _ctx in runtime.sources:
+        app.add_routes(source.routes())
+    app.on_startup.append(_on_startup)
+    app.on_cleanup.append(_on_cleanup)
+    return app
+
+
+async def _on_startup(app: web.Application) -> None:
+    rt = app[RUNTIME]
+    rt.started_at = rt.clock()
+    rt.tasks.append(asyncio.create_task(_open_store_then_start_sources(rt), name="startup"))
+    rt.tasks.append(asyncio.create_task(_watch_loop_lag(rt), name="loop-lag"))
+    log.info(
+        "collector started",
+        extra={"listen": rt.settings.listen, "sources": [ctx.name for _s, ctx in rt.sources]},
+    )
+
+
+async def _open_store_then_start_sources(rt: Runtime) -> None:
+    # Sources restore offsets and state from the store, so none starts before it is open.
+    delay = 1.0
+    while not rt.store.is_open:
+        try:
+            await rt.store.open()
+        except Exception as exc:
+            rt.store.last_error = str(exc)
+            rt.self_metrics.store_errors.labels("open").inc()
+            log.error("cannot open the state store; retrying", extra={"error": str(exc), "retry_in_s": delay})
+            try:
+                await asyncio.wait_for(rt.stopping.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, 30.0)
+    for source, ctx in rt.sources:
+        rt.tasks.append(asyncio.create_task(supervise(source, ctx), name=f"source-{ctx.name}"))
+
+
+async def _watch_loop_lag(rt: Runtime, period: float = 0.25) -> None:
+    loop = asyncio.get_running_loop()
+    while not rt.stopping.is_set():
+        began = loop.time()
+        await asyncio.sleep(period)
+        rt.self_metrics.loop_lag.set(max(0.0, loop.time() - began - period))
+
+
+async def _on_cleanup(app: web.Application) -> None:
+    rt = app[RUNTIME]
+    rt.stopping.set()
+    for _source, ctx in rt.sources:
+        ctx.stop.set()
+    pending = [t for t in rt.tasks if not t.done()]
+    if pending:
+        _done, late = await asyncio.wait(pending, timeout=rt.settings.shutdown_timeout)
+        for task in late:
+            log.warning("task did not stop in time; cancelling", extra={"task": task.get_name()})
+            task.cancel()
+        for task in late:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    await rt.store.close()
+    log.info("collector stopped")

@@ -1,0 +1,92 @@
+"""Command line: `collector [run]`, `collector check-config`, `collector --version`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from collector import __version__
+from collector.settings import ConfigError, Settings, load_settings, masked_dump, unknown_env_vars
+
+__all__ = ["main"]
+
+log = logging.getLogger("collector")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="collector", description="Prometheus sidecar exporter.")
+    p.add_argument("--version", action="version", version=f"collector {__version__}")
+    p.add_argument(
+        "--env-file",
+        default=os.environ.get("COLLECTOR_ENV_FILE", ".env"),
+        help="optional .env file with COLLECTOR_* settings (default: .env, or $COLLECTOR_ENV_FILE)",
+    )
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("run", help="run the collector (the default)")
+    sub.add_parser("check-config", help="print the effective configuration (secrets masked); exit 0 or 2")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.env_file)
+    except ConfigError as exc:
+        for line in exc.lines:
+            print(f"collector: {line}", file=sys.stderr)
+        return EXIT_CONFIG
+    unknown = unknown_env_vars()
+    if args.command == "check-config":
+        print(json.dumps(masked_dump(settings), indent=2))
+        for name in unknown:
+            print(f"collector: warning: {name} is not a known setting (typo?)", file=sys.stderr)
+        return 0
+    from collector.logsetup import setup_logging
+
+    setup_logging(settings.log_level)
+    for name in unknown:
+        log.warning("unknown setting ignored (typo?)", extra={"env_var": name})
+    try:
+        import uvloop  # type: ignore[import-not-found]
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT, then stop sources, flush state and return the exit code."""
+    from collector.app import build_app
+
+    app = build_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+        await site.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen; check COLLECTOR_LISTEN",
+            extra={"listen": settings.listen, "error": exc.strerror or str(exc)},
+        )
+        await runner.cleanup()
+        return 1
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await runner.cleanup()
+    return 0

@@ -1,0 +1,206 @@
+"""The state store: one SQLite file in WAL mode, used from a single worker thread off the event loop.
+
+Sources keep offsets, de-duplication ids, metric snapshots and histories here. A file that SQLite
+cannot open or that fails `PRAGMA quick_check` is moved aside and replaced by a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS kv (
+    owner TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (owner, key)
+) WITHOUT ROWID;
+"""
+
+log = logging.getLogger("collector.store")
+
+
+class StoreError(Exception):
+    """The state store cannot be used (after a reset attempt)."""
+
+
+class StateStore:
+    """Async facade over one SQLite connection owned by one worker thread.
+
+    Args:
+        path: the database file; parents are created.
+        on_reset: called with the reason when a corrupt file is moved aside.
+    """
+
+    def __init__(self, path: Path, on_reset: Callable[[str], None] | None = None) -> None:
+        self.path = Path(path)
+        self.on_reset = on_reset
+        # SQLite connections belong to the thread that made them: one worker does all the I/O.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
+        self._conn: sqlite3.Connection | None = None
+        self.last_error: str | None = None
+        self.resets = 0
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on the store thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn, args)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self._conn is None:
+            raise StoreError("state store is not open")
+        try:
+            result = fn(self._conn, *args)
+        except sqlite3.Error as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        self.last_error = None
+        return result
+
+    # -- open / close ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open)
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = self._connect()
+        except (sqlite3.DatabaseError, _Incompatible) as exc:
+            reason = "incompatible" if isinstance(exc, _Incompatible) else "corrupt"
+            aside = self._move_aside()
+            log.error(
+                "state store unusable, moved aside and starting fresh",
+                extra={"path": str(self.path), "moved_to": str(aside), "error": str(exc), "reason": reason},
+            )
+            self.resets += 1
+            if self.on_reset is not None:
+                self.on_reset(reason)
+            try:
+                self._conn = self._connect()
+            except sqlite3.Error as exc2:
+                self.last_error = str(exc2)
+                raise StoreError(f"cannot create a fresh state store at {self.path}: {exc2}") from exc2
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise sqlite3.DatabaseError(f"cannot switch to WAL mode (got {mode})")
+            # NORMAL in WAL mode: a crash of the process never loses a committed transaction.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            check = conn.execute("PRAGMA quick_check").fetchall()
+            if check != [("ok",)]:
+                raise sqlite3.DatabaseError(f"quick_check failed: {check[:3]}")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise _Incompatible(f"schema version {row[0]} is newer than this collector's {SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _move_aside(self) -> Path:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.replace(Path(str(aside) + suffix))
+        return aside
+
+    async def close(self) -> None:
+        if self._conn is None:
+            return
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- key/value ---------------------------------------------------------------------------------
+    async def get(self, owner: str, key: str) -> bytes | None:
+        return await self.call(_get, owner, key)
+
+    async def get_all(self, owner: str) -> dict[str, bytes]:
+        return await self.call(_get_all, owner)
+
+    async def put(self, owner: str, items: Iterable[tuple[str, bytes | str]]) -> None:
+        """Write several keys of one owner in one transaction (all or nothing)."""
+        await self.call(_put, owner, list(items))
+
+    async def delete(self, owner: str, keys: Iterable[str]) -> None:
+        await self.call(_delete, owner, list(keys))
+
+    async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
+        return await self.call(_in_transaction, fn)
+
+
+class _Incompatible(Exception):
+    pass
+
+
+def _get(conn: sqlite3.Connection, owner: str, key: str) -> bytes | None:
+    row = conn.execute("SELECT value FROM kv WHERE owner=? AND key=?", (owner, key)).fetchone()
+    return None if row is None else _as_bytes(row[0])
+
+
+def _get_all(conn: sqlite3.Connection, owner: str) -> dict[str, bytes]:
+    rows = conn.execute("SELECT key, value FROM kv WHERE owner=?", (owner,)).fetchall()
+    return {k: _as_bytes(v) for k, v in rows}
+
+
+def _as_bytes(value: bytes | str) -> bytes:
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def _put(conn: sqlite3.Connection, owner: str, items: list[tuple[str, bytes | str]]) -> None:
+    def write(c: sqlite3.Connection) -> None:
+        c.executemany(
+            "INSERT INTO kv (owner, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (owner, key) DO UPDATE SET value=excluded.value",
+            [(owner, k, _as_bytes(v)) for k, v in items],
+        )
+
+    _in_transaction(conn, write)
+
+
+def _delete(conn: sqlite3.Connection, owner: str, keys: list[str]) -> None:
+    _in_transaction(conn, lambda c: c.executemany("DELETE FROM kv WHERE owner=? AND key=?", [(owner, k) for k in keys]))
+
+
+def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return result

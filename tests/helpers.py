@@ -1,0 +1,157 @@
+"""Test helpers: real servers on loopback, the real `collector` process, parsed /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from collector.app import RUNTIME, Runtime, build_app
+from collector.settings import Settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def parse(text: str) -> dict[str, list[Sample]]:
+    """Samples by sample name (e.g. `x_bucket`, `x_total`), parsed by prometheus_client."""
+    out: dict[str, list[Sample]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float | None:
+    """The value of the one sample with exactly these labels, or None when absent."""
+    for s in samples.get(name, []):
+        if s.labels == labels:
+            return s.value
+    return None
+
+
+def make_settings(tmp_path: Path, **kw: Any) -> Settings:
+    kw.setdefault("listen", "127.0.0.1:0")
+    kw.setdefault("data_dir", tmp_path / "data")
+    return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+
+
+class Running:
+    """An in-process collector app served on a real loopback port."""
+
+    def __init__(self, app: web.Application, url: str) -> None:
+        self.app = app
+        self.url = url
+
+    @property
+    def runtime(self) -> Runtime:
+        return self.app[RUNTIME]
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+        async with aiohttp.ClientSession(auto_decompress=False) as session:
+            async with session.get(self.url + path, **kw) as resp:
+                return resp.status, dict(resp.headers), await resp.read()
+
+    async def metrics(self) -> dict[str, list[Sample]]:
+        status, _h, body = await self.get("/metrics")
+        assert status == 200
+        return parse(body.decode())
+
+    async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, list[Sample]]:
+        """Scrape until `predicate(samples)` holds; return those samples."""
+        deadline = time.monotonic() + timeout
+        while True:
+            samples = await self.metrics()
+            if predicate(samples):
+                return samples
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met in {timeout}s; last scrape: {samples}")
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def serve(settings: Settings, sources: Mapping[str, type] | None = None) -> AsyncIterator[Running]:
+    app = build_app(settings, sources)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield Running(app, f"http://{host}:{port}")
+    finally:
+        await runner.cleanup()
+
+
+class CollectorProcess:
+    """The real `collector` command as a child process with its own env."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, args: tuple[str, ...] = ()) -> None:
+        self.port = free_port()
+        base = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+        self.env = {**base, "COLLECTOR_LISTEN": f"127.0.0.1:{self.port}", **env}
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.stderr_path = cwd / f"collector-{self.port}.stderr"
+        self._stderr = self.stderr_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "collector", *args],
+            env=self.env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+        )
+
+    def wait_live(self, timeout: float = 15.0) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"collector exited {self.proc.returncode}: {self.stderr()}")
+            try:
+                with urllib.request.urlopen(self.url + "/health/live", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"collector not live after {timeout}s: {self.stderr()}")
+
+    def scrape(self) -> dict[str, list[Sample]]:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            return parse(resp.read().decode())
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._stderr.close()
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self._stderr.close()
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text(errors="replace")

@@ -1,0 +1,89 @@
+"""Metric state: families, histograms, overflow folding, snapshot and restore."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from collector.metrics import OVERFLOW, Family, MetricDefinitionError, MetricState
+
+
+def test_counter_increments_per_label_set() -> None:
+    fam = Family("x_total", "counter", "h", ["a"])
+    fam.inc(("1",))
+    fam.inc(("1",), 2.5)
+    fam.inc(("2",))
+    assert fam.series == {("1",): 3.5, ("2",): 1.0}
+
+
+def test_histogram_counts_each_value_in_its_le_bucket() -> None:
+    fam = Family("d_seconds", "histogram", "h", [], buckets=[0.1, 1])
+    for v in (0.05, 0.1, 0.5, 1.0, 7):
+        fam.observe((), v)
+    # per-bucket counts (non-cumulative), +Inf, then the sum; 0.1 and 1.0 sit in their own le bucket
+    assert fam.series[()] == [2, 2, 1, pytest.approx(8.65)]
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "labels", "buckets", "message"),
+    [
+        ("requests", "counter", [], None, "must end in _total"),
+        ("size_total", "gauge", [], None, "only counters"),
+        ("bad-name", "gauge", [], None, "not a valid"),
+        ("x", "gauge", ["__reserved"], None, "not a valid label"),
+        ("x", "gauge", ["a", "a"], None, "given twice"),
+        ("x", "histogram", ["le"], [1], "le"),
+        ("x", "histogram", [], [], "at least one bucket"),
+        ("x", "histogram", [], [2, 1], "ascending"),
+        ("x", "summary", [], None, "type must be"),
+        ("x_bucket", "gauge", [], None, "reserves"),
+    ],
+)
+def test_invalid_definitions_are_rejected(name, kind, labels, buckets, message) -> None:
+    with pytest.raises(MetricDefinitionError, match=message):
+        Family(name, kind, "h", labels, buckets)
+
+
+def test_label_sets_past_the_limit_fold_into_overflow_and_totals_stay_exact() -> None:
+    folded: list[str] = []
+    fam = Family("r_total", "counter", "h", ["user", "kind"], max_series=3, on_overflow=folded.append)
+    for i in range(10):
+        fam.inc((f"u{i}", "k"))
+    fam.inc(("u0", "k"))  # an admitted series keeps counting on its own
+    assert len(fam.series) == 4
+    assert fam.series[(OVERFLOW, OVERFLOW)] == 7
+    assert fam.series[("u0", "k")] == 2
+    assert sum(fam.series.values()) == 11
+    assert folded == ["r_total"] * 7
+
+
+def test_state_reuses_a_family_with_the_same_signature_and_rejects_a_conflicting_one() -> None:
+    state = MetricState()
+    a = state.counter("a_total", "h", ["x"])
+    a.inc(("1",))
+    assert state.counter("a_total", "new help", ["x"]) is a
+    assert a.help == "new help"
+    with pytest.raises(MetricDefinitionError, match="already defined"):
+        state.counter("a_total", "h", ["y"])
+
+
+def test_snapshot_restores_values_through_json_and_skips_redefined_families() -> None:
+    state = MetricState()
+    c = state.counter("c_total", "h", ["m"])
+    h = state.histogram("h_seconds", "h", ["m"], buckets=[1, 2])
+    g = state.gauge("g", "h")
+    c.inc(("GET",), 3)
+    h.observe(("GET",), 1.5)
+    g.set((), 7)
+    data = json.loads(json.dumps(state.snapshot(["c_total", "h_seconds", "g", "missing"])))
+
+    fresh = MetricState()
+    c2 = fresh.counter("c_total", "h", ["m"])
+    h2 = fresh.histogram("h_seconds", "h", ["m"], buckets=[1, 2])
+    fresh.gauge("g", "h", ["changed"])
+    skipped = fresh.restore(data)
+    assert skipped == ["g"]
+    assert c2.series == {("GET",): 3.0}
+    assert h2.series == {("GET",): [0, 1, 0, 1.5]}
+    assert fresh.families["g"].series == {}
