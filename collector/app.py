@@ -60,7 +60,9 @@ def build_app(
     """
     self_metrics = SelfMetrics()
     metrics = MetricState(on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc())
-    store = StateStore(settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc())
+    store = StateStore(
+        settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc()
+    )
     runtime = Runtime(settings, metrics, self_metrics, store, clock)
     for name, cls in (SOURCES if sources is None else sources).items():
         cfg = getattr(settings, name)

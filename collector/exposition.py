@@ -108,7 +108,9 @@ def render_family(fam: Family, openmetrics: bool = False) -> str:
                 cumulative += count
                 append(f'{prefix}le="{le}"}} {cumulative}\n')
             braced = f"{{{labels}}}" if labels else ""
-            append(f"{name}_sum{braced} {format_value(float(cells[-1]))}\n{name}_count{braced} {cumulative}\n")
+            append(
+                f"{name}_sum{braced} {format_value(float(cells[-1]))}\n{name}_count{braced} {cumulative}\n"
+            )
     else:
         for key, value in fam.series.items():
             labels = _label_text(fam, key)

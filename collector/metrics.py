@@ -8,6 +8,7 @@ Rendering lives in `collector.exposition`.
 
 from __future__ import annotations
 
+import itertools
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -199,7 +200,7 @@ def _validate(name: str, kind: str, labelnames: Sequence[str], buckets: Sequence
         bounds = [float(b) for b in buckets]
         if any(b != b or b in (float("inf"), float("-inf")) for b in bounds):
             raise MetricDefinitionError(f"{name}: buckets must be finite (+Inf is implicit)")
-        if any(a >= b for a, b in zip(bounds, bounds[1:], strict=False)):
+        if any(a >= b for a, b in itertools.pairwise(bounds)):
             raise MetricDefinitionError(f"{name}: buckets must be strictly ascending")
 
 

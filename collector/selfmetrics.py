@@ -33,11 +33,15 @@ class SelfMetrics:
             registry=r,
         ).labels(__version__, platform.python_version()).set(1)
         self.source_up = Gauge(
-            "collector_source_up", "1 when the source is running, 0 while it is starting or failed.", ["source"],
+            "collector_source_up",
+            "1 when the source is running, 0 while it is starting or failed.",
+            ["source"],
             registry=r,
         )
         self.source_errors = Counter(
-            "collector_source_errors_total", "Errors seen by each source, by reason.", ["source", "reason"],
+            "collector_source_errors_total",
+            "Errors seen by each source, by reason.",
+            ["source", "reason"],
             registry=r,
         )
         self.source_restarts = Counter(
@@ -54,7 +58,9 @@ class SelfMetrics:
             registry=r,
         )
         self.store_errors = Counter(
-            "collector_state_store_errors_total", "Failed state store operations, by operation.", ["operation"],
+            "collector_state_store_errors_total",
+            "Failed state store operations, by operation.",
+            ["operation"],
             registry=r,
         )
         self.series_overflow = Counter(

@@ -45,7 +45,9 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     async def metrics(request: web.Request) -> web.Response:
         began = time.perf_counter()
         openmetrics = wants_openmetrics(request.headers.get("Accept"))
-        body = render(rt.metrics.families.values(), openmetrics).encode() + rt.self_metrics.render(openmetrics)
+        body = render(rt.metrics.families.values(), openmetrics).encode() + rt.self_metrics.render(
+            openmetrics
+        )
         headers = {
             "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
             "Vary": "Accept, Accept-Encoding",
@@ -100,7 +102,9 @@ def not_ready_reasons(rt: Runtime) -> list[str]:
 
 def summary(rt: Runtime) -> dict[str, Any]:
     reasons = not_ready_reasons(rt)
-    errors = [(ctx.status.last_error_at, ctx.status.last_error) for _s, ctx in rt.sources if ctx.status.last_error]
+    errors = [
+        (ctx.status.last_error_at, ctx.status.last_error) for _s, ctx in rt.sources if ctx.status.last_error
+    ]
     return {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
@@ -119,11 +123,14 @@ def summary(rt: Runtime) -> dict[str, Any]:
 
 
 def landing_page(rt: Runtime) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(ctx.name)}</td><td>{html.escape(ctx.status.state)}</td>"
-        f"<td>{html.escape(ctx.status.last_error or '')}</td></tr>"
-        for _s, ctx in rt.sources
-    ) or '<tr><td colspan="3">no source is enabled: see the README for COLLECTOR_* settings</td></tr>'
+    rows = (
+        "".join(
+            f"<tr><td>{html.escape(ctx.name)}</td><td>{html.escape(ctx.status.state)}</td>"
+            f"<td>{html.escape(ctx.status.last_error or '')}</td></tr>"
+            for _s, ctx in rt.sources
+        )
+        or '<tr><td colspan="3">no source is enabled: see the README for COLLECTOR_* settings</td></tr>'
+    )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>collector</title></head>
 <body>

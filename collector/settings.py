@@ -125,7 +125,9 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
-    listen: str = Field(default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health).")
+    listen: str = Field(
+        default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health)."
+    )
     data_dir: Path = Field(default=Path("data"), description="Directory for the state store.")
     state_path: Path | None = Field(
         default=None, description="SQLite state file; default `<COLLECTOR_DATA_DIR>/state.db`."
@@ -146,7 +148,7 @@ class Settings(BaseSettings):
     @field_validator("listen")
     @classmethod
     def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
+        _host, sep, port = value.rpartition(":")
         if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("expected host:port with a port 0-65535, e.g. 0.0.0.0:9464 or [::]:9464")
         return value
@@ -208,7 +210,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _walk(model: type[BaseModel], path: tuple[str, ...] = ()) -> typing.Iterator[tuple[tuple[str, ...], FieldInfo]]:
+def _walk(
+    model: type[BaseModel], path: tuple[str, ...] = ()
+) -> typing.Iterator[tuple[tuple[str, ...], FieldInfo]]:
     """Every leaf field of the settings tree with its path."""
     for name, info in model.model_fields.items():
         sub = _model_of(info.annotation)

@@ -116,7 +116,9 @@ class StateStore:
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
             elif row[0] > SCHEMA_VERSION:
-                raise _Incompatible(f"schema version {row[0]} is newer than this collector's {SCHEMA_VERSION}")
+                raise _Incompatible(
+                    f"schema version {row[0]} is newer than this collector's {SCHEMA_VERSION}"
+                )
         except BaseException:
             conn.close()
             raise
@@ -192,7 +194,9 @@ def _put(conn: sqlite3.Connection, owner: str, items: list[tuple[str, bytes | st
 
 
 def _delete(conn: sqlite3.Connection, owner: str, keys: list[str]) -> None:
-    _in_transaction(conn, lambda c: c.executemany("DELETE FROM kv WHERE owner=? AND key=?", [(owner, k) for k in keys]))
+    _in_transaction(
+        conn, lambda c: c.executemany("DELETE FROM kv WHERE owner=? AND key=?", [(owner, k) for k in keys])
+    )
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -66,9 +66,11 @@ class Running:
         return self.app[RUNTIME]
 
     async def get(self, path: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
-        async with aiohttp.ClientSession(auto_decompress=False) as session:
-            async with session.get(self.url + path, **kw) as resp:
-                return resp.status, dict(resp.headers), await resp.read()
+        async with (
+            aiohttp.ClientSession(auto_decompress=False) as session,
+            session.get(self.url + path, **kw) as resp,
+        ):
+            return resp.status, dict(resp.headers), await resp.read()
 
     async def metrics(self) -> dict[str, list[Sample]]:
         status, _h, body = await self.get("/metrics")

@@ -60,7 +60,13 @@ def test_unchanged_family_reuses_its_text_and_a_change_invalidates_it() -> None:
 
 
 def test_values_and_escapes_use_prometheus_spelling() -> None:
-    assert [format_value(v) for v in (1.0, 0.25, math.inf, -math.inf, 1e20)] == ["1", "0.25", "+Inf", "-Inf", "1e+20"]
+    assert [format_value(v) for v in (1.0, 0.25, math.inf, -math.inf, 1e20)] == [
+        "1",
+        "0.25",
+        "+Inf",
+        "-Inf",
+        "1e+20",
+    ]
     assert format_value(math.nan) == "NaN"
     assert escape_label_value('a"b\\c\nd') == 'a\\"b\\\\c\\nd'
 

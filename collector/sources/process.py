@@ -81,17 +81,22 @@ class ProcessSource:
         self.ctx = ctx
         self.settings: ProcessSettings = ctx.settings
         m = ctx.metrics
-        self.up = m.gauge("app_process_up", "1 when the app process is found and readable, 0 when it is gone.")
+        self.up = m.gauge(
+            "app_process_up", "1 when the app process is found and readable, 0 when it is gone."
+        )
         self.families = {
             f.name: f
             for f in (
-                m.counter("app_process_cpu_seconds_total", "App process user and system CPU time in seconds."),
+                m.counter(
+                    "app_process_cpu_seconds_total", "App process user and system CPU time in seconds."
+                ),
                 m.gauge("app_process_resident_memory_bytes", "App process resident memory size in bytes."),
                 m.gauge("app_process_virtual_memory_bytes", "App process virtual memory size in bytes."),
                 m.gauge("app_process_open_fds", "Number of open file descriptors of the app process."),
                 m.gauge("app_process_max_fds", "Soft limit on open file descriptors of the app process."),
                 m.gauge(
-                    "app_process_start_time_seconds", "Start time of the app process since the epoch in seconds."
+                    "app_process_start_time_seconds",
+                    "Start time of the app process since the epoch in seconds.",
                 ),
                 m.gauge("app_process_threads", "Number of OS threads of the app process."),
             )

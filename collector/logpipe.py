@@ -1,0 +1,49 @@
+"""The contract between the log tailer and whatever turns log lines into metrics.
+
+The tailer reads chunks, splits complete lines and hands them over in batches; a `LineConsumer`
+decodes the batch and updates metric families in the shared `MetricState`, synchronously (no
+`await`), so the tailer can advance the file offset in the same step and checkpoint offsets and
+metric state together (exactly-once; see docs/design.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+__all__ = ["RESULTS", "BatchResult", "LineConsumer"]
+
+#: Every line ends in exactly one of these (`too_long` is decided by the tailer, the rest by the consumer).
+RESULTS = ("parsed", "unmatched", "invalid_json", "invalid_utf8", "too_long")
+
+
+@dataclass
+class BatchResult:
+    """What happened to one batch of lines."""
+
+    parsed: int = 0  # valid JSON object that at least one rule used
+    unmatched: int = 0  # valid JSON object that no rule used
+    invalid_json: int = 0
+    invalid_utf8: int = 0
+    # (index in the batch, reason) of the first few bad lines, so the tailer can log file and offset
+    bad: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, other: BatchResult, offset: int = 0) -> None:
+        self.parsed += other.parsed
+        self.unmatched += other.unmatched
+        self.invalid_json += other.invalid_json
+        self.invalid_utf8 += other.invalid_utf8
+        self.bad.extend((i + offset, r) for i, r in other.bad)
+
+
+class LineConsumer(Protocol):
+    """Turns complete log lines (without their trailing newline) into metric updates."""
+
+    def family_names(self) -> Sequence[str]:
+        """Families whose state this consumer owns; the tailer checkpoints them with the offsets."""
+        ...
+
+    def consume(self, lines: Sequence[bytes]) -> BatchResult:
+        """Decode and apply a batch synchronously; never raises on bad input (it is counted)."""
+        ...
