@@ -36,6 +36,7 @@ __all__ = [
     "ENV_PREFIX",
     "CommaList",
     "ConfigError",
+    "LogsSettings",
     "ProcessSettings",
     "Settings",
     "SourceSettings",
@@ -113,6 +114,35 @@ class ProcessSettings(SourceSettings):
         return value
 
 
+class LogsSettings(SourceSettings):
+    """Tail the app's JSON log files and turn lines into metrics (rules and presets)."""
+
+    config_fields: ClassVar[tuple[str, ...]] = ("paths",)
+
+    paths: CommaList = Field(default_factory=list, description="Glob patterns of log files to follow.")
+    start_at: Literal["end", "beginning"] = Field(
+        default="end",
+        description="Where to start in files that exist at the very first start (later files: beginning).",
+    )
+    max_line_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="Longer lines are skipped and counted.",
+    )
+    checkpoint_interval: float = Field(
+        default=1.0, gt=0, le=300, description="Seconds between checkpoints of offsets and metric state."
+    )
+    poll_interval: float = Field(
+        default=1.0, gt=0, le=60, description="Polling fallback period when file notifications are missed."
+    )
+    preset: CommaList = Field(
+        default_factory=list, description="Rule presets by name (winston, pino-http, ...)."
+    )
+    rules: Path | None = Field(default=None, description="YAML rules file; its rules add to the presets'.")
+    max_series: int = Field(default=10_000, ge=1, description="Default series limit per metric.")
+
+
 class Settings(BaseSettings):
     """Root settings; each source has its own nested model (`COLLECTOR_<SOURCE>__<FIELD>`)."""
 
@@ -139,6 +169,7 @@ class Settings(BaseSettings):
         default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
     )
     process: ProcessSettings = Field(default_factory=ProcessSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
 
     @field_validator("log_level", mode="before")
     @classmethod
