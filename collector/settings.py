@@ -35,6 +35,7 @@ from pydantic_settings import (
 __all__ = [
     "ENV_PREFIX",
     "CommaList",
+    "SecretList",
     "ConfigError",
     "LogsSettings",
     "ProcessSettings",
@@ -65,6 +66,8 @@ def split_list(value: Any) -> Any:
 
 #: A list setting written as `a,b,c` or `["a","b","c"]`.
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
+#: The same for secrets (e.g. several webhook secrets during rotation); also readable from `<VAR>_FILE`.
+SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(split_list)]
 
 
 class SourceSettings(BaseModel):
@@ -352,7 +355,7 @@ def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration as JSON-ready data, secrets shown as `**********`."""
     data = settings.model_dump(mode="json")
     data["state_path"] = str(settings.effective_state_path)
-    for name in settings.model_fields:
+    for name in type(settings).model_fields:
         sub = getattr(settings, name)
         if isinstance(sub, SourceSettings):
             data[name]["enabled"] = sub.is_enabled()

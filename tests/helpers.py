@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 import signal
 import socket
@@ -66,6 +67,8 @@ class Running:
         return self.app[RUNTIME]
 
     async def get(self, path: str, **kw: Any) -> tuple[int, dict[str, str], bytes]:
+        # aiohttp's client asks for gzip by default; tests ask for it explicitly when they mean to.
+        kw["headers"] = {"Accept-Encoding": "identity", **kw.get("headers", {})}
         async with (
             aiohttp.ClientSession(auto_decompress=False) as session,
             session.get(self.url + path, **kw) as resp,
@@ -73,8 +76,10 @@ class Running:
             return resp.status, dict(resp.headers), await resp.read()
 
     async def metrics(self) -> dict[str, list[Sample]]:
-        status, _h, body = await self.get("/metrics")
+        status, headers, body = await self.get("/metrics")
         assert status == 200
+        if headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
         return parse(body.decode())
 
     async def wait_for(self, predicate: Any, timeout: float = 10.0) -> dict[str, list[Sample]]:
@@ -155,5 +160,6 @@ class CollectorProcess:
         self._stderr.close()
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")

@@ -1,0 +1,144 @@
+"""Settings: defaults, parsing, one readable error per bad value, secrets from <VAR>_FILE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import Field, SecretStr
+
+from collector.settings import (
+    ConfigError,
+    SecretList,
+    Settings,
+    load_settings,
+    masked_dump,
+    unknown_env_vars,
+)
+
+
+def _errors(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None)
+    return info.value.lines
+
+
+def test_defaults() -> None:
+    s = load_settings(env_file=None)
+    assert (s.listen_host, s.listen_port) == ("0.0.0.0", 9464)
+    assert s.effective_state_path == Path("data/state.db")
+    assert s.log_level == "INFO"
+    assert not s.process.is_enabled()
+
+
+def test_nested_env_vars_and_auto_enable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_PROCESS__PID", "42")
+    monkeypatch.setenv("COLLECTOR_LOG_LEVEL", "debug")
+    monkeypatch.setenv("COLLECTOR_LISTEN", "[::1]:9000")
+    s = load_settings(env_file=None)
+    assert s.process.pid == 42 and s.process.is_enabled()
+    assert s.log_level == "DEBUG"
+    assert (s.listen_host, s.listen_port) == ("::1", 9000)
+
+
+def test_a_source_can_be_switched_off_even_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_PROCESS__PID", "42")
+    monkeypatch.setenv("COLLECTOR_PROCESS__ENABLED", "false")
+    assert not load_settings(env_file=None).process.is_enabled()
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"COLLECTOR_LISTEN": "9464"}, "invalid setting COLLECTOR_LISTEN='9464': expected host:port"),
+        ({"COLLECTOR_LISTEN": "h:99999"}, "invalid setting COLLECTOR_LISTEN='h:99999': expected host:port"),
+        ({"COLLECTOR_LOG_LEVEL": "loud"}, "invalid setting COLLECTOR_LOG_LEVEL='LOUD': Input should be 'DEBUG'"),
+        ({"COLLECTOR_PROCESS__PID": "abc"}, "invalid setting COLLECTOR_PROCESS__PID='abc': Input should be a valid integer"),
+        ({"COLLECTOR_PROCESS__PID": "-3"}, "invalid setting COLLECTOR_PROCESS__PID='-3': Input should be greater than 0"),
+        ({"COLLECTOR_PROCESS__MATCH": "(node"}, "invalid setting COLLECTOR_PROCESS__MATCH='(node': not a valid regular expression"),
+        ({"COLLECTOR_PROCESS__INTERVAL": "0"}, "invalid setting COLLECTOR_PROCESS__INTERVAL='0': Input should be greater than 0"),
+        ({"COLLECTOR_SHUTDOWN_TIMEOUT": "x"}, "invalid setting COLLECTOR_SHUTDOWN_TIMEOUT='x'"),
+        (
+            {"COLLECTOR_PROCESS__ENABLED": "true"},
+            "invalid settings: COLLECTOR_PROCESS__ENABLED=true but COLLECTOR_PROCESS__PID or "
+            "COLLECTOR_PROCESS__PID_FILE or COLLECTOR_PROCESS__MATCH is not set",
+        ),
+    ],
+)
+def test_each_bad_value_gives_one_line_naming_the_variable(monkeypatch, env, expected) -> None:
+    lines = _errors(monkeypatch, **env)
+    assert len(lines) == 1
+    assert lines[0].startswith(expected), lines[0]
+
+
+def test_every_bad_value_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _errors(monkeypatch, COLLECTOR_LISTEN="x", COLLECTOR_PROCESS__PID="y")
+    assert [line.split("=")[0] for line in lines] == [
+        "invalid setting COLLECTOR_LISTEN",
+        "invalid setting COLLECTOR_PROCESS__PID",
+    ]
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / "c.env"
+    env_file.write_text("COLLECTOR_LISTEN=127.0.0.1:1000\nCOLLECTOR_PROCESS__PID=7\n")
+    monkeypatch.setenv("COLLECTOR_PROCESS__PID", "8")
+    s = load_settings(env_file=env_file)
+    assert s.listen == "127.0.0.1:1000"
+    assert s.process.pid == 8
+
+
+class _WithSecrets(Settings):
+    api_token: SecretStr | None = Field(default=None)
+    tokens: SecretList = Field(default_factory=list)
+
+
+def test_secret_is_read_from_var_file_and_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t\n")  # trailing newline as `echo` or a k8s secret would leave it
+    monkeypatch.setenv("COLLECTOR_API_TOKEN_FILE", str(secret))
+    s = load_settings(env_file=None, cls=_WithSecrets)
+    assert s.api_token is not None and s.api_token.get_secret_value() == "s3cr3t"
+    dumped = masked_dump(s)
+    assert dumped["api_token"] == "**********"
+    assert "s3cr3t" not in repr(dumped)
+
+
+def test_secret_file_that_cannot_be_read_names_the_file_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_API_TOKEN_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as info:
+        load_settings(env_file=None, cls=_WithSecrets)
+    assert info.value.lines[0].startswith(f"invalid setting COLLECTOR_API_TOKEN_FILE='{tmp_path / 'missing'}'")
+
+
+def test_secret_and_its_file_together_are_ambiguous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("a")
+    monkeypatch.setenv("COLLECTOR_API_TOKEN", "b")
+    monkeypatch.setenv("COLLECTOR_API_TOKEN_FILE", str(secret))
+    with pytest.raises(ConfigError, match="both COLLECTOR_API_TOKEN and COLLECTOR_API_TOKEN_FILE"):
+        load_settings(env_file=None, cls=_WithSecrets)
+
+
+def test_unknown_collector_variables_are_reported() -> None:
+    env = {"COLLECTOR_PROCES__PID": "1", "COLLECTOR_LISTEN": "x", "HOME": "/"}
+    assert unknown_env_vars(env) == ["COLLECTOR_PROCES__PID"]
+
+
+def test_secret_list_reads_comma_separated_values_from_its_file(tmp_path: Path, monkeypatch) -> None:
+    secret = tmp_path / "tokens"
+    secret.write_text("whsec_old,whsec_new\n")
+    monkeypatch.setenv("COLLECTOR_TOKENS_FILE", str(secret))
+    s = load_settings(env_file=None, cls=_WithSecrets)
+    assert [t.get_secret_value() for t in s.tokens] == ["whsec_old", "whsec_new"]
+    assert masked_dump(s)["tokens"] == ["**********", "**********"]
+
+
+def test_list_settings_accept_json_or_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_TOKENS", '["a,b", "c"]')
+    assert [t.get_secret_value() for t in load_settings(env_file=None, cls=_WithSecrets).tokens] == ["a,b", "c"]
+    monkeypatch.setenv("COLLECTOR_TOKENS", "[broken")
+    with pytest.raises(ConfigError, match=r"COLLECTOR_TOKENS='\*\*\*': not a valid JSON list"):
+        load_settings(env_file=None, cls=_WithSecrets)
