@@ -163,3 +163,17 @@ async def test_promtool_finds_nothing_to_complain_about(tmp_path: Path) -> None:
         _, _, body = await c.get("/metrics")
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
     assert (result.returncode, result.stdout + result.stderr) == (0, b"")
+
+
+async def test_a_failing_source_does_not_take_the_others_down(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, process={"pid": 1}, logs={"paths": [str(tmp_path / "*.log")]})
+    async with serve(settings, {"process": FlakySource, "logs": CountingSource}) as c:
+        s = await c.wait_for(
+            lambda s: value(s, "collector_source_up", source="logs") == 1
+            and value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 1
+        )
+        assert value(s, "collector_source_up", source="process") == 0
+        assert value(s, "demo_events_total", kind="a") == 3
+        status, _, body = await c.get("/health/ready")
+        assert status == 503
+        assert json.loads(body)["reasons"] == ["source process is failed: RuntimeError: upstream refused (attempt 1)"]
