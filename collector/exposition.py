@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client.utils import floatToGoString
 
@@ -61,28 +62,43 @@ def escape_help(text: str) -> str:
 
 def format_value(value: float) -> str:
     """Format a sample value: integers without a fraction, Go's spelling of infinities and NaN."""
+    if type(value) is int:
+        return str(value)
+    if value.is_integer() and -1e15 < value < 1e15:  # False for NaN and the infinities
+        return str(int(value))
     if value != value:
         return "NaN"
     if value == math.inf:
         return "+Inf"
     if value == -math.inf:
         return "-Inf"
-    if value.is_integer() and -1e15 < value < 1e15:
-        return str(int(value))
     return repr(value)
 
 
-def _label_text(fam: Family, key: tuple[str, ...]) -> str:
-    text = fam._label_text.get(key)
-    if text is None:
-        if key:
-            text = ",".join(
-                f'{n}="{escape_label_value(v)}"' for n, v in zip(fam.labelnames, key, strict=True)
+def _labels(fam: Family, key: tuple[str, ...]) -> str:
+    return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(fam.labelnames, key, strict=True))
+
+
+def _prefix(fam: Family, key: tuple[str, ...]) -> Any:
+    """Cached text before each value of a series: `name{labels} `, or per-bucket lines for histograms."""
+    cached = fam._label_text.get(key)
+    if cached is None:
+        labels = _labels(fam, key) if key else ""
+        name = fam.name
+        if fam.kind == HISTOGRAM:
+            # client_python spells bounds as Go floats (le="1.0"); matching it keeps series identical.
+            sep = "," if labels else ""
+            les = [floatToGoString(b) for b in fam.buckets] + ["+Inf"]
+            braced = f"{{{labels}}}" if labels else ""
+            cached = (
+                [f'{name}_bucket{{{labels}{sep}le="{le}"}} ' for le in les],
+                f"{name}_sum{braced} ",
+                f"{name}_count{braced} ",
             )
         else:
-            text = ""
-        fam._label_text[key] = text
-    return text
+            cached = f"{name}{{{labels}}} " if labels else f"{name} "
+        fam._label_text[key] = cached
+    return cached
 
 
 def render_family(fam: Family, openmetrics: bool = False) -> str:
@@ -93,32 +109,23 @@ def render_family(fam: Family, openmetrics: bool = False) -> str:
     if not fam.series:
         fam._text[openmetrics] = ""
         return ""
-    name = fam.name
-    family_name = name[:-6] if openmetrics and fam.kind == COUNTER else name
-    out = [f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"]
-    append = out.append
+    family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
+    head = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"
+    fmt = format_value
+    prefix = _prefix
     if fam.kind == HISTOGRAM:
-        # client_python spells bounds as Go floats (le="1.0"); matching it keeps series identical.
-        les = [floatToGoString(b) for b in fam.buckets] + ["+Inf"]
+        out = [head]
+        append = out.append
         for key, cells in fam.series.items():
-            labels = _label_text(fam, key)
-            prefix = f"{name}_bucket{{{labels}," if labels else f"{name}_bucket{{"
+            buckets, sum_prefix, count_prefix = prefix(fam, key)
             cumulative = 0
-            for le, count in zip(les, cells, strict=False):
+            for bucket, count in zip(buckets, cells, strict=False):
                 cumulative += count
-                append(f'{prefix}le="{le}"}} {cumulative}\n')
-            braced = f"{{{labels}}}" if labels else ""
-            append(
-                f"{name}_sum{braced} {format_value(float(cells[-1]))}\n{name}_count{braced} {cumulative}\n"
-            )
+                append(f"{bucket}{cumulative}\n")
+            append(f"{sum_prefix}{fmt(cells[-1])}\n{count_prefix}{cumulative}\n")
+        text = "".join(out)
     else:
-        for key, value in fam.series.items():
-            labels = _label_text(fam, key)
-            if labels:
-                append(f"{name}{{{labels}}} {format_value(value)}\n")
-            else:
-                append(f"{name} {format_value(value)}\n")
-    text = "".join(out)
+        text = head + "".join([f"{prefix(fam, k)}{fmt(v)}\n" for k, v in fam.series.items()])
     fam._text[openmetrics] = text
     return text
 

@@ -32,7 +32,7 @@ class CountingSource:
 
     async def run(self) -> None:
         self.events.inc(("a",), 3)
-        self.events.inc(("b\"q",))
+        self.events.inc(('b"q',))
         for v in (0.05, 0.5, 5):
             self.latency.observe((), v)
         self.ctx.started()
@@ -66,11 +66,17 @@ async def test_metrics_serves_source_families_and_self_metrics(tmp_path: Path) -
         assert value(s, "demo_latency_seconds_bucket", le="1.0") == 2
         assert value(s, "demo_latency_seconds_bucket", le="+Inf") == 3
         assert value(s, "demo_latency_seconds_sum") == 5.55
-        assert value(s, "collector_build_info", version=__version__, python=__import__("platform").python_version()) == 1
+        assert (
+            value(
+                s, "collector_build_info", version=__version__, python=__import__("platform").python_version()
+            )
+            == 1
+        )
         assert value(s, "collector_state_store_resets_total") == 0
         assert value(s, "collector_event_loop_lag_seconds") is not None
         assert value(s, "process_resident_memory_bytes") > 0
         status, headers, _ = await c.get("/metrics")
+        assert status == 200
         assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -95,6 +101,7 @@ async def test_gzip_only_when_accepted(tmp_path: Path) -> None:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         _, plain_headers, plain = await c.get("/metrics", headers={"Accept-Encoding": "identity"})
         assert "Content-Encoding" not in plain_headers
+        assert value(parse(plain.decode()), "demo_events_total", kind="a") == 3
         _, headers, zipped = await c.get("/metrics", headers={"Accept-Encoding": "gzip, deflate"})
         assert headers["Content-Encoding"] == "gzip"
         s = parse(gzip.decompress(zipped).decode())
@@ -152,11 +159,20 @@ async def test_ready_is_503_while_the_state_store_cannot_open(tmp_path: Path) ->
         reply = json.loads(body)
         assert status == 503
         assert reply["reasons"][0].startswith("state store not open")
-        s = await c.wait_for(lambda s: (value(s, "collector_state_store_errors_total", operation="open") or 0) >= 1)
-        assert value(s, "collector_build_info", version=__version__, python=__import__("platform").python_version()) == 1
+        s = await c.wait_for(
+            lambda s: (value(s, "collector_state_store_errors_total", operation="open") or 0) >= 1
+        )
+        assert (
+            value(
+                s, "collector_build_info", version=__version__, python=__import__("platform").python_version()
+            )
+            == 1
+        )
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
+@pytest.mark.skipif(
+    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
+)
 async def test_promtool_finds_nothing_to_complain_about(tmp_path: Path) -> None:
     async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
@@ -169,11 +185,15 @@ async def test_a_failing_source_does_not_take_the_others_down(tmp_path: Path) ->
     settings = make_settings(tmp_path, process={"pid": 1}, logs={"paths": [str(tmp_path / "*.log")]})
     async with serve(settings, {"process": FlakySource, "logs": CountingSource}) as c:
         s = await c.wait_for(
-            lambda s: value(s, "collector_source_up", source="logs") == 1
-            and value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 1
+            lambda s: (
+                value(s, "collector_source_up", source="logs") == 1
+                and value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 1
+            )
         )
         assert value(s, "collector_source_up", source="process") == 0
         assert value(s, "demo_events_total", kind="a") == 3
         status, _, body = await c.get("/health/ready")
         assert status == 503
-        assert json.loads(body)["reasons"] == ["source process is failed: RuntimeError: upstream refused (attempt 1)"]
+        assert json.loads(body)["reasons"] == [
+            "source process is failed: RuntimeError: upstream refused (attempt 1)"
+        ]
