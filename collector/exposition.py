@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from itertools import accumulate
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
@@ -106,26 +107,30 @@ def render_family(fam: Family, openmetrics: bool = False) -> str:
     cached = fam._text.get(openmetrics)
     if cached is not None:
         return cached
-    if not fam.series:
+    series = fam.series
+    if not series:
         fam._text[openmetrics] = ""
         return ""
     family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
     head = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"
-    fmt = format_value
-    prefix = _prefix
+    prefixes = fam._label_text
+    if len(prefixes) != len(series) or any(k not in prefixes for k in series):
+        for key in series:
+            _prefix(fam, key)
     if fam.kind == HISTOGRAM:
         out = [head]
         append = out.append
-        for key, cells in fam.series.items():
-            buckets, sum_prefix, count_prefix = prefix(fam, key)
-            cumulative = 0
-            for bucket, count in zip(buckets, cells, strict=False):
-                cumulative += count
-                append(f"{bucket}{cumulative}\n")
-            append(f"{sum_prefix}{fmt(cells[-1])}\n{count_prefix}{cumulative}\n")
+        for key, cells in series.items():
+            buckets, sum_prefix, count_prefix = prefixes[key]
+            cumulative = list(accumulate(cells[:-1]))
+            append("".join([f"{b}{c}\n" for b, c in zip(buckets, cumulative, strict=True)]))
+            append(f"{sum_prefix}{format_value(cells[-1])}\n{count_prefix}{cumulative[-1]}\n")
         text = "".join(out)
+    elif math.isfinite(sum(series.values())):
+        # All finite (a NaN or infinity would poison the sum): repr is valid Prometheus and OpenMetrics.
+        text = head + "".join([f"{prefixes[k]}{v!r}\n" for k, v in series.items()])
     else:
-        text = head + "".join([f"{prefix(fam, k)}{fmt(v)}\n" for k, v in fam.series.items()])
+        text = head + "".join([f"{prefixes[k]}{format_value(v)}\n" for k, v in series.items()])
     fam._text[openmetrics] = text
     return text
 
