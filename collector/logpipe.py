@@ -63,4 +63,11 @@ def build_consumer(settings: LogsSettings, metrics: MetricState, log: logging.Lo
     Raises:
         ValueError: the rules cannot be loaded (the message names the rule and field).
     """
-    raise NotImplementedError("replaced by the log tailing / log rules work")
+    if not settings.preset and settings.rules is None:
+        # Until the rules engine lands: count lines by level (app_log_lines_total{level}).
+        from collector.sources.logs.levels import LevelConsumer
+
+        return LevelConsumer(metrics, log, max_series=settings.max_series)
+    from collector.rules import RuleSet  # the rules engine (issue 4): presets + rules file, hot reload
+
+    return RuleSet(metrics, log, settings.preset, settings.rules, settings.max_series)

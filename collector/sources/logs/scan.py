@@ -1,0 +1,167 @@
+"""Blocking file-system work of the tailer, run in a worker thread: glob, stat, open, read prefixes.
+
+Returns plain observations; every decision (and every metric update) happens on the event loop.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import stat
+from dataclasses import dataclass, field
+
+from collector.sources.logs.identity import FP_BYTES, end_offset
+
+__all__ = ["FdObs", "FileObs", "Scan", "scan", "watch_roots"]
+
+Key = tuple[int, int]
+
+# Magic numbers of gzip, zstd, xz and bzip2: rotated logs compressed by logrotate are not text.
+_COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
+
+_COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
+
+# Last bytes read to see whether a file ends in an unfinished line (for `start_at=end`).
+_TAIL_BYTES = 1
+
+
+@dataclass(slots=True)
+class FileObs:
+    """One glob match."""
+
+    path: str
+    pattern: str
+    dev: int = 0
+    ino: int = 0
+    size: int = 0
+    prefix: bytes = b""
+    fd: int | None = None  # opened here because its inode is not followed yet
+    end: tuple[int, bool] = (0, False)  # start for `start_at=end` (only when asked for)
+    error: str | None = None  # bounded reason: permission_denied, not_regular, open_failed
+    detail: str = ""
+
+    @property
+    def key(self) -> Key:
+        return (self.dev, self.ino)
+
+
+@dataclass(slots=True)
+class FdObs:
+    """A followed file seen through its open descriptor (still valid after rename or delete)."""
+
+    size: int
+    prefix: bytes
+
+
+@dataclass(slots=True)
+class Scan:
+    files: dict[str, FileObs] = field(default_factory=dict)
+    fds: dict[Key, FdObs] = field(default_factory=dict)
+    roots: tuple[tuple[str, bool], ...] = ()
+
+
+def scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> Scan:
+    """Glob every pattern, stat every match, open the ones not followed yet; look at open descriptors.
+
+    Args:
+        patterns: glob patterns (`**` allowed).
+        open_fds: followed inode -> descriptor (those are not opened again).
+        want_end: also find where `start_at=end` would begin in newly opened files.
+    """
+    out = Scan(roots=watch_roots(patterns))
+    # Open files first: a copytruncate copy is made before the truncation, so when a truncation is
+    # seen here, the glob below already sees the copy that holds the lines written just before it.
+    for key, fd in open_fds.items():
+        try:
+            size = os.fstat(fd).st_size
+            out.fds[key] = FdObs(size, os.pread(fd, FP_BYTES, 0))
+        except OSError:
+            continue  # a descriptor cannot really go bad; if it does, the file looks unchanged
+    for pattern in patterns:
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if path not in out.files:
+                obs = _observe(path, pattern, open_fds, want_end)
+                if obs is not None:
+                    out.files[path] = obs
+    return out
+
+
+def _observe(path: str, pattern: str, open_fds: dict[Key, int], want_end: bool) -> FileObs | None:
+    if path.endswith(_COMPRESSED_SUFFIXES):
+        return None  # logrotate writes `app.log.2.gz` under its final name: skip it before it has bytes
+    obs = FileObs(path, pattern)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None  # gone between glob and stat (a rotation in progress): the next pass sees it
+    except OSError as exc:
+        obs.error, obs.detail = _reason(exc), exc.strerror or str(exc)
+        return obs
+    if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISDIR(st.st_mode):
+            return None  # a directory matched by a `*` pattern is just a path step, not a log file
+        obs.error, obs.detail = "not_regular", "not a regular file (FIFO, socket or device)"
+        return obs
+    obs.dev, obs.ino, obs.size = st.st_dev, st.st_ino, st.st_size
+    if obs.key in open_fds:
+        return obs
+    try:
+        # O_NONBLOCK: a FIFO swapped in after the stat must not hang the worker thread.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        obs.error, obs.detail = _reason(exc), exc.strerror or str(exc)
+        return obs
+    try:
+        st = os.fstat(fd)  # identity of what we opened, not of what the path pointed at a moment ago
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            obs.error, obs.detail = "not_regular", "not a regular file"
+            return obs
+        obs.dev, obs.ino, obs.size = st.st_dev, st.st_ino, st.st_size
+        obs.prefix = os.pread(fd, FP_BYTES, 0)
+        if obs.prefix.startswith(_COMPRESSED):
+            os.close(fd)
+            return None  # a compressed rotation (app.log.2.gz) matched by a wide pattern: not a log
+        if want_end and obs.size:
+            start = max(0, obs.size - _TAIL_BYTES)
+            obs.end = end_offset(os.pread(fd, obs.size - start, start), obs.size)
+    except OSError as exc:
+        os.close(fd)
+        obs.error, obs.detail = "read_failed", exc.strerror or str(exc)
+        return obs
+    obs.fd = fd
+    return obs
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission_denied"
+    return "open_failed"
+
+
+def watch_roots(patterns: list[str]) -> tuple[tuple[str, bool], ...]:
+    """Directories to watch for change notifications: (dir, recursive) per pattern.
+
+    A pattern's fixed leading directory is watched (recursively for `**`); while it does not exist,
+    its nearest existing ancestor is watched without recursion, so its creation wakes the tailer.
+    """
+    roots: set[tuple[str, bool]] = set()
+    for pattern in patterns:
+        parts = pattern.split(os.sep)
+        fixed: list[str] = []
+        for part in parts[:-1]:
+            if glob.has_magic(part):
+                break
+            fixed.append(part)
+        base = os.sep.join(fixed) or (os.sep if pattern.startswith(os.sep) else ".")
+        recursive = "**" in pattern
+        while not os.path.isdir(base):
+            parent = os.path.dirname(base.rstrip(os.sep)) or "."
+            if parent == base:
+                break
+            base, recursive = parent, False
+        roots.add((base, recursive))
+    return tuple(sorted(roots))
