@@ -1,0 +1,216 @@
+"""Generate one Python function per dispatch group: the hot path of the rules engine.
+
+A group is the rules that can match one discriminator value (`message == "http_request"`). Its
+function reads each needed field once, computes each distinct label once (through a per-label cache
+from raw value to label text), then runs every rule's residual match and updates `Family.series`
+inline. Generated source instead of nested closures: ~4x fewer Python calls per line.
+"""
+
+from __future__ import annotations
+
+import itertools
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import Any
+
+from collector.metrics import COUNTER, Family
+from collector.rules.decode import LineDecoder
+from collector.rules.normalize import NORMALIZERS, label_text, to_number
+from collector.rules.schema import LabelSpec, RuleSpec
+
+__all__ = ["generate_group", "label_converter"]
+
+#: Label caches are cleared past this size (raw URLs are unbounded; the label values they map to are not).
+CACHE_LIMIT = 4096
+_CMP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def label_converter(spec: LabelSpec, cache: dict[Any, str]) -> Callable[[Any], str]:
+    """Raw field value -> label text for one label spec, remembered in `cache`."""
+    norm = NORMALIZERS[spec.normalize] if spec.normalize else label_text
+    mapping = dict(spec.mapping)
+    allow, other, default = spec.allow, spec.other, spec.default
+
+    def convert(raw: Any) -> str:
+        text = norm(raw)
+        if text is None:
+            text = default
+        else:
+            text = mapping.get(text, text)
+            if allow is not None and text not in allow:
+                text = other
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = text
+        return text
+
+    return convert
+
+
+def forms(value: Any) -> set[Any]:
+    """A value and its other JSON spellings (200 and "200"), so `status: 200` matches nginx's strings."""
+    out = {value}
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        out.add(label_text(value))
+    elif isinstance(value, str):
+        number = to_number(value)
+        if number is not None:
+            out.add(int(number) if number.is_integer() else number)
+    return out
+
+
+class _Gen:
+    def __init__(self, dec: LineDecoder) -> None:
+        self.dec = dec
+        self.ns: dict[str, Any] = {"_num": to_number, "_bisect": bisect_left, "_label_text": label_text}
+        self.ids = itertools.count()
+        self.reads: dict[tuple[str, ...], str] = {}
+        self.read_lines: list[str] = []
+        self.labels: dict[LabelSpec, str] = {}
+
+    def const(self, value: Any, prefix: str) -> str:
+        name = f"{prefix}{next(self.ids)}"
+        self.ns[name] = value
+        return name
+
+    def read(self, paths: tuple[str, ...]) -> str:
+        """Variable holding the first present of `paths`, read once at the top of the function."""
+        var = self.reads.get(paths)
+        if var is not None:
+            return var
+        var = self.reads[paths] = f"r{next(self.ids)}"
+        out = self.read_lines
+        for n, path in enumerate(paths):
+            pad = "    " if n == 0 else "    " + "    " * 1
+            if n:
+                out.append(f"    if {var} is None:")
+            attrs = self.dec.attr(path).split(".")
+            if len(attrs) == 1:
+                out.append(f"{pad}{var} = o.{attrs[0]}")
+                continue
+            out.append(f"{pad}{var} = o.{attrs[0]}")
+            for a in attrs[1:]:
+                out.append(f"{pad}if {var} is not None: {var} = {var}.{a}")
+        return var
+
+    def label(self, spec: LabelSpec, indent: str, body: list[str], eager: bool) -> str:
+        """Emit the computation of one label; eager labels are computed once per line and shared."""
+        if spec.const is not None:
+            return self.const(spec.const, "k")
+        if spec in self.labels:
+            return self.labels[spec]  # computed unconditionally at the top: reuse it
+        raw = self.read(spec.paths)
+        cache: dict[Any, str] = {}
+        c, v = self.const(cache, "C"), self.const(label_converter(spec, cache), "V")
+        d = self.const(spec.default, "D")
+        var = f"l{next(self.ids)}"
+        body += [
+            f"{indent}try:",
+            f"{indent}    {var} = {c}[{raw}]",
+            f"{indent}except KeyError:",
+            f"{indent}    {var} = {v}({raw})",
+            f"{indent}except TypeError:",
+            f"{indent}    {var} = {d}",
+        ]
+        if eager:
+            self.labels[spec] = var
+        return var
+
+    def predicate(self, match: tuple[Any, ...]) -> str:
+        kind = match[0]
+        if kind in ("all", "any"):
+            joiner = " and " if kind == "all" else " or "
+            return "(" + joiner.join(self.predicate(m) for m in match[1]) + ")"
+        if kind == "not":
+            return f"(not {self.predicate(match[1])})"
+        _c, path, op, arg = match
+        raw = self.read((path,))
+        if op in ("equals", "in", "not_equals", "not_in"):
+            values = (arg,) if op.endswith("equals") else arg
+            s = self.const(frozenset(set().union(*(forms(x) for x in values))), "S")
+            return f"({raw} {'not in' if op.startswith('not') else 'in'} {s})"
+        if op == "exists":
+            return f"({raw} is {'not ' if arg else ''}None)"
+        if op == "regex":
+            rx = self.const(arg.search, "X")
+            return f"((_t := _label_text({raw})) is not None and {rx}(_t) is not None)"
+        limit, cmp = self.const(float(arg), "N"), _CMP[op]
+        # ints (status codes) compare directly; strings ("404" from nginx) go through _num
+        return (
+            f"(({raw}.__class__ is int and {raw} {cmp} {limit}) or ({raw}.__class__ is not int"
+            f" and (_n := _num({raw})) is not None and _n {cmp} {limit}))"
+        )
+
+
+def generate_group(
+    rules: list[tuple[RuleSpec, tuple[Any, ...] | None, Family, tuple[str, ...]]],
+    dec: LineDecoder,
+    seen: dict[str, dict[tuple[str, ...], float]],
+    now: list[float],
+    on_bad_value: Callable[[str, Any], None],
+) -> Callable[[Any], bool]:
+    """Compile rules (spec, residual match, family, family label order) into `fn(line) -> matched`."""
+    g = _Gen(dec)
+    g.ns["NOW"] = now
+    body: list[str] = []
+    # Labels of rules without a residual match are needed on every line of the group: share them.
+    for spec, match, _fam, _names in rules:
+        if match is None:
+            for lb in spec.labels:
+                g.label(lb, "    ", body, eager=True)
+    for spec, match, fam, names in rules:
+        ind = "    "
+        if match is not None:
+            body.append(f"{ind}if {g.predicate(match)}:")
+            ind += "    "
+        by_name = {lb.name: lb for lb in spec.labels}
+        lvars = [g.label(by_name[n], ind, body, eager=match is None) for n in names]
+        if spec.value is not None:
+            raw = g.read(spec.value.paths)
+            bad = g.const(lambda value, _m=fam.name: on_bad_value(_m, value), "B")
+            neg = " or v < 0.0" if fam.kind == COUNTER else ""
+            body += [
+                f"{ind}if {raw} is not None:",
+                f"{ind}    v = {raw} if {raw}.__class__ is float else _num({raw})",
+                f"{ind}    if v is None{neg}:",
+                f"{ind}        {bad}({raw})",
+                f"{ind}    else:",
+            ]
+            ind += "        "
+            if spec.value.scale != 1.0:
+                body.append(f"{ind}v *= {g.const(spec.value.scale, 'N')}")
+        else:
+            body.append(f"{ind}v = 1.0")
+        s, a = g.const(fam.series, "S"), g.const(fam.admit, "A")
+        key = "(" + "".join(f"{v}, " for v in lvars) + ")" if lvars else "()"
+        body += [f"{ind}k = {key}", f"{ind}if k not in {s}:", f"{ind}    k = {a}(k)"]
+        if spec.action == "observe":
+            b = g.const(fam.buckets, "B")
+            empty = g.const(len(fam.buckets) + 1, "N")
+            body += [
+                f"{ind}c = {s}.get(k)",
+                f"{ind}if c is None:",
+                f"{ind}    c = {s}[k] = [0] * {empty} + [0.0]",
+                f"{ind}c[_bisect({b}, v)] += 1",
+                f"{ind}c[-1] += v",
+            ]
+        elif spec.action == "inc":
+            body.append(f"{ind}{s}[k] = {s}.get(k, 0.0) + v")
+        elif spec.action == "dec":
+            body.append(f"{ind}x = {s}.get(k, 0.0) - v")
+            if spec.floor is not None:
+                f = g.const(spec.floor, "N")
+                body.append(f"{ind}{s}[k] = x if x >= {f} else {f}")
+            else:
+                body.append(f"{ind}{s}[k] = x")
+        else:
+            body.append(f"{ind}{s}[k] = float(v)")
+        if fam.name in seen:
+            body.append(f"{ind}{g.const(seen[fam.name], 'E')}[k] = NOW[0]")
+        body.append(f"{ind}hit = True")
+    src = "\n".join(["def group(o):", "    hit = False", *g.read_lines, *body, "    return hit", ""])
+    code = compile(src, "<rules group>", "exec")
+    exec(code, g.ns)
+    fn: Callable[[Any], bool] = g.ns["group"]
+    fn.__doc__ = src  # the generated source, for debugging (`print(fn.__doc__)`)
+    return fn

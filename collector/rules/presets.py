@@ -1,0 +1,203 @@
+"""Ready rule sets for the loggers people use, selected by `COLLECTOR_LOGS__PRESET`.
+
+Each preset is plain rules-file data (the same schema as `config/rules.example.yaml`), validated by
+the same code. Field names follow each library's real output (samples in tests/fixtures/logs/). No
+preset ever labels by user id, IP, email, raw URL or video id: routes are templated, the rest dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from collector.rules.schema import RulesError, RuleSpec, parse_rules
+
+__all__ = ["PRESETS", "preset_rules"]
+
+SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
+BYTES = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000]
+#: WebSocket sessions and video streams last minutes to hours.
+LONG_SECONDS = [1, 10, 30, 60, 300, 600, 1800, 3600, 7200, 14400]
+
+
+def http(
+    match: dict[str, Any],
+    method: list[str],
+    route: list[str],
+    status: list[str],
+    duration: tuple[list[str], str] | None,
+    size: list[str] | None,
+) -> list[dict[str, Any]]:
+    """The HTTP RED rules for one log shape: which fields hold method, route, status, time and size."""
+    labels = {
+        "method": {"from": method, "normalize": "http_method", "default": "OTHER"},
+        "route": {"from": route, "normalize": "route", "default": "unknown"},
+    }
+    is_error = (
+        {"any": [{path: {"gte": 400}} for path in status]} if len(status) > 1 else {status[0]: {"gte": 400}}
+    )
+    rules: list[dict[str, Any]] = [
+        {
+            "metric": "http_requests_total",
+            "type": "counter",
+            "help": "HTTP requests served, by method, route template and status code.",
+            "match": match,
+            "labels": {
+                **labels,
+                "status_code": {"from": status, "normalize": "status_code", "default": "other"},
+            },
+        },
+        {
+            "metric": "http_request_errors_total",
+            "type": "counter",
+            "help": "HTTP requests answered with a 4xx or 5xx status, by error class.",
+            "match": {**match, "all": [is_error]},
+            "labels": {**labels, "error_class": {"from": status, "normalize": "status_class"}},
+        },
+    ]
+    if duration is not None:
+        rules.append(
+            {
+                "metric": "http_request_duration_seconds",
+                "type": "histogram",
+                "help": "HTTP request duration in seconds, by method and route template.",
+                "match": match,
+                "labels": labels,
+                "value": {"from": duration[0], "unit": duration[1]},
+                "buckets": SECONDS,
+            }
+        )
+    if size is not None:
+        rules.append(
+            {
+                "metric": "http_response_size_bytes",
+                "type": "histogram",
+                "help": "HTTP response body size in bytes, by method and route template.",
+                "match": match,
+                "labels": labels,
+                "value": {"from": size, "unit": "bytes"},
+                "buckets": BYTES,
+            }
+        )
+    return rules
+
+
+def _count(metric: str, help: str, message: str | list[str], **labels: Any) -> dict[str, Any]:
+    when = {"in": message} if isinstance(message, list) else message
+    return {"metric": metric, "type": "counter", "help": help, "match": {"message": when}, "labels": labels}
+
+
+def _gauge(metric: str, help: str, up: str | list[str], down: list[str]) -> list[dict[str, Any]]:
+    base = {"metric": metric, "type": "gauge", "help": help}
+    when_up = {"in": up} if isinstance(up, list) else up
+    return [
+        {**base, "match": {"message": when_up}, "action": "inc"},
+        # floor 0: a restart between start and end lines must not leave the gauge negative
+        {**base, "match": {"message": {"in": down}}, "action": "dec", "floor": 0},
+    ]
+
+
+def _field(paths: str | list[str], default: str = "unknown", **kw: Any) -> dict[str, Any]:
+    return {"from": paths, "default": default, **kw}
+
+
+APP_EVENTS: list[dict[str, Any]] = [
+    # -- auth ---------------------------------------------------------------------------------------
+    _count("auth_attempts_total", "Authentication attempts by method and outcome.", "auth_attempt",
+           method=_field("method", normalize="lower"), outcome=_field(["outcome", "result"], normalize="lower")),
+    *_gauge("auth_sessions_active", "Sessions currently open (created minus destroyed or expired).",
+            "session_created", ["session_destroyed", "session_expired", "logout"]),
+    _count("user_registrations_total", "New user registrations by sign-up source.", "user_registered",
+           source=_field("source", default="direct", normalize="lower")),
+    # -- security -----------------------------------------------------------------------------------
+    _count("security_events_total", "Security events by type and severity.", "security_event",
+           event_type=_field(["event_type", "type"]), severity=_field("severity", normalize="lower")),
+    _count("rate_limit_hits_total", "Requests rejected by the rate limiter, by route template.",
+           ["rate_limit_hit", "rate_limit_exceeded"], route=_field(["route", "path", "url"], normalize="route")),
+    _count("suspicious_activity_total", "Suspicious activity detected, by kind.", "suspicious_activity",
+           activity_type=_field(["activity_type", "type"])),
+    # -- websocket ----------------------------------------------------------------------------------
+    _count("websocket_connections_total", "WebSocket connections accepted by the app.", "ws_connect"),
+    *_gauge("websocket_connections_active", "WebSocket connections currently open.", "ws_connect", ["ws_disconnect"]),
+    _count("websocket_messages_total", "WebSocket messages by direction and message type.", "ws_message",
+           direction=_field("direction", allow=["inbound", "outbound"]), message_type=_field(["message_type", "type"])),
+    {
+        "metric": "websocket_connection_duration_seconds", "type": "histogram",
+        "help": "How long WebSocket connections stayed open, in seconds.",
+        "match": {"message": "ws_disconnect"}, "value": {"from": "duration_ms", "unit": "ms"},
+        "buckets": LONG_SECONDS,
+    },
+    # -- content ------------------------------------------------------------------------------------
+    _count("content_access_total", "Content accesses by content type and access level.", "content_access",
+           content_type=_field("content_type"), access_level=_field("access_level")),
+    {**_count("video_streams_total", "Video streams started, by quality.", "content_access",
+              quality=_field("quality")), "match": {"message": "content_access", "content_type": "video"}},
+    _count("video_streams_total", "Video streams started, by quality.", "video_stream_start",
+           quality=_field("quality")),
+    {
+        "metric": "video_stream_duration_seconds", "type": "histogram",
+        "help": "How long video streams played, in seconds.",
+        "match": {"message": "video_stream_end"}, "value": {"from": "duration_ms", "unit": "ms"},
+        "buckets": LONG_SECONDS,
+    },
+]  # fmt: skip
+
+_PY_HTTP = dict(
+    method=["method", "http_method", "request_method"],
+    route=["route", "path", "url", "request_path"],
+    status=["status_code", "status"],
+    size=["response_size", "content_length", "bytes"],
+)
+
+
+def _python(key: str) -> list[dict[str, Any]]:
+    """structlog (`event`) and python-json-logger (`message`) carry the same middleware fields."""
+    match = {key: {"in": ["request_finished", "http_request", "request_completed"]}}
+    rules = http(
+        match,
+        _PY_HTTP["method"],
+        _PY_HTTP["route"],
+        _PY_HTTP["status"],
+        (["duration_ms"], "ms"),
+        _PY_HTTP["size"],
+    )
+    seconds = next(r for r in rules if r["metric"] == "http_request_duration_seconds")
+    # apps that log seconds (`duration`, `elapsed`) instead of duration_ms: never both for one line
+    rules.append({**seconds, "match": {**match, "duration_ms": {"exists": False}},
+                  "value": {"from": ["duration", "elapsed"], "unit": "s"}})  # fmt: skip
+    return rules
+
+
+PRESETS: dict[str, list[dict[str, Any]]] = {
+    # The original app's winston middleware: flat fields, `message: http_request`.
+    "winston": [
+        *http({"message": "http_request"}, ["method"], ["route", "path", "url"], ["status", "statusCode"],
+              (["duration_ms"], "ms"), ["content_length", "response_size"]),
+        *_gauge("http_requests_in_flight", "HTTP requests started and not yet finished (needs request_start lines).",
+                "request_start", ["http_request"]),
+    ],
+    # pino-http's default serializers: req.method, req.url, res.statusCode, responseTime (ms).
+    "pino-http": http({"req.method": {"exists": True}, "res.statusCode": {"exists": True}}, ["req.method"],
+                      ["req.url"], ["res.statusCode"], (["responseTime"], "ms"), ["res.headers.content-length"]),
+    # express-winston's logger middleware with meta: true.
+    "express-winston": http({"meta.req.method": {"exists": True}, "meta.res.statusCode": {"exists": True}},
+                            ["meta.req.method"], ["meta.req.originalUrl", "meta.req.url"], ["meta.res.statusCode"],
+                            (["meta.responseTime"], "ms"), ["meta.res.headers.content-length"]),
+    "structlog": _python("event"),
+    "python-json-logger": _python("message"),
+    # nginx `log_format ... escape=json` (docs/metrics.md): every variable is a string, time in seconds.
+    "nginx-json": http({"request_method": {"exists": True}, "status": {"exists": True}}, ["request_method"],
+                       ["request_uri", "uri"], ["status"], (["request_time"], "s"), ["body_bytes_sent"]),
+    "app-events": APP_EVENTS,
+}  # fmt: skip
+
+
+def preset_rules(name: str) -> list[RuleSpec]:
+    """The validated rules of one preset.
+
+    Raises:
+        RulesError: the name is not a preset.
+    """
+    data = PRESETS.get(name.strip().lower())
+    if data is None:
+        raise RulesError([f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}"])
+    return parse_rules(data, f"preset {name}")

@@ -1,0 +1,427 @@
+"""Rules file schema: YAML (or the same data from a preset) -> validated, immutable rule specs.
+
+Every problem in a file is collected and reported at once, each naming the file, the rule (index and
+metric) and the field, so an operator can fix a file in one pass. No I/O beyond reading the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
+from collector.rules.normalize import NORMALIZERS
+
+__all__ = [
+    "DEFAULT_DURATION_BUCKETS",
+    "DEFAULT_SIZE_BUCKETS",
+    "LabelSpec",
+    "RuleSpec",
+    "RulesError",
+    "ValueSpec",
+    "load_file",
+    "parse_rules",
+]
+
+#: 5 ms .. 10 s, the catalog's HTTP latency buckets (same as the mtail benchmark program).
+DEFAULT_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: 100 B .. 10 MB, response sizes.
+DEFAULT_SIZE_BUCKETS = (100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0, 10_000_000.0)
+#: Multipliers from a logged unit to the metric's base unit (Prometheus wants seconds and bytes).
+UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9, "bytes": 1.0, "kib": 1024.0, "mib": 1024.0**2}
+COMPARISONS = ("gt", "gte", "lt", "lte")
+CONDITION_OPS = ("equals", "not_equals", "in", "not_in", "regex", "exists", *COMPARISONS)
+RULE_KEYS = {
+    "name", "metric", "type", "help", "match", "labels", "value", "action", "buckets",
+    "max_series", "expire_after", "floor",
+}  # fmt: skip
+LABEL_KEYS = {"from", "value", "normalize", "map", "allow", "other", "default"}
+GAUGE_ACTIONS = ("set", "inc", "dec")
+
+
+class RulesError(ValueError):
+    """A rules file or preset that cannot be used; `errors` holds one line per problem."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """How one label value is taken from a line."""
+
+    name: str
+    paths: tuple[str, ...] = ()  # dotted field paths; the first present one wins
+    const: str | None = None  # fixed value instead of a field
+    normalize: str | None = None
+    mapping: tuple[tuple[str, str], ...] = ()  # applied after normalize
+    allow: frozenset[str] | None = None  # values outside it become `other`
+    other: str = "other"
+    default: str = ""  # when the field is missing
+
+
+@dataclass(frozen=True)
+class ValueSpec:
+    """A numeric field and the factor that converts it to the metric's base unit."""
+
+    paths: tuple[str, ...]
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """One validated rule: when `match` holds, update `metric` with `labels` and `value`."""
+
+    origin: str  # "preset winston" or a file path, for messages
+    index: int
+    metric: str
+    kind: str
+    help: str
+    match: tuple[Any, ...] | None  # ("all"|"any", parts) | ("not", m) | ("cond", path, op, arg)
+    labels: tuple[LabelSpec, ...] = ()
+    value: ValueSpec | None = None
+    action: str = "inc"  # counter: inc; gauge: set|inc|dec; histogram: observe
+    buckets: tuple[float, ...] = ()
+    max_series: int | None = None
+    expire_after: float | None = None
+    floor: float | None = None  # gauges: never below this (in-flight gauges when a start line was missed)
+    name: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.origin}: rule {self.index} ({self.name or self.metric})"
+
+    def paths(self) -> set[str]:
+        """Every field path the rule reads (what the decoder must extract)."""
+        out: set[str] = set()
+        for label in self.labels:
+            out.update(label.paths)
+        if self.value is not None:
+            out.update(self.value.paths)
+        _match_paths(self.match, out)
+        return out
+
+
+def _match_paths(match: tuple[Any, ...] | None, out: set[str]) -> None:
+    if match is None:
+        return
+    if match[0] == "cond":
+        out.add(match[1])
+    elif match[0] == "not":
+        _match_paths(match[1], out)
+    else:
+        for part in match[1]:
+            _match_paths(part, out)
+
+
+@dataclass
+class _Ctx:
+    where: str
+    errors: list[str] = field(default_factory=list)
+
+    def err(self, key: str, msg: str) -> None:
+        self.errors.append(f"{self.where}: {key}: {msg}")
+
+
+def load_file(path: Path) -> list[RuleSpec]:
+    """Read and validate a YAML rules file.
+
+    Raises:
+        RulesError: unreadable file, bad YAML, or invalid rules (one line per problem).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError([f"{path}: cannot read the rules file: {exc}"]) from None
+    return parse_text(text, str(path))
+
+
+def parse_text(text: str, origin: str) -> list[RuleSpec]:
+    """Validate rules from YAML text (see `parse_rules`).
+
+    Raises:
+        RulesError: bad YAML or invalid rules.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RulesError([f"{origin}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from None
+    return parse_rules(data, origin)
+
+
+def parse_rules(data: Any, origin: str) -> list[RuleSpec]:
+    """Validate rules given as data: `{"rules": [...]}` or a bare list of rule mappings.
+
+    Raises:
+        RulesError: one line per problem, naming the origin, rule and field.
+    """
+    if isinstance(data, dict):
+        extra = set(data) - {"rules"}
+        if extra:
+            raise RulesError([f"{origin}: unknown top-level key(s) {sorted(extra)}; expected 'rules'"])
+        data = data.get("rules")
+    if not isinstance(data, list) or not data:
+        raise RulesError([f"{origin}: expected a non-empty list under 'rules'"])
+    errors: list[str] = []
+    specs: list[RuleSpec] = []
+    for i, raw in enumerate(data, 1):
+        label = raw.get("metric") if isinstance(raw, dict) else None
+        ctx = _Ctx(f"{origin}: rule {i}" + (f" ({label})" if label else ""))
+        spec = _rule(raw, ctx, origin, i)
+        errors.extend(ctx.errors)
+        if spec is not None and not ctx.errors:
+            specs.append(spec)
+    if errors:
+        raise RulesError(errors)
+    return specs
+
+
+def _rule(raw: Any, ctx: _Ctx, origin: str, index: int) -> RuleSpec | None:
+    if not isinstance(raw, dict):
+        ctx.err("rule", "expected a mapping with metric, type, match, ...")
+        return None
+    for key in sorted(set(raw) - RULE_KEYS):
+        ctx.err(key, f"unknown key; expected one of {', '.join(sorted(RULE_KEYS))}")
+    metric = raw.get("metric")
+    kind = raw.get("type")
+    if not isinstance(metric, str) or not metric:
+        ctx.err("metric", "required: the Prometheus metric name")
+        metric = ""
+    if kind not in (COUNTER, GAUGE, HISTOGRAM):
+        ctx.err("type", f"must be counter, gauge or histogram, not {kind!r}")
+        kind = COUNTER
+    help_text = raw.get("help", "")
+    if not isinstance(help_text, str):
+        ctx.err("help", "must be a string")
+        help_text = ""
+    match = _match(raw["match"], ctx, "match") if "match" in raw else None
+    labels = _labels(raw.get("labels", {}), ctx)
+    value = _value(raw["value"], ctx) if "value" in raw else None
+    action = raw.get("action")
+    if kind == GAUGE:
+        if action not in GAUGE_ACTIONS:
+            ctx.err("action", f"a gauge needs action set, inc or dec, not {action!r}")
+        elif action == "set" and value is None:
+            ctx.err("value", "action set needs a value field")
+    elif action is not None:
+        ctx.err(
+            "action",
+            f"only gauges take an action; a {kind} always {'observes' if kind == HISTOGRAM else 'increments'}",
+        )
+    action = action if kind == GAUGE else ("observe" if kind == HISTOGRAM else "inc")
+    if kind == HISTOGRAM and value is None:
+        ctx.err("value", "a histogram needs a value field")
+    buckets = _buckets(raw.get("buckets"), metric, kind, ctx)
+    max_series = raw.get("max_series")
+    if max_series is not None and (
+        not isinstance(max_series, int) or isinstance(max_series, bool) or max_series < 1
+    ):
+        ctx.err("max_series", f"must be a positive integer, not {max_series!r}")
+    expire = raw.get("expire_after")
+    if expire is not None and (not _is_number(expire) or expire <= 0):
+        ctx.err("expire_after", f"must be a positive number of seconds, not {expire!r}")
+    floor = raw.get("floor")
+    if floor is not None and (kind != GAUGE or not _is_number(floor)):
+        ctx.err("floor", "only gauges take a floor, and it must be a number")
+    name = raw.get("name", "")
+    if metric and not ctx.errors:
+        try:
+            Family(metric, kind, help_text, [lb.name for lb in labels], buckets or None)
+        except MetricDefinitionError as exc:
+            ctx.err("metric", str(exc).removeprefix(f"{metric}: "))
+    return RuleSpec(
+        origin=origin,
+        index=index,
+        metric=metric,
+        kind=kind,
+        help=help_text,
+        match=match,
+        labels=labels,
+        value=value,
+        action=action or "inc",
+        buckets=buckets,
+        max_series=max_series,
+        expire_after=float(expire) if _is_number(expire) else None,
+        floor=float(floor) if _is_number(floor) else None,
+        name=str(name),
+    )
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _paths(raw: Any, ctx: _Ctx, key: str) -> tuple[str, ...]:
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items or not all(isinstance(p, str) and p for p in items):
+        ctx.err(key, f"expected a dotted field path or a list of them, not {raw!r}")
+        return ()
+    for p in items:
+        if any(not part for part in p.split(".")):
+            ctx.err(key, f"{p!r} is not a valid dotted path")
+    return tuple(items)
+
+
+def _match(raw: Any, ctx: _Ctx, key: str) -> tuple[Any, ...] | None:
+    """`{field: scalar | {op: arg}, any: [...], all: [...], not: {...}}` -> a match tree (AND of keys)."""
+    if isinstance(raw, list):
+        return ("all", tuple(m for i, r in enumerate(raw) if (m := _match(r, ctx, f"{key}[{i}]"))))
+    if not isinstance(raw, dict) or not raw:
+        ctx.err(key, f"expected a mapping of field: condition, not {raw!r}")
+        return None
+    parts: list[tuple[Any, ...]] = []
+    for name, cond in raw.items():
+        sub = f"{key}.{name}"
+        if name in ("any", "all"):
+            if not isinstance(cond, list) or not cond:
+                ctx.err(sub, "expected a non-empty list of matches")
+                continue
+            parts.append((name, tuple(m for i, r in enumerate(cond) if (m := _match(r, ctx, f"{sub}[{i}]")))))
+        elif name == "not":
+            inner = _match(cond, ctx, sub)
+            if inner is not None:
+                parts.append(("not", inner))
+        else:
+            _paths(name, ctx, sub)
+            parts.extend(_conditions(name, cond, ctx, sub))
+    return parts[0] if len(parts) == 1 else ("all", tuple(parts))
+
+
+def _conditions(path: str, cond: Any, ctx: _Ctx, key: str) -> list[tuple[Any, ...]]:
+    if not isinstance(cond, dict):
+        if isinstance(cond, list):
+            ctx.err(key, "use {in: [...]} to match one of several values")
+            return []
+        return [("cond", path, "equals", cond)]
+    out: list[tuple[Any, ...]] = []
+    for op, arg in cond.items():
+        where = f"{key}.{op}"
+        if op not in CONDITION_OPS:
+            ctx.err(where, f"unknown condition; expected one of {', '.join(CONDITION_OPS)}")
+        elif op in ("in", "not_in") and (not isinstance(arg, list) or not arg):
+            ctx.err(where, "expected a non-empty list of values")
+        elif op in ("equals", "not_equals") and isinstance(arg, dict | list):
+            ctx.err(where, "expected a single value")
+        elif op == "exists" and not isinstance(arg, bool):
+            ctx.err(where, "expected true or false")
+        elif op in COMPARISONS and not _is_number(arg):
+            ctx.err(where, f"expected a number, not {arg!r}")
+        elif op == "regex":
+            if not isinstance(arg, str):
+                ctx.err(where, "expected a regular expression string")
+                continue
+            try:
+                out.append(("cond", path, op, re.compile(arg)))
+            except re.error as exc:
+                ctx.err(where, f"not a valid regular expression: {exc}")
+        else:
+            out.append(("cond", path, op, tuple(arg) if isinstance(arg, list) else arg))
+    return out
+
+
+def _labels(raw: Any, ctx: _Ctx) -> tuple[LabelSpec, ...]:
+    if not isinstance(raw, dict):
+        ctx.err("labels", "expected a mapping of label name: field path or {from: ..., ...}")
+        return ()
+    out = []
+    for name, spec in raw.items():
+        key = f"labels.{name}"
+        if isinstance(spec, str | list):
+            spec = {"from": spec}
+        if not isinstance(spec, dict):
+            ctx.err(key, "expected a field path or a mapping with from/value, normalize, map, default")
+            continue
+        for bad in sorted(set(spec) - LABEL_KEYS):
+            ctx.err(f"{key}.{bad}", f"unknown key; expected one of {', '.join(sorted(LABEL_KEYS))}")
+        if ("from" in spec) == ("value" in spec):
+            ctx.err(key, "needs exactly one of from (field path) or value (constant)")
+            continue
+        paths = _paths(spec["from"], ctx, f"{key}.from") if "from" in spec else ()
+        norm = spec.get("normalize")
+        if norm is not None and norm not in NORMALIZERS:
+            ctx.err(
+                f"{key}.normalize", f"unknown normaliser {norm!r}; expected one of {', '.join(NORMALIZERS)}"
+            )
+        mapping = spec.get("map", {})
+        if not isinstance(mapping, dict):
+            ctx.err(f"{key}.map", "expected a mapping of value: label value")
+            mapping = {}
+        allow = spec.get("allow")
+        if allow is not None and (not isinstance(allow, list) or not allow):
+            ctx.err(f"{key}.allow", "expected a non-empty list of allowed values")
+            allow = None
+        out.append(
+            LabelSpec(
+                name=str(name),
+                paths=paths,
+                const=str(spec["value"]) if "value" in spec else None,
+                normalize=norm,
+                mapping=tuple((_text(k), _text(v)) for k, v in mapping.items()),
+                allow=frozenset(_text(a) for a in allow) if allow is not None else None,
+                other=_text(spec.get("other", "other")),
+                default=_text(spec.get("default", "")),
+            )
+        )
+    return tuple(out)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _value(raw: Any, ctx: _Ctx) -> ValueSpec | None:
+    if isinstance(raw, str | list):
+        raw = {"from": raw}
+    if not isinstance(raw, dict) or "from" not in raw:
+        ctx.err("value", "expected a field path or {from: path, unit: ms|s|us|ns|bytes|kib|mib, scale: n}")
+        return None
+    for bad in sorted(set(raw) - {"from", "unit", "scale"}):
+        ctx.err(f"value.{bad}", "unknown key; expected from, unit or scale")
+    paths = _paths(raw["from"], ctx, "value.from")
+    scale = 1.0
+    if "unit" in raw and "scale" in raw:
+        ctx.err("value", "give unit or scale, not both")
+    elif "unit" in raw:
+        if raw["unit"] not in UNITS:
+            ctx.err("value.unit", f"unknown unit {raw['unit']!r}; expected one of {', '.join(UNITS)}")
+        else:
+            scale = UNITS[raw["unit"]]
+    elif "scale" in raw:
+        if not _is_number(raw["scale"]) or raw["scale"] == 0:
+            ctx.err("value.scale", f"expected a non-zero number, not {raw['scale']!r}")
+        else:
+            scale = float(raw["scale"])
+    return ValueSpec(paths, scale)
+
+
+def _buckets(raw: Any, metric: str, kind: str, ctx: _Ctx) -> tuple[float, ...]:
+    if kind != HISTOGRAM:
+        if raw is not None:
+            ctx.err("buckets", "only histograms take buckets")
+        return ()
+    if raw is None:
+        if metric.endswith("_seconds"):
+            return DEFAULT_DURATION_BUCKETS
+        if metric.endswith("_bytes"):
+            return DEFAULT_SIZE_BUCKETS
+        ctx.err("buckets", "required for a histogram whose name does not end in _seconds or _bytes")
+        return ()
+    if not isinstance(raw, list) or not raw or not all(_is_number(b) for b in raw):
+        ctx.err("buckets", "expected a non-empty list of finite numbers")
+        return ()
+    bounds = tuple(float(b) for b in raw)
+    if any(a >= b for a, b in itertools.pairwise(bounds)):
+        ctx.err("buckets", "must be strictly ascending")
+        return ()
+    return bounds
