@@ -1,0 +1,479 @@
+"""Stripe events -> metric effects: a lean decoder and the pure mapping from event to deltas (no I/O).
+
+Only the fields the handlers use are decoded (msgspec, typed), so a whole event costs microseconds
+instead of the StripeObject tree `stripe.Webhook.construct_event` builds. Both payload generations are
+accepted: pre-2025 (`invoice.subscription`, top-level `current_period_*`) and post-basil
+(`invoice.parent.subscription_details.subscription`, `current_period_*` on subscription items).
+
+Source of truth for payment value: the PaymentIntent (`payment_intent.succeeded`, `amount_received`).
+Invoices and Checkout Sessions paid by card create a PaymentIntent, so `invoice.paid` and
+`checkout.session.completed` add no value (they would double count); only legacy Charges without a
+PaymentIntent (`charge.succeeded` with `payment_intent: null`) add value on their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import msgspec
+
+from collector.sources.stripe.currency import currency_label
+
+__all__ = [
+    "ACTIVE",
+    "DECLINE_CODES",
+    "SUBSCRIPTION_STATUSES",
+    "Effects",
+    "Event",
+    "EventError",
+    "RefundObs",
+    "SubState",
+    "decode_event",
+    "decode_object",
+    "effects",
+    "monthly_amount",
+    "subscription_state",
+]
+
+
+class EventError(ValueError):
+    """A body that is not a usable Stripe event; `reason` is a bounded label value."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+# -- lean payload model: only what the handlers read -------------------------------------------------
+
+
+class Recurring(msgspec.Struct):
+    interval: str | None = None
+    interval_count: int | None = None
+    usage_type: str | None = None
+
+
+class Price(msgspec.Struct):
+    unit_amount: int | None = None
+    unit_amount_decimal: str | None = None
+    currency: str | None = None
+    recurring: Recurring | None = None
+
+
+class Plan(msgspec.Struct):
+    amount: int | None = None
+    currency: str | None = None
+    interval: str | None = None
+    interval_count: int | None = None
+    usage_type: str | None = None
+
+
+class Item(msgspec.Struct):
+    quantity: int | None = None
+    price: Price | None = None
+    plan: Plan | None = None
+
+
+class ItemList(msgspec.Struct):
+    data: list[Item] = []
+
+
+class PaymentError(msgspec.Struct):
+    code: str | None = None
+    decline_code: str | None = None
+
+
+class SubscriptionDetails(msgspec.Struct):
+    subscription: Any = None
+
+
+class Parent(msgspec.Struct):
+    subscription_details: SubscriptionDetails | None = None
+
+
+class Obj(msgspec.Struct):
+    """`data.object` of any event type we handle; every field optional."""
+
+    id: str | None = None
+    object: str | None = None
+    status: str | None = None
+    currency: str | None = None
+    amount: int | None = None
+    amount_received: int | None = None
+    amount_refunded: int | None = None
+    payment_intent: Any = None  # id string, expanded object or null
+    last_payment_error: PaymentError | None = None
+    mode: str | None = None
+    # subscriptions
+    items: ItemList | None = None
+    plan: Plan | None = None
+    quantity: int | None = None
+    # invoices: pre-2025 `subscription`, post-basil `parent.subscription_details.subscription`
+    subscription: Any = None
+    parent: Parent | None = None
+
+
+class Previous(msgspec.Struct):
+    amount_refunded: int | None = None
+
+
+class Data(msgspec.Struct):
+    object: msgspec.Raw
+    previous_attributes: Previous | None = None
+
+
+class Envelope(msgspec.Struct):
+    id: str
+    type: str
+    created: int
+    data: Data
+    object: str = "event"
+
+
+@dataclass
+class Event:
+    """A decoded event: the envelope fields and `data.object` (None when the object was unusable)."""
+
+    id: str
+    type: str
+    created: int
+    obj: Obj | None
+    previous: Previous | None = None
+    object_error: str | None = None
+
+
+_envelope = msgspec.json.Decoder(Envelope)
+_object = msgspec.json.Decoder(Obj)
+
+
+def decode_event(body: bytes) -> Event:
+    """Decode a webhook body or one Events API entry.
+
+    Raises:
+        EventError: not JSON (`invalid_json`) or not an event envelope (`invalid_event`). An envelope
+            whose `data.object` has unexpected field types decodes with `obj=None` and `object_error`.
+    """
+    try:
+        env = _envelope.decode(body)
+    except msgspec.ValidationError as exc:
+        raise EventError("invalid_event", str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise EventError("invalid_json", str(exc)) from None
+    if env.object != "event" or not env.id or not env.type:
+        raise EventError("invalid_event", "not an event object")
+    try:
+        obj: Obj | None = _object.decode(env.data.object)
+        error = None
+    except msgspec.ValidationError as exc:
+        obj, error = None, str(exc)
+    return Event(env.id, env.type, env.created, obj, env.data.previous_attributes, error)
+
+
+def decode_object(raw: bytes | msgspec.Raw) -> Obj:
+    """Decode one API object (e.g. a subscription from `/v1/subscriptions`).
+
+    Raises:
+        msgspec.ValidationError, msgspec.DecodeError: the object has unexpected field types.
+    """
+    return _object.decode(raw)
+
+
+# -- bounded label values ---------------------------------------------------------------------------
+
+#: Stripe's documented card decline codes (docs.stripe.com/declines/codes); anything else is `other`.
+DECLINE_CODES = frozenset(
+    [
+        "authentication_required",
+        "approve_with_id",
+        "call_issuer",
+        "card_not_supported",
+        "card_velocity_exceeded",
+        "currency_not_supported",
+        "do_not_honor",
+        "do_not_try_again",
+        "duplicate_transaction",
+        "expired_card",
+        "fraudulent",
+        "generic_decline",
+        "incorrect_number",
+        "incorrect_cvc",
+        "incorrect_pin",
+        "incorrect_zip",
+        "insufficient_funds",
+        "invalid_account",
+        "invalid_amount",
+        "invalid_cvc",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "invalid_number",
+        "invalid_pin",
+        "issuer_not_available",
+        "lost_card",
+        "merchant_blacklist",
+        "new_account_information_available",
+        "no_action_taken",
+        "not_permitted",
+        "offline_pin_required",
+        "online_or_offline_pin_required",
+        "pickup_card",
+        "pin_try_exceeded",
+        "processing_error",
+        "reenter_transaction",
+        "restricted_card",
+        "revocation_of_all_authorizations",
+        "revocation_of_authorization",
+        "security_violation",
+        "service_not_allowed",
+        "stolen_card",
+        "stop_payment_order",
+        "testmode_decline",
+        "transaction_not_allowed",
+        "try_again_later",
+        "withdrawal_count_limit_exceeded",
+    ]
+)
+
+#: Subscription statuses Stripe documents; anything else is reported as `other`.
+SUBSCRIPTION_STATUSES = (
+    "incomplete",
+    "incomplete_expired",
+    "trialing",
+    "active",
+    "past_due",
+    "canceled",
+    "unpaid",
+    "paused",
+)
+ACTIVE = "active"
+# Terminal statuses: Stripe never moves a subscription out of these, so no later event may either.
+_TERMINAL = frozenset(("canceled", "incomplete_expired"))
+
+_DISPUTE_STATUSES = frozenset(
+    [
+        "warning_needs_response",
+        "warning_under_review",
+        "warning_closed",
+        "needs_response",
+        "under_review",
+        "won",
+        "lost",
+        "prevented",
+    ]
+)
+_CHECKOUT_MODES = frozenset(("payment", "subscription", "setup"))
+
+
+def decline_label(error: PaymentError | None) -> str:
+    """`decline_code` label: a documented decline code, `other`, or `none` when the error has none."""
+    code = error.decline_code if error is not None else None
+    if not code:
+        return "none"
+    return code if code in DECLINE_CODES else "other"
+
+
+def _bounded(value: str | None, allowed: frozenset[str] | tuple[str, ...]) -> str:
+    return value if value in allowed else "other"  # type: ignore[operator]
+
+
+# -- subscriptions ----------------------------------------------------------------------------------
+
+# Monthly factor per interval: a year is 12 months, a week 52/12 of a month, a day 365/12 (Stripe's
+# MRR normalisation).
+_PER_MONTH = {
+    "month": Fraction(1),
+    "year": Fraction(1, 12),
+    "week": Fraction(52, 12),
+    "day": Fraction(365, 12),
+}
+
+
+def monthly_amount(obj: Obj) -> tuple[Fraction, str]:
+    """A subscription's recurring amount per month in minor units, and its currency label.
+
+    Licensed (per-seat) items count as unit amount x quantity; metered and tiered items have no fixed
+    price and add nothing. Discounts and taxes are not applied.
+    """
+    total = Fraction(0)
+    currency = obj.currency
+    for item in obj.items.data if obj.items is not None else ():
+        unit: Fraction | None = None
+        interval, count, usage, item_currency = None, 1, None, None
+        if item.price is not None:
+            p = item.price
+            if p.unit_amount is not None:
+                unit = Fraction(p.unit_amount)
+            elif p.unit_amount_decimal:
+                unit = Fraction(p.unit_amount_decimal)
+            item_currency = p.currency
+            if p.recurring is not None:
+                interval, count, usage = (
+                    p.recurring.interval,
+                    p.recurring.interval_count or 1,
+                    p.recurring.usage_type,
+                )
+        if (unit is None or interval is None) and item.plan is not None:
+            pl = item.plan
+            unit = Fraction(pl.amount) if pl.amount is not None else unit
+            interval, count, usage = pl.interval, pl.interval_count or 1, pl.usage_type
+            item_currency = item_currency or pl.currency
+        currency = currency or item_currency
+        if unit is None or usage == "metered" or interval not in _PER_MONTH:
+            continue
+        quantity = item.quantity if item.quantity is not None else 1
+        total += unit * quantity * _PER_MONTH[interval] / count
+    return total, currency_label(currency)
+
+
+@dataclass(frozen=True)
+class SubState:
+    """What the collector keeps per subscription (in the store and in memory)."""
+
+    id: str
+    status: str
+    currency: str
+    mrr: Fraction  # minor units per month
+    created: int  # `created` of the event (or reconciliation time) this state comes from
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in _TERMINAL
+
+    def supersedes(self, old: SubState | None) -> bool:
+        """True when this state may replace `old`: newer by event time, and never out of a terminal status.
+
+        Stripe does not guarantee delivery order, so `created` decides, not arrival; a late `updated`
+        can therefore never resurrect a `deleted` subscription.
+        """
+        if old is None:
+            return True
+        return (self.terminal, self.created) >= (old.terminal, old.created)
+
+
+def subscription_state(obj: Obj, created: int) -> SubState | None:
+    """The state a subscription object describes, or None without an id."""
+    if not obj.id:
+        return None
+    mrr, currency = monthly_amount(obj)
+    return SubState(obj.id, _bounded(obj.status, SUBSCRIPTION_STATUSES), currency, mrr, created)
+
+
+# -- event -> effects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundObs:
+    """A charge's refunded total as an event shows it; the delta needs the stored high-water mark."""
+
+    charge_id: str
+    currency: str
+    amount_refunded: int
+    previous: int | None  # `previous_attributes.amount_refunded`, exact when present
+
+
+@dataclass
+class Effects:
+    """What one event changes: integer counter deltas (counts or minor units), refunds, subscriptions."""
+
+    handled: bool = True
+    counters: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)
+    refund: RefundObs | None = None
+    subscription: SubState | None = None
+    problem: str | None = None  # a handled type whose object lacks what we need (counted as invalid)
+
+
+def _invoice_kind(obj: Obj) -> str:
+    sub = obj.subscription
+    if sub is None and obj.parent is not None and obj.parent.subscription_details is not None:
+        sub = obj.parent.subscription_details.subscription
+    return "subscription" if sub else "one_off"
+
+
+def effects(ev: Event) -> Effects:
+    """Map an event to its metric effects (pure; the caller applies them exactly once)."""
+    t = ev.type
+    if t.startswith("customer.subscription."):
+        return _subscription_effects(ev)
+    handler = _HANDLERS.get(t)
+    if handler is None:
+        return Effects(handled=False)
+    if ev.obj is None:
+        return Effects(problem=f"data.object: {ev.object_error}")
+    return handler(ev.obj, ev)
+
+
+def _subscription_effects(ev: Event) -> Effects:
+    if ev.obj is None:
+        return Effects(problem=f"data.object: {ev.object_error}")
+    state = subscription_state(ev.obj, ev.created)
+    if state is None:
+        return Effects(problem="subscription without id")
+    out = Effects(subscription=state)
+    if ev.type == "customer.subscription.created":
+        out.counters.append(("stripe_subscriptions_created_total", (), 1))
+    return out
+
+
+def _payment_intent_succeeded(obj: Obj, _ev: Event) -> Effects:
+    amount = obj.amount_received if obj.amount_received is not None else obj.amount
+    if amount is None:
+        return Effects(problem="payment_intent without amount")
+    cur = currency_label(obj.currency)
+    return Effects(
+        counters=[("stripe_payments_total", (cur,), 1), ("stripe_payment_value_total", (cur,), amount)]
+    )
+
+
+def _charge_succeeded(obj: Obj, _ev: Event) -> Effects:
+    if obj.payment_intent:
+        return Effects()  # counted by its payment_intent.succeeded: one source of truth
+    if obj.amount is None:
+        return Effects(problem="charge without amount")
+    cur = currency_label(obj.currency)
+    return Effects(
+        counters=[("stripe_payments_total", (cur,), 1), ("stripe_payment_value_total", (cur,), obj.amount)]
+    )
+
+
+def _payment_failed(obj: Obj, _ev: Event) -> Effects:
+    labels = (currency_label(obj.currency), decline_label(obj.last_payment_error))
+    return Effects(counters=[("stripe_payment_failures_total", labels, 1)])
+
+
+def _charge_refunded(obj: Obj, ev: Event) -> Effects:
+    if not obj.id or obj.amount_refunded is None:
+        return Effects(problem="charge without id or amount_refunded")
+    prev = ev.previous.amount_refunded if ev.previous is not None else None
+    return Effects(refund=RefundObs(obj.id, currency_label(obj.currency), obj.amount_refunded, prev))
+
+
+def _dispute(obj: Obj, _ev: Event) -> Effects:
+    return Effects(counters=[("stripe_disputes_total", (_bounded(obj.status, _DISPUTE_STATUSES),), 1)])
+
+
+def _checkout_completed(obj: Obj, _ev: Event) -> Effects:
+    mode = _bounded(obj.mode, _CHECKOUT_MODES)
+    return Effects(counters=[("stripe_checkout_sessions_completed_total", (mode,), 1)])
+
+
+def _invoice_payment_failed(obj: Obj, _ev: Event) -> Effects:
+    return Effects(counters=[("stripe_invoice_payment_failures_total", (_invoice_kind(obj),), 1)])
+
+
+def _accounted_elsewhere(_obj: Obj, _ev: Event) -> Effects:
+    return Effects()  # value comes from the PaymentIntent; handled so it is not reported as ignored
+
+
+_HANDLERS = {
+    "payment_intent.succeeded": _payment_intent_succeeded,
+    "payment_intent.payment_failed": _payment_failed,
+    "charge.succeeded": _charge_succeeded,
+    "charge.refunded": _charge_refunded,
+    "charge.dispute.created": _dispute,
+    "charge.dispute.closed": _dispute,
+    "checkout.session.completed": _checkout_completed,
+    "invoice.payment_failed": _invoice_payment_failed,
+    "invoice.paid": _accounted_elsewhere,
+    "invoice.payment_succeeded": _accounted_elsewhere,
+}

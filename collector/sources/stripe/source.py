@@ -1,0 +1,302 @@
+"""The Stripe source: webhook route and Events API poller feeding one exactly-once pipeline.
+
+Pipeline per event: decode -> pure effects -> one store transaction (event id + counter deltas +
+subscription state) -> mirror the committed result in memory. Only then does the webhook answer 200,
+so a crash at any point is either "not recorded, Stripe retries" or "recorded and counted".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections import Counter
+from fractions import Fraction
+
+from aiohttp import web
+
+from collector.logsetup import LogFirst
+from collector.settings import StripeSettings
+from collector.source import SourceContext
+from collector.sources.stripe import state
+from collector.sources.stripe.currency import to_major
+from collector.sources.stripe.events import (
+    ACTIVE,
+    SUBSCRIPTION_STATUSES,
+    Event,
+    EventError,
+    SubState,
+    decode_event,
+    effects,
+)
+from collector.sources.stripe.poller import Poller
+from collector.sources.stripe.signature import verify
+
+__all__ = ["WEBHOOK_PATH", "StripeSource"]
+
+WEBHOOK_PATH = "/webhooks/stripe"
+# Stripe retries a delivery for up to 3 days and the Events API keeps 30: ids older than this can
+# never come back.
+DEDUPE_RETENTION_S = 35 * 86400
+# Refunds are possible for months after a charge; keep each charge's refunded mark for a year.
+CHARGE_RETENTION_S = 400 * 86400
+PRUNE_INTERVAL_S = 3600.0
+
+# Families whose value is a sum of minor currency units, exposed in major units.
+_VALUE_FAMILIES = frozenset(("stripe_payment_value_total", "stripe_refund_value_total"))
+
+
+class StripeSource:
+    """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
+
+    name = "stripe"
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+        self.settings: StripeSettings = ctx.settings
+        self.secrets = [s.get_secret_value() for s in self.settings.webhook_secrets]
+        self._log_first = LogFirst(ctx.log)
+        # Set once the store's state is loaded into memory; webhooks get 503 before that.
+        self.ready = asyncio.Event()
+        # Minor-unit totals behind the value families, so the exposed float is never a running sum.
+        self._minor: dict[tuple[str, tuple[str, ...]], int] = {}
+        # Subscriptions in memory (a mirror of the store) and their aggregates, updated incrementally.
+        self.subs: dict[str, SubState] = {}
+        self._by_status: Counter[str] = Counter()
+        self._mrr: dict[str, Fraction] = {}
+        m = ctx.metrics
+        self.webhooks = m.counter(
+            "stripe_webhooks_total",
+            "Stripe webhook deliveries by event type and outcome "
+            "(processed, duplicate, ignored, invalid, signature_failed, error).",
+            ("event_type", "status"),
+            max_series=2000,
+        )
+        self.polled = m.counter(
+            "stripe_polled_events_total",
+            "Events read from the Stripe Events API by event type and outcome.",
+            ("event_type", "status"),
+            max_series=2000,
+        )
+        persisted = [
+            m.counter("stripe_payments_total", "Successful payments (PaymentIntents).", ("currency",)),
+            m.counter(
+                "stripe_payment_value_total",
+                "Value of successful payments in major currency units (PaymentIntent amount_received).",
+                ("currency",),
+            ),
+            m.counter(
+                "stripe_payment_failures_total",
+                "Failed payment attempts by currency and documented decline code.",
+                ("currency", "decline_code"),
+            ),
+            m.counter(
+                "stripe_refund_value_total",
+                "Refunded value in major currency units (change in charge amount_refunded).",
+                ("currency",),
+            ),
+            m.counter(
+                "stripe_refunds_total", "Refund events that refunded a positive amount.", ("currency",)
+            ),
+            m.counter("stripe_disputes_total", "Disputes opened and closed, by dispute status.", ("status",)),
+            m.counter(
+                "stripe_checkout_sessions_completed_total",
+                "Completed Checkout Sessions by mode (payment, subscription, setup).",
+                ("mode",),
+            ),
+            m.counter("stripe_subscriptions_created_total", "Subscriptions created."),
+            m.counter("stripe_subscriptions_canceled_total", "Subscriptions canceled (each once)."),
+            m.counter(
+                "stripe_invoice_payment_failures_total",
+                "Failed invoice payment attempts; kind is subscription or one_off.",
+                ("kind",),
+            ),
+        ]
+        self.persisted = {f.name: f for f in persisted}
+        self.active = m.gauge("stripe_subscriptions_active", "Subscriptions with status active.")
+        self.by_status = m.gauge("stripe_subscriptions", "Known subscriptions by status.", ("status",))
+        self.mrr = m.gauge(
+            "stripe_monthly_recurring_revenue",
+            "Active subscriptions' price x quantity per month, in major currency units.",
+            ("currency",),
+        )
+        self.last_event = m.gauge(
+            "stripe_last_event_timestamp_seconds", "Creation time of the newest event processed."
+        )
+        self.poller = Poller(self) if self.settings.api_key is not None else None
+
+    def routes(self) -> list[web.RouteDef]:
+        if not self.secrets:
+            return []
+        return [web.post(WEBHOOK_PATH, self.handle_webhook)]
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        if not self.ready.is_set():
+            loaded = await self.ctx.store.call(state.load)
+            self._restore(loaded)
+            self.ready.set()
+        self.ctx.started()
+        tasks = [asyncio.create_task(self._prune_loop(), name="stripe-prune")]
+        if self.poller is not None:
+            tasks.append(asyncio.create_task(self.poller.run(), name="stripe-poll"))
+            if self.settings.reconcile_interval > 0:
+                tasks.append(asyncio.create_task(self.poller.reconcile_loop(), name="stripe-reconcile"))
+        try:
+            done, _pending = await asyncio.wait(
+                [*tasks, asyncio.create_task(self.ctx.stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            for t in done:
+                if t in tasks and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            if self.poller is not None:
+                await self.poller.close()
+
+    async def _prune_loop(self) -> None:
+        while True:
+            now = self.ctx.clock()
+            try:
+                await self.ctx.store.transaction(
+                    functools.partial(
+                        state.prune,
+                        events_before=now - DEDUPE_RETENTION_S,
+                        charges_before=now - CHARGE_RETENTION_S,
+                    )
+                )
+            except Exception as exc:
+                self.ctx.error("store", f"prune: {exc}")
+            if await self.ctx.sleep(PRUNE_INTERVAL_S):
+                return
+
+    def _restore(self, loaded: state.Loaded) -> None:
+        for name, labels, value in loaded.counters:
+            self._mirror_counter(name, labels, value)
+        for sub in loaded.subscriptions:
+            self._mirror_subscription(sub)
+        if loaded.last_event_created is not None:
+            self.last_event.set((), loaded.last_event_created)
+        self._publish_subscriptions()
+
+    # -- the pipeline ----------------------------------------------------------------------------------
+    async def process(self, ev: Event, cursor: str | None = None) -> str:
+        """Apply one decoded event exactly once.
+
+        Returns:
+            processed, duplicate, ignored, invalid or error (the store failed; nothing was applied).
+        """
+        eff = effects(ev)
+        status = "processed" if eff.handled else "ignored"
+        now = self.ctx.clock()
+        try:
+            applied = await self.ctx.store.transaction(
+                lambda c: state.apply_event(c, ev.id, ev.type, ev.created, eff, now, cursor)
+            )
+        except Exception as exc:
+            self.ctx.error("store", str(exc))
+            self._log_first(
+                "store", "cannot record stripe event; not acknowledged", event_id=ev.id, error=str(exc)
+            )
+            return "error"
+        if applied.duplicate:
+            return "duplicate"
+        if eff.problem is not None:
+            # Recorded so redeliveries are duplicates: retrying cannot fix a payload we cannot read.
+            status = "invalid"
+            self.ctx.error("invalid_event", eff.problem)
+            self._log_first(
+                "invalid_event",
+                "stripe event lacks fields it needs; counted as invalid",
+                event_id=ev.id,
+                event_type=ev.type,
+                problem=eff.problem[:200],
+            )
+        for name, labels, delta in applied.counters:
+            self._mirror_counter(name, labels, delta)
+        if applied.subscription is not None:
+            self._mirror_subscription(applied.subscription)
+            self._publish_subscriptions()
+        if ev.created > (self.last_event.series.get(()) or 0):
+            self.last_event.set((), ev.created)
+        return status
+
+    def _mirror_counter(self, name: str, labels: tuple[str, ...], delta: int) -> None:
+        fam = self.persisted.get(name)
+        if fam is None:
+            return
+        if name in _VALUE_FAMILIES:
+            key = (name, labels)
+            total = self._minor[key] = self._minor.get(key, 0) + delta
+            fam.set(labels, to_major(total, labels[0]))
+        else:
+            fam.inc(labels, delta)
+
+    def _mirror_subscription(self, new: SubState) -> None:
+        old = self.subs.get(new.id)
+        # The same ordering rule as the store, so concurrent commits mirrored in any order agree.
+        if not new.supersedes(old):
+            return
+        if old is not None:
+            self._by_status[old.status] -= 1
+            if old.status == ACTIVE:
+                self._mrr[old.currency] -= old.mrr
+        self.subs[new.id] = new
+        self._by_status[new.status] += 1
+        if new.status == ACTIVE:
+            self._mrr[new.currency] = self._mrr.get(new.currency, Fraction(0)) + new.mrr
+
+    def _publish_subscriptions(self) -> None:
+        self.active.set((), self._by_status[ACTIVE])
+        for st in (*SUBSCRIPTION_STATUSES, "other"):
+            if self._by_status[st] or (st,) in self.by_status.series:
+                self.by_status.set((st,), self._by_status[st])
+        for cur, minor in self._mrr.items():
+            self.mrr.set((cur,), to_major(minor, cur))
+
+    # -- webhook ---------------------------------------------------------------------------------------
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        if not self.ready.is_set():
+            return web.json_response({"error": "starting"}, status=503)
+        limit = self.settings.max_body_bytes
+        body = await _read_limited(request, limit)
+        if body is None:
+            return self._reject("invalid", "body_too_large", 413, f"body larger than {limit} bytes")
+        reason = verify(body, request.headers.get("Stripe-Signature"), self.secrets, self.settings.tolerance)
+        if reason is not None:
+            return self._reject("signature_failed", reason, 400, "signature verification failed")
+        try:
+            ev = decode_event(body)
+        except EventError as exc:
+            return self._reject("invalid", exc.reason, 400, str(exc)[:200])
+        # Shielded: a dropped connection must not cancel between the commit and its mirror in memory.
+        status = await asyncio.shield(self.process(ev))
+        self.webhooks.inc((ev.type, status))
+        if status == "error":
+            return web.json_response({"error": "could not record the event"}, status=500)
+        return web.json_response({"received": True, "status": status})
+
+    def _reject(self, status: str, reason: str, code: int, detail: str) -> web.Response:
+        self.webhooks.inc(("unknown", status))
+        self.ctx.error(reason)
+        self._log_first(reason, "stripe webhook rejected", reason=reason, http_status=code, detail=detail)
+        return web.json_response({"error": reason}, status=code)
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it exceeds `limit` bytes (refused unread when declared so).
+
+    `request.read()` rather than the raw stream: the HTTP guard middleware may already have read and
+    cached the body, and aiohttp's own `client_max_size` still bounds chunked bodies.
+    """
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return None
+    return None if len(body) > limit else body
