@@ -1,0 +1,88 @@
+"""`collector_http_*` and `collector_web_config_*` self-metrics, registered in the collector's own registry."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+__all__ = ["LISTENERS", "REJECT_REASONS", "HttpMetrics"]
+
+LISTENERS = ("main", "webhook")
+#: Every reason a request or connection is refused before (or instead of) its handler.
+REJECT_REASONS = (
+    "unauthorized",  # basic auth missing or wrong (401)
+    "body_too_large",  # request body over COLLECTOR_HTTP__MAX_BODY_BYTES (413)
+    "headers_too_large",  # request head over COLLECTOR_HTTP__MAX_HEADER_BYTES (431)
+    "header_timeout",  # request head not complete within COLLECTOR_HTTP__HEADER_TIMEOUT (connection closed)
+    "body_timeout",  # request body not complete within COLLECTOR_HTTP__BODY_TIMEOUT (408)
+    "concurrency",  # COLLECTOR_HTTP__MAX_CONCURRENT_REQUESTS in flight on the listener (503)
+    "bad_request",  # unparseable HTTP (400)
+    "not_webhook",  # a non-webhook path on the webhook listener (404)
+    "handler_error",  # an unhandled exception in a handler (500; a bug, logged)
+)
+
+
+def _task_count() -> float:
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:  # rendered outside the event loop (tests)
+        return float("nan")
+
+
+class HttpMetrics:
+    """The HTTP layer's counters and gauges, every label value created up front (absent != zero)."""
+
+    def __init__(self, registry: CollectorRegistry, listeners: tuple[str, ...] = LISTENERS) -> None:
+        self.requests = Counter(
+            "collector_http_requests_total",
+            "HTTP requests answered, by listener and status code.",
+            ["listener", "code"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "collector_http_requests_in_flight",
+            "HTTP requests being handled now, by listener.",
+            ["listener"],
+            registry=registry,
+        )
+        self.connections = Gauge(
+            "collector_http_connections",
+            "Open HTTP connections, by listener.",
+            ["listener"],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "collector_http_rejected_total",
+            "Requests or connections refused by the HTTP layer, by listener and reason.",
+            ["listener", "reason"],
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "collector_web_config_reloads_total",
+            "Reloads of COLLECTOR_WEB_CONFIG_FILE after a change, by result (success, failure).",
+            ["result"],
+            registry=registry,
+        )
+        self.last_reload_ok = Gauge(
+            "collector_web_config_last_reload_successful",
+            "1 when the last load of the web config succeeded, 0 when the running config is an older one.",
+            registry=registry,
+        )
+        self.last_reload_time = Gauge(
+            "collector_web_config_last_reload_success_timestamp_seconds",
+            "Unix time the web config in use was loaded.",
+            registry=registry,
+        )
+        # Soak tests and on-call look for leaks here: tasks and connections that never end.
+        Gauge(
+            "collector_asyncio_tasks", "asyncio tasks alive in the collector.", registry=registry
+        ).set_function(_task_count)
+        self.last_reload_ok.set(1)
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+        for listener in listeners:
+            self.in_flight.labels(listener)
+            self.connections.labels(listener)
+            for reason in REJECT_REASONS:
+                self.rejected.labels(listener, reason)
