@@ -22,6 +22,7 @@ from collector.settings import Settings
 from collector.source import Source, SourceContext, supervise
 from collector.sources import SOURCES
 from collector.store import StateStore
+from collector.web import install as install_web_security
 
 __all__ = ["RUNTIME", "Runtime", "build_app"]
 
@@ -80,8 +81,10 @@ def build_app(
         runtime.sources.append((cls(ctx), ctx))
         self_metrics.source_up.labels(name).set(0)
 
-    app = web.Application()
+    # Bodies over the limit fail to read (413); collector.web counts them.
+    app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[RUNTIME] = runtime
+    install_web_security(app, runtime)
     server.add_routes(app, runtime)
     for source, _ctx in runtime.sources:
         app.add_routes(source.routes())

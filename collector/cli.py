@@ -34,6 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     sub.add_parser("run", help="run the collector (the default)")
     sub.add_parser("check-config", help="print the effective configuration (secrets masked); exit 0 or 2")
+    from collector.replay import add_parser as add_replay  # log rules over files, like mtail --one_shot
+
+    add_replay(sub)
+    from collector.demo import add_parser as add_demo  # the collector plus a synthetic app and traffic
+
+    add_demo(sub)
     return p
 
 
@@ -45,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.lines:
             print(f"collector: {line}", file=sys.stderr)
         return EXIT_CONFIG
+    if args.command == "demo":
+        from collector.demo import run_demo
+
+        return run_demo(args)
+    if args.command == "replay":
+        from collector.replay import run_replay
+
+        return run_replay(args, settings)
     unknown = unknown_env_vars()
     if args.command == "check-config":
         print(json.dumps(masked_dump(settings), indent=2))
@@ -68,24 +82,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then stop sources, flush state and return the exit code."""
     from collector.app import build_app
+    from collector.web import WEB, ListenError, start_sites
 
     app = build_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
-        await site.start()
-    except OSError as exc:
-        log.error(
-            "cannot listen; check COLLECTOR_LISTEN",
-            extra={"listen": settings.listen, "error": exc.strerror or str(exc)},
-        )
+        await start_sites(runner, app)
+    except ListenError as exc:
+        where = settings.listen if exc.env_var == "COLLECTOR_LISTEN" else settings.webhook_listen
+        log.error(f"cannot listen; check {exc.env_var}", extra={"listen": where, "error": exc.reason})
         await runner.cleanup()
         return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP re-reads COLLECTOR_WEB_CONFIG_FILE now instead of at the next poll.
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(app[WEB].reload()))
     await stop.wait()
     log.info("stopping")
     await runner.cleanup()

@@ -33,14 +33,24 @@ def test_version(tmp_path: Path) -> None:
 def test_check_config_prints_the_effective_configuration(tmp_path: Path) -> None:
     result = _run(
         ["check-config"],
-        {"COLLECTOR_PROCESS__MATCH": "node", "COLLECTOR_DATA_DIR": "/var/lib/c", "COLLECTOR_PROCES__PID": "1"},
+        {
+            "COLLECTOR_PROCESS__MATCH": "node",
+            "COLLECTOR_DATA_DIR": "/var/lib/c",
+            "COLLECTOR_PROCES__PID": "1",
+        },
         tmp_path,
     )
     assert result.returncode == 0, result.stderr
     config = json.loads(result.stdout)
     assert config["listen"] == "0.0.0.0:9464"
     assert config["state_path"] == "/var/lib/c/state.db"
-    assert config["process"] == {"enabled": True, "pid": None, "pid_file": None, "match": "node", "interval": 5.0}
+    assert config["process"] == {
+        "enabled": True,
+        "pid": None,
+        "pid_file": None,
+        "match": "node",
+        "interval": 5.0,
+    }
     assert "COLLECTOR_PROCES__PID is not a known setting" in result.stderr
 
 
@@ -61,7 +71,9 @@ def test_bad_value_exits_2_with_one_line_naming_the_variable(tmp_path: Path) -> 
 
 
 def test_sigterm_stops_gracefully_with_exit_0_and_json_logs(tmp_path: Path) -> None:
-    proc = CollectorProcess({"COLLECTOR_PROCESS__PID": str(os.getpid()), "COLLECTOR_PROCESS__INTERVAL": "0.2"}, tmp_path)
+    proc = CollectorProcess(
+        {"COLLECTOR_PROCESS__PID": str(os.getpid()), "COLLECTOR_PROCESS__INTERVAL": "0.2"}, tmp_path
+    )
     try:
         proc.wait_live()
         deadline = time.monotonic() + 10

@@ -54,11 +54,26 @@ def test_a_source_can_be_switched_off_even_when_configured(monkeypatch: pytest.M
     [
         ({"COLLECTOR_LISTEN": "9464"}, "invalid setting COLLECTOR_LISTEN='9464': expected host:port"),
         ({"COLLECTOR_LISTEN": "h:99999"}, "invalid setting COLLECTOR_LISTEN='h:99999': expected host:port"),
-        ({"COLLECTOR_LOG_LEVEL": "loud"}, "invalid setting COLLECTOR_LOG_LEVEL='LOUD': Input should be 'DEBUG'"),
-        ({"COLLECTOR_PROCESS__PID": "abc"}, "invalid setting COLLECTOR_PROCESS__PID='abc': Input should be a valid integer"),
-        ({"COLLECTOR_PROCESS__PID": "-3"}, "invalid setting COLLECTOR_PROCESS__PID='-3': Input should be greater than 0"),
-        ({"COLLECTOR_PROCESS__MATCH": "(node"}, "invalid setting COLLECTOR_PROCESS__MATCH='(node': not a valid regular expression"),
-        ({"COLLECTOR_PROCESS__INTERVAL": "0"}, "invalid setting COLLECTOR_PROCESS__INTERVAL='0': Input should be greater than 0"),
+        (
+            {"COLLECTOR_LOG_LEVEL": "loud"},
+            "invalid setting COLLECTOR_LOG_LEVEL='LOUD': Input should be 'DEBUG'",
+        ),
+        (
+            {"COLLECTOR_PROCESS__PID": "abc"},
+            "invalid setting COLLECTOR_PROCESS__PID='abc': Input should be a valid integer",
+        ),
+        (
+            {"COLLECTOR_PROCESS__PID": "-3"},
+            "invalid setting COLLECTOR_PROCESS__PID='-3': Input should be greater than 0",
+        ),
+        (
+            {"COLLECTOR_PROCESS__MATCH": "(node"},
+            "invalid setting COLLECTOR_PROCESS__MATCH='(node': not a valid regular expression",
+        ),
+        (
+            {"COLLECTOR_PROCESS__INTERVAL": "0"},
+            "invalid setting COLLECTOR_PROCESS__INTERVAL='0': Input should be greater than 0",
+        ),
         ({"COLLECTOR_SHUTDOWN_TIMEOUT": "x"}, "invalid setting COLLECTOR_SHUTDOWN_TIMEOUT='x'"),
         (
             {"COLLECTOR_PROCESS__ENABLED": "true"},
@@ -106,11 +121,15 @@ def test_secret_is_read_from_var_file_and_masked(tmp_path: Path, monkeypatch: py
     assert "s3cr3t" not in repr(dumped)
 
 
-def test_secret_file_that_cannot_be_read_names_the_file_var(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_file_that_cannot_be_read_names_the_file_var(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COLLECTOR_API_TOKEN_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError) as info:
         load_settings(env_file=None, cls=_WithSecrets)
-    assert info.value.lines[0].startswith(f"invalid setting COLLECTOR_API_TOKEN_FILE='{tmp_path / 'missing'}'")
+    assert info.value.lines[0].startswith(
+        f"invalid setting COLLECTOR_API_TOKEN_FILE='{tmp_path / 'missing'}'"
+    )
 
 
 def test_secret_and_its_file_together_are_ambiguous(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,7 +157,10 @@ def test_secret_list_reads_comma_separated_values_from_its_file(tmp_path: Path, 
 
 def test_list_settings_accept_json_or_commas(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLLECTOR_TOKENS", '["a,b", "c"]')
-    assert [t.get_secret_value() for t in load_settings(env_file=None, cls=_WithSecrets).tokens] == ["a,b", "c"]
+    assert [t.get_secret_value() for t in load_settings(env_file=None, cls=_WithSecrets).tokens] == [
+        "a,b",
+        "c",
+    ]
     monkeypatch.setenv("COLLECTOR_TOKENS", "[broken")
     with pytest.raises(ConfigError, match=r"COLLECTOR_TOKENS='\*\*\*': not a valid JSON list"):
         load_settings(env_file=None, cls=_WithSecrets)

@@ -85,5 +85,8 @@ async def test_file_from_a_newer_collector_is_moved_aside(tmp_path: Path) -> Non
     store = StateStore(path, on_reset=resets.append)
     await store.open()
     assert resets == ["incompatible"]
-    assert await store.call(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]) == SCHEMA_VERSION
+    assert (
+        await store.call(lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0])
+        == SCHEMA_VERSION
+    )
     await store.close()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from collector.sources.github import DeploymentsSource, GitHubSource
+from collector.sources.logs import LogsSource
 from collector.sources.process import ProcessSource
+from collector.sources.stripe import StripeSource
+from collector.sources.websocket import WebSocketSource
 
 __all__ = ["SOURCES"]
 
 SOURCES: dict[str, type] = {
     "process": ProcessSource,
+    "stripe": StripeSource,
+    "logs": LogsSource,
+    "github": GitHubSource,
+    "deployments": DeploymentsSource,
+    "websocket": WebSocketSource,
 }

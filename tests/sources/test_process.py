@@ -25,7 +25,9 @@ def spawn() -> Iterator:
         code = f"import time; print('ready', flush=True); time.sleep(300)  # {marker}"
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
         children.append(child)
-        assert child.stdout is not None and child.stdout.readline() == b"ready\n"  # start-up done, fds settled
+        assert (
+            child.stdout is not None and child.stdout.readline() == b"ready\n"
+        )  # start-up done, fds settled
         return child
 
     yield start

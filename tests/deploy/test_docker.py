@@ -1,0 +1,67 @@
+"""Dockerfile (hadolint-clean, hardened) and docker-compose.yml (validated by docker-compose config).
+
+Docker itself cannot run on our machines: these tests check the files with the tools that consume
+them, they do not build or start containers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from typing import Any
+
+import yaml
+
+from tests.deploy.kit import need
+from tests.helpers import REPO
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    res = subprocess.run(
+        [need("hadolint"), str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout == ""
+
+
+def test_dockerfile_is_multi_stage_slim_non_root_exec_form_with_healthcheck_and_labels() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    froms = re.findall(r"^FROM (\S+)", text, re.M)
+    assert len(froms) == 2 and all("-slim" in f for f in froms)
+    assert re.search(r"^USER 10001", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["collector"\]', text, re.M)  # exec form: SIGTERM reaches Python
+    assert re.search(r"^HEALTHCHECK .*\n.*/health/live", text, re.M)
+    assert re.search(r"^EXPOSE 9464", text, re.M)
+    for label in ("title", "description", "version", "revision", "licenses"):
+        assert f"org.opencontainers.image.{label}=" in text
+
+
+def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """target -> (source, mode) of a service's volumes as `docker-compose config` prints them."""
+    out = {}
+    for v in service["volumes"]:
+        source, target, mode = v.rsplit(":", 2) if v.count(":") >= 2 else (*v.split(":"), "rw")
+        out[target] = (source, mode.split(",")[0])
+    return out
+
+
+def test_docker_compose_config_validates_the_whole_stack() -> None:
+    res = subprocess.run(
+        [need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    services = yaml.safe_load(res.stdout)["services"]
+    assert set(services) == {"app", "collector", "prometheus", "alertmanager", "grafana", "node-exporter"}
+    collector = services["collector"]
+    assert collector["pid"] == "service:app"
+    assert mounts(collector)["/var/log/app"] == ("app-logs", "ro")
+    assert mounts(services["app"])["/var/log/app"] == ("app-logs", "rw")
+    env = collector["environment"]
+    assert env["COLLECTOR_LOGS__PATHS"] == "/var/log/app/*.log"
+    assert all(s.get("read_only") and s.get("cap_drop") == ["ALL"] for s in services.values())
+    grafana = set(mounts(services["grafana"]))
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards/collector"} <= grafana
+    assert mounts(services["prometheus"])["/etc/prometheus"] == (str(REPO / "deploy" / "prometheus"), "ro")
