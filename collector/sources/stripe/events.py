@@ -159,14 +159,15 @@ def decode_event(body: bytes) -> Event:
         env = _envelope.decode(body)
     except msgspec.ValidationError as exc:
         raise EventError("invalid_event", str(exc)) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # msgspec reports some invalid UTF-8 as UnicodeDecodeError rather than DecodeError
         raise EventError("invalid_json", str(exc)) from None
     if env.object != "event" or not env.id or not env.type:
         raise EventError("invalid_event", "not an event object")
     try:
         obj: Obj | None = _object.decode(env.data.object)
         error = None
-    except msgspec.ValidationError as exc:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
         obj, error = None, str(exc)
     return Event(env.id, env.type, env.created, obj, env.data.previous_attributes, error)
 
