@@ -59,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.replay import run_replay
 
         return run_replay(args, settings)
+    problems = preflight(settings)
+    if problems:
+        for line in problems:
+            print(f"collector: {line}", file=sys.stderr)
+        return EXIT_CONFIG
     unknown = unknown_env_vars()
     if args.command == "check-config":
         print(json.dumps(masked_dump(settings), indent=2))
@@ -77,6 +82,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:
         pass
     return asyncio.run(serve(settings))
+
+
+def preflight(settings: Settings) -> list[str]:
+    """Problems field validation cannot see: unknown log presets and an invalid or unreadable rules file."""
+    logs = settings.logs
+    if not logs.is_enabled() or not (logs.preset or logs.rules):
+        return []
+    from collector.rules import RulesError, load_specs
+
+    lines = []
+    if logs.preset:
+        try:
+            load_specs(logs.preset, None)
+        except RulesError as exc:
+            value = ",".join(logs.preset)
+            lines += [f"invalid setting COLLECTOR_LOGS__PRESET={value!r}: {err}" for err in exc.errors]
+    if logs.rules is not None:
+        try:
+            text = logs.rules.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            lines.append(
+                f"invalid setting COLLECTOR_LOGS__RULES='{logs.rules}': cannot read the file ({reason})"
+            )
+        else:
+            try:
+                load_specs([], text, str(logs.rules))
+            except RulesError as exc:
+                lines += [
+                    f"invalid setting COLLECTOR_LOGS__RULES='{logs.rules}': {err}" for err in exc.errors
+                ]
+    return lines
 
 
 async def serve(settings: Settings) -> int:

@@ -104,3 +104,23 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     errors = [json.loads(line) for line in result.stderr.splitlines() if '"error"' in line]
     assert errors[0]["msg"] == "cannot listen; check COLLECTOR_LISTEN"
     assert errors[0]["listen"] == f"127.0.0.1:{port}"
+
+
+def test_unknown_preset_and_bad_rules_file_stop_start_up_with_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("rules:\n  - metric: x_total\n")
+    logs = {"COLLECTOR_LOGS__PATHS": str(tmp_path / "*.log")}
+    result = _run([], {**logs, "COLLECTOR_LOGS__PRESET": "winston,nope"}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "collector: invalid setting COLLECTOR_LOGS__PRESET='winston,nope': unknown preset 'nope'; expected one of "
+        "winston, pino-http, express-winston, structlog, python-json-logger, nginx-json, app-events"
+    ]
+    result = _run(["check-config"], {**logs, "COLLECTOR_LOGS__RULES": str(bad)}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"collector: invalid setting COLLECTOR_LOGS__RULES='{bad}': {bad}: rule 1 (x_total)"
+    )
+    result = _run([], {**logs, "COLLECTOR_LOGS__RULES": str(tmp_path / "missing.yaml")}, tmp_path)
+    assert result.returncode == 2
+    assert "cannot read the file (No such file or directory)" in result.stderr
