@@ -257,6 +257,13 @@ def test_log_directory_permission_loss_is_reported_and_recovered_as_non_root() -
                 lambda: _safe(lambda: sum(s.value for s in scrape().get("app_log_lines_total", [])) == 75),
                 what="open fd",
             )
+            # ... and the directory it can no longer list is reported (glob alone would be silent).
+            _until(
+                lambda: _safe(
+                    lambda: value(scrape(), "collector_log_file_errors_total", reason="permission_denied") == 1
+                ),
+                what="directory permission error counted",
+            )
             logs.chmod(0o755)
             # Rotation to a file the collector may not read (logrotate `create 0600 root root`).
             log.rename(logs / "app.log.1")
@@ -267,15 +274,14 @@ def test_log_directory_permission_loss_is_reported_and_recovered_as_non_root() -
                 lambda: _safe(
                     lambda: (
                         (s := scrape())
-                        and value(s, "collector_log_file_errors_total", reason="permission_denied")
+                        and value(s, "collector_log_file_errors_total", reason="permission_denied") == 2
                         and s
                     )
                 ),
                 what="permission error counted",
             )
-            assert (
-                value(samples, "collector_log_file_errors_total", reason="permission_denied") == 1.0
-            )  # once, not per poll
+            # the directory once and the file once, not once per poll
+            assert value(samples, "collector_log_file_errors_total", reason="permission_denied") == 2.0
             assert _get(url + "/health/live")[0] == 200
             log.chmod(0o644)  # the fault clears
             _until(

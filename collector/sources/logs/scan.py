@@ -79,6 +79,10 @@ def scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> Scan:
         except OSError:
             continue  # a descriptor cannot really go bad; if it does, the file looks unchanged
     for pattern in patterns:
+        # glob() silently finds nothing in a directory it may not list: report the directory instead.
+        denied = _unlistable_base(pattern)
+        if denied is not None:
+            out.files.setdefault(denied.path, denied)
         for path in sorted(glob.glob(pattern, recursive=True)):
             if path not in out.files:
                 obs = _observe(path, pattern, open_fds, want_end)
@@ -142,6 +146,27 @@ def _reason(exc: OSError) -> str:
     return "open_failed"
 
 
+def _fixed_base(pattern: str) -> str:
+    """The pattern's leading directory without glob magic (`/var/log/app` for `/var/log/app/*.log`)."""
+    fixed: list[str] = []
+    for part in pattern.split(os.sep)[:-1]:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return os.sep.join(fixed) or (os.sep if pattern.startswith(os.sep) else ".")
+
+
+def _unlistable_base(pattern: str) -> FileObs | None:
+    base = _fixed_base(pattern)
+    try:
+        with os.scandir(base):
+            return None
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # not there yet: it is watched for and picked up when it appears
+    except OSError as exc:
+        return FileObs(base, pattern, error=_reason(exc), detail=f"cannot list the directory: {exc.strerror}")
+
+
 def watch_roots(patterns: list[str]) -> tuple[tuple[str, bool], ...]:
     """Directories to watch for change notifications: (dir, recursive) per pattern.
 
@@ -150,13 +175,7 @@ def watch_roots(patterns: list[str]) -> tuple[tuple[str, bool], ...]:
     """
     roots: set[tuple[str, bool]] = set()
     for pattern in patterns:
-        parts = pattern.split(os.sep)
-        fixed: list[str] = []
-        for part in parts[:-1]:
-            if glob.has_magic(part):
-                break
-            fixed.append(part)
-        base = os.sep.join(fixed) or (os.sep if pattern.startswith(os.sep) else ".")
+        base = _fixed_base(pattern)
         recursive = "**" in pattern
         while not os.path.isdir(base):
             parent = os.path.dirname(base.rstrip(os.sep)) or "."

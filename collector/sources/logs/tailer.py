@@ -185,6 +185,8 @@ class Tailer:
         seen: set[Key] = set()
         new: list[FileObs] = []
         orphans: list[Stream] = []
+        for path in [p for p in self.bad_paths if p not in scan.files]:
+            del self.bad_paths[path]  # gone or listable again: a new failure there is reported anew
         for path, fo in scan.files.items():
             if fo.error is not None:
                 self._bad(path, fo)
