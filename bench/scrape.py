@@ -32,13 +32,17 @@ ROUTES = 1000
 def populate(counters: int = 10_000, histograms: int = 1_000) -> tuple[MetricState, CollectorRegistry]:
     """The same values in our metric state and in a prometheus_client registry."""
     state = MetricState()
-    c = state.counter("http_requests_total", "Requests.", ["method", "route", "status_code"], max_series=10**6)
+    c = state.counter(
+        "http_requests_total", "Requests.", ["method", "route", "status_code"], max_series=10**6
+    )
     h = state.histogram(
         "http_request_duration_seconds", "Latency.", ["method", "route"], buckets=BUCKETS, max_series=10**6
     )
     reg = CollectorRegistry()
     pc = Counter("http_requests", "Requests.", ["method", "route", "status_code"], registry=reg)
-    ph = Histogram("http_request_duration_seconds", "Latency.", ["method", "route"], buckets=BUCKETS, registry=reg)
+    ph = Histogram(
+        "http_request_duration_seconds", "Latency.", ["method", "route"], buckets=BUCKETS, registry=reg
+    )
     for i in range(counters):
         key = ("GET" if i % 3 else "POST", f"/api/r{i % ROUTES}", str(200 + i // ROUTES))
         c.inc(key, i + 1)
@@ -82,7 +86,9 @@ async def _http_scrape_ms(state: MetricState, runs: int) -> tuple[float, int, st
     async with aiohttp.ClientSession() as session:
         for _ in range(runs + 1):
             began = time.perf_counter()
-            async with session.get(f"http://{host}:{port}/metrics", headers={"Accept-Encoding": "identity"}) as r:
+            async with session.get(
+                f"http://{host}:{port}/metrics", headers={"Accept-Encoding": "identity"}
+            ) as r:
                 body = await r.read()
             times.append(time.perf_counter() - began)
     await runner.cleanup()
@@ -104,7 +110,11 @@ def bench_scrape(runs: int = 7) -> dict[str, Any]:
     promtool = "skipped (promtool not installed)"
     if shutil.which("promtool"):
         r = subprocess.run(["promtool", "check", "metrics"], input=text.encode(), capture_output=True)
-        promtool = "clean" if r.returncode == 0 and not (r.stdout + r.stderr).strip() else (r.stdout + r.stderr).decode()[:200]
+        promtool = (
+            "clean"
+            if r.returncode == 0 and not (r.stdout + r.stderr).strip()
+            else (r.stdout + r.stderr).decode()[:200]
+        )
     return {
         "http_ms": http_ms,
         "render_ms": render_ms,
@@ -137,4 +147,9 @@ def bench_memory(series: int = 100_000) -> dict[str, Any]:
     code = f"import sys; sys.path.insert(0, {os.getcwd()!r}); from bench.scrape import _memory_child; _memory_child({series})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     base, live, after = (int(x) for x in out.split())
-    return {"series": series, "rss_base_mb": base / 2**20, "rss_live_mb": live / 2**20, "rss_after_mb": after / 2**20}
+    return {
+        "series": series,
+        "rss_base_mb": base / 2**20,
+        "rss_live_mb": live / 2**20,
+        "rss_after_mb": after / 2**20,
+    }

@@ -74,6 +74,9 @@ def read_batches(fh: BinaryIO, max_line_bytes: int, stats: ReplayStats) -> Itera
             if not skipping:
                 stats.too_long += 1
             partial, skipping = b"", True
+        if lines and b"\r" not in chunk and b"" not in lines and max(map(len, lines)) <= max_line_bytes:
+            yield lines  # the usual case, checked in C: no per-line Python work
+            continue
         batch = [ln.removesuffix(b"\r") for ln in lines if ln and len(ln) <= max_line_bytes]
         stats.too_long += sum(1 for ln in lines if len(ln) > max_line_bytes)
         if batch:

@@ -1,0 +1,137 @@
+"""Replay benchmark: `collector replay` vs `mtail --one_shot` on the same genlogs file, same counts.
+
+Both run as child processes; CPU is the child's user+system time from `wait4`, so start-up counts too
+(as it does for mtail). Counts are compared series by series after mapping mtail's names to ours.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+BENCH = Path(__file__).resolve().parent
+RULES = BENCH / "app_rules.yaml"
+MTAIL_PROG = BENCH / "app.mtail"
+#: mtail label name -> collector label name (the catalog says status_code); `prog` is mtail's own.
+LABEL_MAP = {"status": "status_code"}
+DROP_LABELS = {"prog"}
+
+Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def generate(lines: int, path: Path) -> Path:
+    """Write `lines` lines of bench/genlogs.py output to `path` (reused when already there)."""
+    if path.exists() and path.stat().st_size > 0:
+        return path
+    with path.open("wb") as out:
+        subprocess.run([sys.executable, str(BENCH / "genlogs.py"), str(lines)], stdout=out, check=True)
+    return path
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run `cmd`; (wall seconds, CPU seconds of the child, stdout)."""
+    out_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-out-{os.getpid()}.txt"
+    with out_path.open("wb") as out:
+        began = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - began
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    text = out_path.read_text()
+    out_path.unlink()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {err[-500:]}")
+    return wall, usage.ru_utime + usage.ru_stime, text
+
+
+def series(text: str, mtail: bool = False) -> Series:
+    """Every counter value and histogram count, keyed by (sample name, sorted labels), names mapped."""
+    out: Series = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if fam.type == "histogram" and not s.name.endswith("_count"):
+                continue  # counts compared; mtail leaves values above the last bucket out of +Inf
+            if fam.type not in ("counter", "histogram"):
+                continue
+            labels = tuple(
+                sorted(
+                    (LABEL_MAP.get(k, k) if mtail else k, v)
+                    for k, v in s.labels.items()
+                    if k not in DROP_LABELS
+                )
+            )
+            name = s.name if s.name.endswith(("_total", "_count")) else s.name + "_total"
+            out[(name, labels)] = s.value
+    return out
+
+
+def compare(ours: Series, theirs: Series) -> list[str]:
+    """Differences between two series maps, one line each (empty: identical counts)."""
+    diffs = []
+    for key in sorted(set(ours) | set(theirs)):
+        a, b = ours.get(key), theirs.get(key)
+        if a is None or b is None or not math.isclose(a, b, rel_tol=0, abs_tol=1e-9):
+            diffs.append(f"{key[0]}{dict(key[1])}: collector {a} mtail {b}")
+    return diffs
+
+
+def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
+    """Median lines per CPU-second of both tools over `runs` runs, and whether every count agrees."""
+    log = generate(lines, workdir / f"genlogs-{lines}.log")
+    ours_cmd = [sys.executable, "-m", "collector", "replay", "--rules", str(RULES), str(log)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    ours_cpu, ours_wall, text = [], [], ""
+    for _ in range(runs):
+        wall, cpu, text = run_child(ours_cmd, env)
+        ours_cpu.append(cpu)
+        ours_wall.append(wall)
+    ours = series(text)
+    total = sum(v for (name, _l), v in ours.items() if name == "http_requests_total")
+    result: dict[str, Any] = {
+        "lines": lines,
+        "collector_cpu_s": statistics.median(ours_cpu),
+        "collector_wall_s": statistics.median(ours_wall),
+        "collector_lps_cpu": lines / statistics.median(ours_cpu),
+        "collector_series": len(ours),
+        "http_requests": total,
+    }
+    mtail = shutil.which("mtail")
+    if mtail is None:
+        result["mtail"] = "skipped: mtail not installed (apt-get install mtail)"
+        return result
+    cmd = [
+        mtail,
+        "--one_shot",
+        "--one_shot_format",
+        "prometheus",
+        "--progs",
+        str(MTAIL_PROG),
+        "--logs",
+        str(log),
+    ]
+    m_cpu, m_wall, mtext = [], [], ""
+    for _ in range(runs):
+        wall, cpu, mtext = run_child(cmd)
+        m_cpu.append(cpu)
+        m_wall.append(wall)
+    diffs = compare(ours, series(mtext, mtail=True))
+    result.update(
+        mtail="ran",
+        mtail_cpu_s=statistics.median(m_cpu),
+        mtail_wall_s=statistics.median(m_wall),
+        mtail_lps_cpu=lines / statistics.median(m_cpu),
+        ratio=statistics.median(m_cpu) / statistics.median(ours_cpu),
+        counts_identical=not diffs,
+        diffs=diffs[:10],
+    )
+    return result

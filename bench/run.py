@@ -1,0 +1,114 @@
+"""The benchmark: one command, one table (see README "Performance").
+
+    python -m bench.run            # full: 1M lines, medians of 3 runs (several minutes)
+    python -m bench.run --short    # CI: small sizes, one run; checks it runs and counts agree
+
+Every figure is measured in this run on this machine; targets are printed as PASS/FAIL. The exit code
+is 1 only when a correctness check fails (counts differ, events lost); `--strict` also fails on targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.daemon import bench_latency, bench_throughput
+from bench.replay import bench_replay
+from bench.scrape import bench_memory, bench_scrape
+from bench.webhooks import bench_webhooks
+
+FULL = dict(lines=1_000_000, runs=3, daemon_lines=1_000_000, latency_s=10.0, series=100_000, events=5_000)
+SHORT = dict(lines=50_000, runs=1, daemon_lines=50_000, latency_s=1.0, series=10_000, events=300)
+
+
+def _row(rows: list[list[str]], what: str, figure: str, target: str, ok: bool | None) -> None:
+    rows.append([what, figure, target, "" if ok is None else "PASS" if ok else "FAIL"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--short", action="store_true", help="CI mode: small sizes, one run")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed too")
+    p.add_argument("--only", default="replay,daemon,scrape,memory,webhooks", help="sections to run")
+    p.add_argument("--json", type=Path, help="also write every figure to this file")
+    p.add_argument("--workdir", type=Path, help="where generated logs are kept (default: a temp dir)")
+    args = p.parse_args(argv)
+    cfg = SHORT if args.short else FULL
+    only = set(args.only.split(","))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="collector-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    figures: dict[str, Any] = {"mode": "short" if args.short else "full"}
+    rows: list[list[str]] = []
+    correct = True
+    began = time.monotonic()
+
+    if "replay" in only:
+        r = figures["replay"] = bench_replay(cfg["lines"], cfg["runs"], workdir)
+        _row(
+            rows,
+            f"replay {r['lines']:,} lines: collector",
+            f"{r['collector_lps_cpu']:,.0f} lines/CPU-s",
+            "",
+            None,
+        )
+        if r["mtail"] == "ran":
+            _row(rows, "replay: mtail --one_shot", f"{r['mtail_lps_cpu']:,.0f} lines/CPU-s", "", None)
+            _row(rows, "replay: ratio collector/mtail", f"{r['ratio']:.1f}x", ">= 10x", r["ratio"] >= 10)
+            _row(rows, "replay: every series' count identical", str(r["counts_identical"]), "True",
+                 r["counts_identical"])  # fmt: skip
+            correct &= r["counts_identical"]
+        else:
+            _row(rows, "replay: mtail", r["mtail"], "", None)
+        ok = r["collector_lps_cpu"] >= 650_000
+        _row(
+            rows, "replay: collector absolute", f"{r['collector_lps_cpu']:,.0f} lines/CPU-s", ">= 650,000", ok
+        )
+    if "daemon" in only:
+        t = figures["daemon_throughput"] = bench_throughput(cfg["daemon_lines"], workdir)
+        _row(rows, f"daemon: {t['lines']:,} lines appended at once", f"{t['lines_per_s']:,.0f} lines/s "
+             f"({t['lines_per_cpu_s']:,.0f}/CPU-s)", ">= 500,000 lines/s", t["lines_per_s"] >= 500_000)  # fmt: skip
+        lat = figures["daemon_latency"] = bench_latency(20_000, cfg["latency_s"], workdir)
+        _row(rows, f"daemon: write-to-/metrics at {lat['achieved_rate']:,.0f} lines/s",
+             f"p50 {lat['p50_ms']:.0f} ms, p99 {lat['p99_ms']:.0f} ms", "p99 <= 1000 ms", lat["p99_ms"] <= 1000)  # fmt: skip
+    if "scrape" in only:
+        s = figures["scrape"] = bench_scrape(runs=cfg["runs"] * 3 + 1)
+        _row(rows, "scrape: 10k counters + 1k histograms over HTTP", f"{s['http_ms']:.1f} ms", "<= 15 ms",
+             s["http_ms"] <= 15)  # fmt: skip
+        _row(rows, "scrape: render vs generate_latest", f"{s['render_ms']:.1f} ms vs {s['client_python_ms']:.0f} ms "
+             f"= {s['ratio']:.0f}x", ">= 15x", s["ratio"] >= 15)  # fmt: skip
+        _row(rows, "scrape: response size / samples", f"{s['bytes']:,} B / {s['samples']:,}", "", None)
+        _row(rows, "scrape: promtool check metrics", s["promtool"], "clean", None if "skipped" in s["promtool"]
+             else s["promtool"] == "clean")  # fmt: skip
+        correct &= s["samples"] > 0 and (s["promtool"] == "clean" or "skipped" in s["promtool"])
+    if "memory" in only:
+        m = figures["memory"] = bench_memory(cfg["series"])
+        _row(rows, f"memory: RSS with {m['series']:,} series", f"{m['rss_live_mb']:.0f} MB "
+             f"(empty {m['rss_base_mb']:.0f} MB)", "<= 150 MB", m["rss_live_mb"] <= 150)  # fmt: skip
+        _row(rows, "memory: RSS after they expire", f"{m['rss_after_mb']:.0f} MB", "", None)
+    if "webhooks" in only:
+        w = figures["webhooks"] = bench_webhooks(cfg["events"])
+        _row(rows, f"webhooks: {w['events']:,} signed Stripe events, 32 connections",
+             f"{w['events_per_s']:,.0f} events/s", ">= 1,500/s", w["events_per_s"] >= 1500)  # fmt: skip
+        _row(rows, "webhooks: each processed exactly once", str(w["exactly_once"]), "True", w["exactly_once"])
+        correct &= w["exactly_once"]
+
+    widths = [max(len(r[i]) for r in [["what", "measured", "target", ""], *rows]) for i in range(4)]
+    print(f"collector benchmark ({figures['mode']} mode, {time.monotonic() - began:.0f} s)")
+    for r in [["what", "measured", "target", ""], ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1, default=str))
+    missed = any(r[3] == "FAIL" for r in rows)
+    if not correct:
+        print("correctness check FAILED", file=sys.stderr)
+        return 1
+    return 1 if args.strict and missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
