@@ -102,35 +102,53 @@ def _prefix(fam: Family, key: tuple[str, ...]) -> Any:
     return cached
 
 
+def _histogram_lines(fam: Family, key: tuple[str, ...], cells: list[Any]) -> str:
+    buckets, sum_prefix, count_prefix = _prefix(fam, key)
+    cumulative = list(accumulate(cells[:-1]))
+    body = "".join([f"{b}{c}\n" for b, c in zip(buckets, cumulative, strict=True)])
+    return f"{body}{sum_prefix}{format_value(cells[-1])}\n{count_prefix}{cumulative[-1]}\n"
+
+
 def render_family(fam: Family, openmetrics: bool = False) -> str:
-    """Render one family (empty string when it has no series), reusing the cached text if unchanged."""
+    """Render one family (empty string when it has no series).
+
+    An unchanged family reuses its whole text; otherwise each series whose value did not change since
+    it was last rendered reuses its line(s), so a scrape costs a formatted line only per changed series.
+    """
     cached = fam._text.get(openmetrics)
     if cached is not None:
         return cached
     series = fam.series
+    lines = fam._lines
+    if len(lines) > len(series):
+        # series removed directly from the dict (rule expiry): forget their cached text too
+        for key in [k for k in lines if k not in series]:
+            del lines[key]
+            fam._label_text.pop(key, None)
     if not series:
         fam._text[openmetrics] = ""
         return ""
     family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
-    head = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"
-    prefixes = fam._label_text
-    if len(prefixes) != len(series) or any(k not in prefixes for k in series):
-        for key in series:
-            _prefix(fam, key)
+    out = [f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"]
+    append = out.append
+    get = lines.get
     if fam.kind == HISTOGRAM:
-        out = [head]
-        append = out.append
         for key, cells in series.items():
-            buckets, sum_prefix, count_prefix = prefixes[key]
-            cumulative = list(accumulate(cells[:-1]))
-            append("".join([f"{b}{c}\n" for b, c in zip(buckets, cumulative, strict=True)]))
-            append(f"{sum_prefix}{format_value(cells[-1])}\n{count_prefix}{cumulative[-1]}\n")
-        text = "".join(out)
-    elif math.isfinite(sum(series.values())):
-        # All finite (a NaN or infinity would poison the sum): repr is valid Prometheus and OpenMetrics.
-        text = head + "".join([f"{prefixes[k]}{v!r}\n" for k, v in series.items()])
+            entry = get(key)
+            if entry is None or entry[0] != cells:
+                entry = lines[key] = (list(cells), _histogram_lines(fam, key, cells))
+            append(entry[1])
     else:
-        text = head + "".join([f"{prefixes[k]}{format_value(v)}\n" for k, v in series.items()])
+        prefixes = fam._label_text
+        for key, value in series.items():
+            entry = get(key)
+            if entry is None or entry[0] != value:  # NaN never equals itself: re-rendered, still right
+                prefix = prefixes.get(key) or _prefix(fam, key)
+                # x - x == 0 only for finite numbers, which repr spells as Prometheus expects
+                line = f"{prefix}{value!r}\n" if value - value == 0 else f"{prefix}{format_value(value)}\n"
+                entry = lines[key] = (value, line)
+            append(entry[1])
+    text = "".join(out)
     fam._text[openmetrics] = text
     return text
 

@@ -59,6 +59,7 @@ class Family:
 
     __slots__ = (
         "_label_text",
+        "_lines",
         "_text",
         "buckets",
         "help",
@@ -94,6 +95,8 @@ class Family:
         self.series: dict[tuple[str, ...], Any] = {}
         # label tuple -> rendered `{a="x",b="y"}` text, escaped once per series, not per scrape
         self._label_text: dict[tuple[str, ...], str] = {}
+        # label tuple -> (value it was rendered with, its sample line(s)): unchanged series are not re-rendered
+        self._lines: dict[tuple[str, ...], tuple[Any, str]] = {}
         # rendered text of the whole family per format, dropped on any change
         self._text: dict[bool, str] = {}
 
@@ -140,11 +143,13 @@ class Family:
     def remove(self, labels: tuple[str, ...]) -> None:
         if self.series.pop(labels, None) is not None:
             self._label_text.pop(labels, None)
+            self._lines.pop(labels, None)
             self._text.clear()
 
     def clear(self) -> None:
         self.series.clear()
         self._label_text.clear()
+        self._lines.clear()
         self._text.clear()
 
     def touch(self) -> None:

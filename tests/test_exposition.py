@@ -76,3 +76,30 @@ def test_accept_header_negotiation() -> None:
     assert not wants_openmetrics("text/plain")
     assert not wants_openmetrics(None)
     assert not wants_openmetrics("application/openmetrics-text;q=0")
+
+
+def test_only_changed_series_are_rendered_again_and_the_text_stays_exact() -> None:
+    state = MetricState()
+    c = state.counter("c_total", "h", ["k"])
+    h = state.histogram("h_seconds", "h", ["k"], buckets=[1])
+    g = state.gauge("g", "h", ["k"])
+    for i in range(3):
+        c.inc((str(i),), i + 1)
+        h.observe((str(i),), 0.5)
+    g.set(("x",), math.nan)
+    first = render(state.families.values())
+    c.series[("1",)] += 5  # direct update, as compiled rules do
+    h.series[("2",)][1] += 1
+    del c.series[("0",)]  # direct removal, as rule expiry does
+    for fam in state.families.values():
+        fam.touch()
+    s = parse(render(state.families.values()))
+    assert value(s, "c_total", k="0") is None
+    assert value(s, "c_total", k="1") == 7
+    assert value(s, "c_total", k="2") == 3
+    assert value(s, "h_seconds_bucket", k="2", le="+Inf") == 2
+    assert value(s, "h_seconds_count", k="2") == 2
+    assert value(s, "h_seconds_count", k="1") == 1
+    assert math.isnan(value(s, "g", k="x"))
+    assert ("0",) not in state.families["c_total"]._lines
+    assert first != render(state.families.values())
