@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 import websockets
 from aiohttp import web
 
 from collector.settings import GitHubSettings, StripeSettings, WebSocketSettings
-from tests.helpers import Running, make_settings, serve, value
+from tests.helpers import REPO, Running, make_settings, serve, value
+
+_NETNS_FLAG = "TEST_INSIDE_PRIVATE_NETNS"  # not COLLECTOR_*: conftest clears those
 
 
 class FlakyAPI:
@@ -116,7 +123,11 @@ async def test_github_api_500_429_and_garbage_are_counted_and_polling_recovers(t
             assert (await _health(run))["sources"]["github"]["state"] == "running"
 
 
-async def test_a_probe_target_that_does_not_resolve_is_a_dns_failure_not_an_outage(tmp_path: Path) -> None:
+async def test_dns_failure_inside_a_private_network_namespace(tmp_path: Path) -> None:
+    # Run by the test below inside `unshare -n`: there the lookup fails for real and no query leaves.
+    if os.environ.get(_NETNS_FLAG) != "1":
+        pytest.skip("runs only inside the private network namespace set up by the next test")
+
     async def echo(ws) -> None:  # type: ignore[no-untyped-def]
         async for msg in ws:
             await ws.send(msg)
@@ -143,3 +154,28 @@ async def test_a_probe_target_that_does_not_resolve_is_a_dns_failure_not_an_outa
             )
             assert (await run.get("/health/ready"))[0] == 200
             await asyncio.sleep(0)
+
+
+def test_a_probe_target_that_does_not_resolve_is_a_dns_failure_not_an_outage() -> None:
+    # A real DNS failure without sending a query anywhere: a fresh network namespace has only loopback,
+    # so the resolver is unreachable and getaddrinfo fails at once (EAI_AGAIN).
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs root, unshare and ip to make a private network namespace")
+    test = f"{Path(__file__).relative_to(REPO)}::test_dns_failure_inside_a_private_network_namespace"
+    result = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            f'ip link set lo up && exec "$0" -m pytest -q -p no:cacheprovider {test}',
+            sys.executable,
+        ],
+        cwd=REPO,
+        env={**os.environ, _NETNS_FLAG: "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout + result.stderr
