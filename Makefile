@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint clean
+.PHONY: run run-local test lint clean
 
 $(BIN)/collector: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,8 +11,13 @@ $(BIN)/collector: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-# Run the collector with the embedded local defaults (config/local.env): /metrics on :9464.
+# Run the collector with a built-in synthetic app (logs, WebSocket, signed Stripe and GitHub events):
+# every metric family fills within a minute on http://127.0.0.1:9464/metrics. Ctrl-C stops it.
 run: $(BIN)/collector
+	$(BIN)/collector demo
+
+# Run the collector alone with the local defaults (config/local.env), beside an app of your own.
+run-local: $(BIN)/collector
 	$(BIN)/collector --env-file config/local.env
 
 # Lint, then the whole test suite.
