@@ -118,6 +118,11 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
         str(MTAIL_PROG),
         "--logs",
         str(log),
+        # one_shot still opens its HTTP listener: an ephemeral loopback port cannot clash with another mtail
+        "--address",
+        "127.0.0.1",
+        "--port",
+        "0",
     ]
     m_cpu, m_wall, mtext = [], [], ""
     for _ in range(runs):

@@ -93,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
              f"(empty {m['rss_base_mb']:.0f} MB)", "<= 150 MB", m["rss_live_mb"] <= 150)  # fmt: skip
         _row(rows, "memory: RSS after they expire", f"{m['rss_after_mb']:.0f} MB", "", None)
     if "webhooks" in only:
-        w = figures["webhooks"] = bench_webhooks(cfg["events"])
+        w = figures["webhooks"] = bench_webhooks(cfg["events"], runs=cfg["runs"])
         _row(rows, f"webhooks: {w['events']:,} signed Stripe events, 32 connections",
-             f"{w['events_per_s']:,.0f} events/s", ">= 1,500/s", w["events_per_s"] >= 1500)  # fmt: skip
+             f"{w['events_per_s']:,.0f} events/s ({w['events_per_server_cpu_s']:,.0f}/server-CPU-s)",
+             ">= 1,500/s", w["events_per_s"] >= 1500)  # fmt: skip
         _row(rows, "webhooks: each processed exactly once", str(w["exactly_once"]), "True", w["exactly_once"])
         correct &= w["exactly_once"]
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from collector import __version__
-from collector.settings import ConfigError, Settings, load_settings, masked_dump, unknown_env_vars
+
+if TYPE_CHECKING:
+    from collector.settings import Settings  # imported where used: pydantic costs ~0.3 CPU-s at start-up
 
 __all__ = ["main"]
 
@@ -23,7 +23,25 @@ log = logging.getLogger("collector")
 EXIT_CONFIG = 2
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in `argv` (None: the default `run`), found without parsing."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--env-file":
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _configured(env_file: str) -> bool:
+    """Whether any setting could differ from its default: a `COLLECTOR_*` variable or an env file."""
+    return os.path.exists(env_file) or any(k.upper().startswith("COLLECTOR_") for k in os.environ)
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="collector", description="Prometheus sidecar exporter.")
     p.add_argument("--version", action="version", version=f"collector {__version__}")
     p.add_argument(
@@ -37,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     from collector.replay import add_parser as add_replay  # log rules over files, like mtail --one_shot
 
     add_replay(sub)
+    if command == "replay":
+        return p  # the demo imports aiohttp (~0.3 CPU-s), which a replay would pay at every run
     from collector.demo import add_parser as add_demo  # the collector plus a synthetic app and traffic
 
     add_demo(sub)
@@ -44,7 +64,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
+    if args.command == "replay" and not _configured(args.env_file):
+        from collector.replay import run_replay
+
+        return run_replay(args, None)  # nothing to load: the defaults, without pydantic's start-up
+    from collector.settings import ConfigError, load_settings, masked_dump, unknown_env_vars
+
     try:
         settings = load_settings(args.env_file)
     except ConfigError as exc:
@@ -81,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
+    import asyncio  # not at the top: `collector replay` never starts an event loop
+
     return asyncio.run(serve(settings))
 
 
@@ -118,6 +146,8 @@ def preflight(settings: Settings) -> list[str]:
 
 async def serve(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT, then stop sources, flush state and return the exit code."""
+    from aiohttp import web  # here, not at the top: `collector replay` never needs aiohttp
+
     from collector.app import build_app
     from collector.web import WEB, ListenError, start_sites
 
@@ -131,6 +161,8 @@ async def serve(settings: Settings) -> int:
         log.error(f"cannot listen; check {exc.env_var}", extra={"listen": where, "error": exc.reason})
         await runner.cleanup()
         return 1
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from collector.metrics import COUNTER, Family
@@ -19,11 +20,23 @@ from collector.rules.decode import LineDecoder
 from collector.rules.normalize import NORMALIZERS, label_text, to_number
 from collector.rules.schema import LabelSpec, RuleSpec
 
-__all__ = ["generate_group", "label_converter"]
+__all__ = ["GroupMeta", "generate_group", "label_converter"]
 
 #: Label caches are cleared past this size (raw URLs are unbounded; the label values they map to are not).
 CACHE_LIMIT = 4096
 _CMP = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+@dataclass
+class GroupMeta:
+    """A generated group's parts, for generating a whole-batch loop around them."""
+
+    prep: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # raw field tuple -> one series key (or None) per rule
+    cache: dict[tuple[Any, ...], tuple[Any, ...]]  # prep's results (the generated group fills it too)
+    reads: list[str]  # source lines setting the r-variables from the decoded line `o`
+    raw: str  # source of the raw tuple expression (`(r0, r5, )`)
+    value_vars: list[str | None]  # per rule: the r-variable holding its value field
+    rules: list[tuple[RuleSpec, tuple[Any, ...] | None, Family, tuple[str, ...]]]
 
 
 def label_converter(spec: LabelSpec, cache: dict[Any, str]) -> Callable[[Any], str]:
@@ -191,10 +204,12 @@ def generate_group(
         "    return res",
     ]
     body: list[str] = [f"    e = E.get({raw})", "    if e is None:", f"        e = prep({raw})"]
+    value_vars: list[str | None] = []
     for j, (spec, _match, fam, _names) in enumerate(rules):
         ind = "    "
         body += [f"{ind}k = e[{j}]", f"{ind}if k is not None:"]
         ind += "    "
+        value_vars.append(g.read(spec.value.paths) if spec.value is not None else None)
         if spec.value is not None:
             rv = g.read(spec.value.paths)
             bad = g.const(lambda value, _m=fam.name: on_bad_value(_m, value), "B")
@@ -244,4 +259,6 @@ def generate_group(
     exec(code, g.ns)
     fn: Callable[[Any], bool] = g.ns["group"]
     fn.__doc__ = src  # the generated source, for debugging (`print(fn.__doc__)`)
+    # What the batch generator (collector.rules.batch) reuses: the cached prep and the field reads.
+    fn.meta = GroupMeta(g.ns["prep"], cache, list(g.read_lines), raw, value_vars, rules)  # type: ignore[attr-defined]
     return fn

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.metrics import Family, MetricState
+from collector.rules.batch import generate_batch
 from collector.rules.codegen import forms, generate_group
 from collector.rules.decode import LineDecoder
 from collector.rules.schema import RulesError, RuleSpec
@@ -166,9 +167,16 @@ def build(
     disc = decoder.getter([p.discriminator]) if p.discriminator else None
     fallback = group(always) if always else _no_rule
     compiled = Compiled(p, decoder, disc, table, fallback, families, seen, now)
-    compiled.apply = _batch_loop(
-        decoder.attr(p.discriminator) if p.discriminator else None, disc, table, fallback
-    )
+    attr = decoder.attr(p.discriminator) if p.discriminator else None
+    fns = list(groups.values())
+    if fns:  # one loop over the batch, commuting updates gathered per batch: collector.rules.batch
+        number = {id(fn): j for j, fn in enumerate(fns)}
+        index = {k: number[id(fn)] for k, fn in table.items()}
+        fb = number[id(fallback)] if always else -1
+        metas = [fn.meta for fn in fns]  # type: ignore[attr-defined]
+        compiled.apply = generate_batch(metas, fns, index, fb, attr, disc, seen, now, on_bad_value)
+    else:
+        compiled.apply = _batch_loop(attr, disc, table, fallback)
     return compiled
 
 

@@ -16,7 +16,7 @@ import msgspec
 
 from collector.logpipe import BatchResult
 
-__all__ = ["LineDecoder"]
+__all__ = ["LineDecoder", "plain_lines"]
 
 #: How many bad lines per batch are reported back (index, reason) for the tailer to log.
 MAX_BAD_REPORTED = 5
@@ -112,6 +112,15 @@ class LineDecoder:
             pass
         return self._decode_each(lines, result)
 
+    def decode_buffer(self, buf: bytes | memoryview, count: int) -> list[Any] | None:
+        """`count` complete lines joined by newlines, decoded without splitting; None when that is not
+        exactly one object per line (an empty or bad line): the caller splits and uses `decode`."""
+        try:
+            objs = self._decoder.decode_lines(buf)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        return objs if len(objs) == count else None
+
     def _decode_each(self, lines: Sequence[bytes], result: BatchResult) -> list[Any]:
         out = []
         decode = self._decoder.decode
@@ -169,3 +178,18 @@ def _bad_utf8(line: bytes) -> bool:
     except UnicodeDecodeError:
         return True
     return False
+
+
+def plain_lines(data: bytes, end: int, max_line_bytes: int) -> int:
+    """How many lines `data[:end]` (complete lines; `data[end]` is a newline) holds, or 0 when one of
+    them may be longer than `max_line_bytes` (the caller splits and checks each). Checked in C without
+    splitting: a longer line would contain a whole aligned window of half the limit without a newline.
+    """
+    if end <= 0 or b"\r" in data:
+        return 0
+    half = (max_line_bytes + 1) // 2
+    if end > max_line_bytes and any(
+        data.find(b"\n", p, min(p + half, end)) < 0 for p in range(0, end - half + 1, half)
+    ):
+        return 0
+    return data.count(b"\n", 0, end) + 1

@@ -20,6 +20,7 @@ from typing import Any
 from collector.logpipe import BatchResult, LineConsumer
 from collector.logsetup import LogFirst
 from collector.metrics import MetricState
+from collector.rules.decode import plain_lines
 from collector.sources.logs.identity import Fingerprint
 from collector.sources.logs.lines import Split, line_offset, split_lines
 from collector.sources.logs.scan import FileObs, Key, Scan
@@ -27,7 +28,7 @@ from collector.sources.logs.scan import FileObs, Key, Scan
 __all__ = ["CHUNK", "Stream", "Tailer"]
 
 #: Bytes per read; lines are split and decoded a chunk at a time.
-CHUNK = 1024 * 1024
+CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(eq=False, slots=True)
@@ -324,6 +325,12 @@ class Tailer:
                 return  # the stream was reset meanwhile (cannot happen today: one task owns it)
             if not data:
                 return
+            fast = self._fast_step(s, offset, data)
+            if fast:
+                if len(data) < size:
+                    return
+                await between()
+                continue
             split = split_lines(data, s.skipping, self.max_line)
             if split.consumed == 0:
                 if len(data) == size and size <= self.max_line:
@@ -336,9 +343,31 @@ class Tailer:
             size = CHUNK
             await between()
 
-    def _step(self, s: Stream, base: int, split: Split) -> None:
-        """Consume a batch and advance the offset in one synchronous step (no await in between)."""
-        result = self.consumer.consume(split.lines) if split.lines else BatchResult()
+    def _fast_step(self, s: Stream, base: int, data: bytes) -> bool:
+        """The usual chunk (valid complete lines, none too long) consumed unsplit; False: split it."""
+        consume_buffer = getattr(self.consumer, "consume_buffer", None)
+        if consume_buffer is None or s.skipping:
+            return False
+        last = data.rfind(b"\n")
+        if last <= 0 or len(data) - last - 1 > self.max_line:
+            return False
+        count = plain_lines(data, last, self.max_line)
+        result = consume_buffer(memoryview(data)[:last], count) if count else None
+        if result is None:
+            return False
+        self._step(s, base, Split([], last + 1), result, count)
+        return True
+
+    def _step(
+        self, s: Stream, base: int, split: Split, result: BatchResult | None = None, count: int = 0
+    ) -> None:
+        """Consume a batch and advance the offset in one synchronous step (no await in between).
+
+        `_fast_step` passes the `result` of the `count` lines it consumed unsplit.
+        """
+        if result is None:
+            result = self.consumer.consume(split.lines) if split.lines else BatchResult()
+            count = len(split.lines)
         s.offset = base + split.consumed
         s.skipping = split.skipping
         s.size = max(s.size, s.offset)
@@ -360,7 +389,7 @@ class Tailer:
                 near_offset=base,
                 max_line_bytes=self.max_line,
             )
-        self.read_lines.inc((s.path,), len(split.lines) + split.too_long)
+        self.read_lines.inc((s.path,), count + split.too_long)
         self.read_bytes.inc((s.path,), split.consumed)
         for index, reason in result.bad:
             self.log_first(

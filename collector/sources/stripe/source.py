@@ -2,7 +2,8 @@
 
 Pipeline per event: decode -> pure effects -> one store transaction (event id + counter deltas +
 subscription state) -> mirror the committed result in memory. Only then does the webhook answer 200,
-so a crash at any point is either "not recorded, Stripe retries" or "recorded and counted".
+so a crash at any point is either "not recorded, Stripe retries" or "recorded and counted". Events
+arriving together share one transaction (group commit, `writer.py`); each is still all-or-nothing.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 from collections import Counter
 from fractions import Fraction
 
 from aiohttp import web
 
 from collector.logsetup import LogFirst
+from collector.metrics import Family
 from collector.settings import StripeSettings
 from collector.source import SourceContext
 from collector.sources.stripe import state
@@ -31,6 +34,7 @@ from collector.sources.stripe.events import (
 )
 from collector.sources.stripe.poller import Poller
 from collector.sources.stripe.signature import verify
+from collector.sources.stripe.writer import GroupCommitter, Job
 
 __all__ = ["WEBHOOK_PATH", "StripeSource"]
 
@@ -44,6 +48,12 @@ PRUNE_INTERVAL_S = 3600.0
 
 # Families whose value is a sum of minor currency units, exposed in major units.
 _VALUE_FAMILIES = frozenset(("stripe_payment_value_total", "stripe_refund_value_total"))
+# Webhook answers encoded once: the same few bodies on every delivery.
+_ANSWERS = {
+    st: json.dumps({"received": True, "status": st}).encode()
+    for st in ("processed", "duplicate", "ignored", "invalid")
+}
+_NOT_RECORDED = json.dumps({"error": "could not record the event"}).encode()
 
 
 class StripeSource:
@@ -124,6 +134,7 @@ class StripeSource:
             "stripe_last_event_timestamp_seconds", "Creation time of the newest event processed."
         )
         self.poller = Poller(self) if self.settings.api_key is not None else None
+        self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed)
 
     def routes(self) -> list[web.RouteDef]:
         if not self.secrets:
@@ -132,6 +143,7 @@ class StripeSource:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def run(self) -> None:
+        self.writer.open()
         if not self.ready.is_set():
             loaded = await self.ctx.store.call(state.load)
             self._restore(loaded)
@@ -157,6 +169,9 @@ class StripeSource:
                     await t
             if self.poller is not None:
                 await self.poller.close()
+            if self.ctx.stop.is_set():
+                # Only when stopping: a restart after a poller failure keeps webhooks flowing.
+                await self.writer.close()
 
     async def _prune_loop(self) -> None:
         while True:
@@ -184,28 +199,26 @@ class StripeSource:
         self._publish_subscriptions()
 
     # -- the pipeline ----------------------------------------------------------------------------------
-    async def process(self, ev: Event, cursor: str | None = None) -> str:
-        """Apply one decoded event exactly once.
+    async def process(self, ev: Event, cursor: str | None = None, counter: Family | None = None) -> str:
+        """Apply one decoded event exactly once (queued for the next group commit).
+
+        Args:
+            cursor: the poll cursor to store in the same transaction.
+            counter: a `(event_type, status)` family bumped when the outcome is known (also when the
+                caller was cancelled meanwhile).
 
         Returns:
             processed, duplicate, ignored, invalid or error (the store failed; nothing was applied).
         """
-        eff = effects(ev)
-        status = "processed" if eff.handled else "ignored"
-        now = self.ctx.clock()
-        try:
-            applied = await self.ctx.store.transaction(
-                lambda c: state.apply_event(c, ev.id, ev.type, ev.created, eff, now, cursor)
-            )
-        except Exception as exc:
-            self.ctx.error("store", str(exc))
-            self._log_first(
-                "store", "cannot record stripe event; not acknowledged", event_id=ev.id, error=str(exc)
-            )
-            return "error"
+        result = await self.writer.submit(ev, effects(ev), cursor, counter)
+        return "error" if result is None else result
+
+    def _committed(self, job: Job, applied: state.Applied) -> str:
+        """Mirror one committed event in memory; runs on the loop, in commit order."""
+        ev, eff = job.ev, job.eff
         if applied.duplicate:
-            return "duplicate"
-        if eff.problem is not None:
+            status = "duplicate"
+        elif eff.problem is not None:
             # Recorded so redeliveries are duplicates: retrying cannot fix a payload we cannot read.
             status = "invalid"
             self.ctx.error("invalid_event", eff.problem)
@@ -216,14 +229,29 @@ class StripeSource:
                 event_type=ev.type,
                 problem=eff.problem[:200],
             )
-        for name, labels, delta in applied.counters:
-            self._mirror_counter(name, labels, delta)
-        if applied.subscription is not None:
-            self._mirror_subscription(applied.subscription)
-            self._publish_subscriptions()
-        if ev.created > (self.last_event.series.get(()) or 0):
-            self.last_event.set((), ev.created)
+        else:
+            status = "processed" if eff.handled else "ignored"
+        if not applied.duplicate:
+            for name, labels, delta in applied.counters:
+                self._mirror_counter(name, labels, delta)
+            if applied.subscription is not None:
+                self._mirror_subscription(applied.subscription)
+                self._publish_subscriptions()
+            if ev.created > (self.last_event.series.get(()) or 0):
+                self.last_event.set((), ev.created)
+        if job.extra is not None:
+            job.extra.inc((ev.type, status))
         return status
+
+    def _failed(self, jobs: list[Job], exc: Exception) -> None:
+        """A group commit failed: nothing of it is applied; each event is an error its sender retries."""
+        for job in jobs:
+            self.ctx.error("store", str(exc))
+            self._log_first(
+                "store", "cannot record stripe event; not acknowledged", event_id=job.ev.id, error=str(exc)
+            )
+            if job.extra is not None:
+                job.extra.inc((job.ev.type, "error"))
 
     def _mirror_counter(self, name: str, labels: tuple[str, ...], delta: int) -> None:
         fam = self.persisted.get(name)
@@ -273,12 +301,11 @@ class StripeSource:
             ev = decode_event(body)
         except EventError as exc:
             return self._reject("invalid", exc.reason, 400, str(exc)[:200])
-        # Shielded: a dropped connection must not cancel between the commit and its mirror in memory.
-        status = await asyncio.shield(self.process(ev))
-        self.webhooks.inc((ev.type, status))
+        # The writer mirrors and counts the event even if this request is cancelled meanwhile.
+        status = await self.process(ev, counter=self.webhooks)
         if status == "error":
-            return web.json_response({"error": "could not record the event"}, status=500)
-        return web.json_response({"received": True, "status": status})
+            return web.Response(body=_NOT_RECORDED, status=500, content_type="application/json")
+        return web.Response(body=_ANSWERS[status], content_type="application/json")
 
     def _reject(self, status: str, reason: str, code: int, detail: str) -> web.Response:
         self.webhooks.inc(("unknown", status))

@@ -1,0 +1,263 @@
+"""One generated loop per rule set that applies a whole decoded batch with almost no work per line.
+
+The per-group functions of `collector.rules.codegen` cost a call, a cache lookup and dict updates per
+rule per line. Here the groups are inlined into one loop over the batch, and each distinct tuple of raw
+fields gets a per-batch *entry*: a line only counts itself into its entry and appends its raw observed
+values to the list of the histogram series they go to. After the loop, counts are added to counters
+once per entry, and each series' values are converted, bucketed (`bisect` mapped in C) and summed in
+line order, so every count and sum is bit-identical to applying the lines one by one.
+
+A group is deferred like this only when its updates commute with everything else in the batch: its
+rules are counter/gauge `inc` without a value field or histogram `observe`, and no `set`/`dec` rule
+writes the same metric. Any other group runs its per-line function (`codegen`) inside the same loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable
+from functools import partial, reduce
+from itertools import repeat
+from operator import add, mul
+from typing import Any
+
+from collector.metrics import Family
+from collector.rules.codegen import GroupMeta
+from collector.rules.normalize import to_number
+
+__all__ = ["deferrable", "generate_batch"]
+
+_SIMPLE = re.compile(r"^    (r\d+) = (o\.f\d+)$")  # a generated read of one top-level field
+_SUB = re.compile(r"\br\d+\b")
+_OWN = object()  # marks an entry's own value list (a throwaway list for a rule that does not apply is not)
+Values = dict[tuple[str, ...], list[Any]]  # histogram series key -> raw values of this batch, in line order
+
+
+def deferrable(metas: list[GroupMeta]) -> list[bool]:
+    """Per group: can its updates be gathered per batch (see the module docstring)?"""
+    ordered = {fam.name for m in metas for spec, _m, fam, _n in m.rules if spec.action in ("set", "dec")}
+    return [
+        all(
+            fam.name not in ordered
+            and (spec.action == "observe" or (spec.action == "inc" and spec.value is None))
+            for spec, _m, fam, _n in m.rules
+        )
+        for m in metas
+    ]
+
+
+class _Observe:
+    """One histogram rule of a deferred group: its series' values gathered over a batch."""
+
+    def __init__(
+        self,
+        fam: Family,
+        scale: float,
+        stamps: dict[tuple[str, ...], float] | None,
+        now: list[float],
+        on_bad_value: Callable[[str, Any], None],
+    ) -> None:
+        self.fam, self.scale, self.stamps, self.now = fam, scale, stamps, now
+        self.on_bad_value = on_bad_value
+        self.values: Values = {}
+        self.bucket = partial(bisect_left, fam.buckets)
+
+    def usable(self, raw: list[Any]) -> list[float]:
+        """The numbers among raw values, as the per-line code converts them; bad ones reported."""
+        if set(map(type, raw)) == {float}:
+            return raw  # the usual case, checked in C
+        out = []
+        for value in raw:
+            if value is None:
+                continue
+            number = value if value.__class__ is float else to_number(value)
+            if number is None:
+                self.on_bad_value(self.fam.name, value)
+            else:
+                out.append(number)
+        return out
+
+    def flush(self) -> None:
+        fam, series = self.fam, self.fam.series
+        empty = len(fam.buckets) + 1
+        for k, raw in self.values.items():
+            vals = self.usable(raw)
+            if not vals:
+                continue
+            if self.scale != 1.0:
+                vals = list(map(mul, vals, repeat(self.scale)))
+            a = k
+            if k not in series:
+                a = fam.admit(k)
+                if a is not k and fam.on_overflow is not None:
+                    for _ in range(len(vals) - 1):  # admit() counted one; every value is an update
+                        fam.on_overflow(fam.name)
+            c = series.get(a)
+            if c is None:
+                c = series[a] = [0] * empty + [0.0]
+            total = reduce(add, vals, c[-1])  # value by value, as `c[-1] += v` per line
+            if total == total:  # no NaN: bucket counts from the sorted values, in C
+                ordered = sorted(vals)
+                below = 0
+                for b, bound in enumerate(fam.buckets):
+                    upto = bisect_right(ordered, bound)  # values <= bound, i.e. bisect_left(buckets, v) <= b
+                    c[b] += upto - below
+                    below = upto
+                c[-2] += len(ordered) - below
+            else:  # a NaN sorts anywhere: place each value as the per-line code does
+                for b, n in Counter(map(self.bucket, vals)).items():
+                    c[b] += n
+            c[-1] = total
+            if self.stamps is not None:
+                self.stamps[a] = self.now[0]
+        self.values.clear()
+
+
+class _Group:
+    """A deferred group: makes entries `[lines, always_hit, slot per rule...]` and flushes them.
+
+    A counter rule's slot is its series key (None: the rule does not apply to that raw tuple); an
+    observe rule's slot is the list its values are appended to: the series' shared list when another
+    rule of the entry always counts the line (so the line is used whatever its value), else the entry's
+    own list, whose usable values decide per line whether it was used.
+    """
+
+    def __init__(
+        self, meta: GroupMeta, observers: list[_Observe | None], seen: dict[str, Any], now: list[float]
+    ):
+        self.meta, self.observers, self.now = meta, observers, now
+        self.stamps = [seen.get(fam.name) for _s, _m, fam, _n in meta.rules]
+
+    def make(self, raw: tuple[Any, ...]) -> list[Any]:
+        keys = self.meta.cache.get(raw)
+        if keys is None:
+            keys = self.meta.prep(raw)
+        always = any(k is not None for k, ob in zip(keys, self.observers, strict=True) if ob is None)
+        e: list[Any] = [0, always]
+        for k, ob in zip(keys, self.observers, strict=True):
+            if ob is None:
+                e.append(k)
+            elif k is None:
+                e.append([])  # a throwaway list: the rule does not apply to these lines
+            elif always:
+                e.append(ob.values.setdefault(k, []))
+            else:
+                e.append([_OWN, k])  # own list, marked, key first; merged into the series' list at flush
+        return e
+
+    def flush(self, entries: dict[Any, list[Any]]) -> int:
+        """Counts into counters, own value lists into the series' lists; the lines some rule used."""
+        used = 0
+        stamp = self.now[0]
+        rules = self.meta.rules
+        for e in entries.values():
+            count = e[0]
+            if e[1]:
+                used += count
+            own = []
+            for j, ob in enumerate(self.observers):
+                slot = e[2 + j]
+                if ob is None:
+                    if slot is not None:
+                        fam = rules[j][2]
+                        k = slot if slot in fam.series else fam.admit(slot)
+                        if k is not slot and fam.on_overflow is not None:
+                            for _ in range(count - 1):  # admit() counted one; every line is an update
+                                fam.on_overflow(fam.name)
+                        fam.series[k] = fam.series.get(k, 0.0) + count  # n times 1.0: exact below 2**53
+                        if self.stamps[j] is not None:
+                            self.stamps[j][k] = stamp
+                elif slot and slot[0] is _OWN:
+                    own.append((ob, slot))
+            if own:
+                used += self._merge(own, count)
+        return used
+
+    @staticmethod
+    def _merge(own: list[tuple[_Observe, list[Any]]], count: int) -> int:
+        """Hand an entry's own value lists to the series; how many of its lines had a usable value."""
+        usable = [False] * count
+        for ob, slot in own:
+            key, raw = slot[1], slot[2:]
+            for i, value in enumerate(raw):
+                if value is not None and (value.__class__ is float or to_number(value) is not None):
+                    usable[i] = True
+            ob.values.setdefault(key, []).extend(raw)
+        return sum(usable)
+
+
+def generate_batch(
+    metas: list[GroupMeta],
+    fns: list[Callable[[Any], bool]],
+    index: dict[Any, int],
+    fallback: int,
+    disc_attr: str | None,
+    disc: Callable[[Any], Any] | None,
+    seen: dict[str, dict[tuple[str, ...], float]],
+    now: list[float],
+    on_bad_value: Callable[[str, Any], None],
+) -> Callable[[list[Any]], int]:
+    """`apply(objs) -> lines used` for groups `metas` (per-line functions `fns`); `index` maps a
+    discriminator value to a group number, `fallback` is the group of any other value (-1: none)."""
+    ids = itertools.count()
+    ns: dict[str, Any] = {"T": index, "D": disc}
+
+    def const(value: Any, prefix: str) -> str:
+        name = f"{prefix}{next(ids)}"
+        ns[name] = value
+        return name
+
+    if disc_attr is None:
+        select = f"{fallback}"
+    elif "." not in disc_attr:
+        select = f"get(o.{disc_attr}, {fallback})"
+    else:
+        select = f"get(D(o), {fallback})"
+    head = ["def apply(objs):", "    n = 0", "    get = T.get"]
+    loop = ["    for o in objs:", f"        g = {select}"]
+    tail: list[str] = []
+    observers: list[_Observe] = []
+    for j, (meta, fn, defer) in enumerate(zip(metas, fns, deferrable(metas), strict=True)):
+        ind = " " * 12
+        loop.append(f"        {'if' if j == 0 else 'elif'} g == {j}:")
+        if not defer:
+            loop += [f"{ind}if {const(fn, 'G')}(o):", f"{ind}    n += 1"]
+            continue
+        obs: list[_Observe | None] = []
+        for spec, _m, fam, _n in meta.rules:
+            ob = None
+            if spec.action == "observe":
+                assert spec.value is not None
+                ob = _Observe(fam, spec.value.scale, seen.get(fam.name), now, on_bad_value)
+                observers.append(ob)
+            obs.append(ob)
+        group = _Group(meta, obs, seen, now)
+        head.append(f"    B{j} = {{}}")
+        simple = dict(m.groups() for line in meta.reads if (m := _SIMPLE.match(line)))
+        raw, values = meta.raw, list(meta.value_vars)
+        if len(simple) == len(meta.reads):  # plain attribute reads: inlined where used (fewer opcodes)
+            raw = _SUB.sub(lambda m, reads=simple: reads[m[0]], raw)
+            values = [simple[v] if v else v for v in values]
+        else:
+            loop += [" " * 8 + line for line in meta.reads]  # the group's field reads, 4 to 12 spaces
+        mk = const(group.make, "M")
+        loop += [
+            f"{ind}raw = {raw}",
+            f"{ind}e = B{j}.get(raw)",
+            f"{ind}if e is None:",
+            f"{ind}    e = B{j}[raw] = {mk}(raw)",
+            f"{ind}e[0] += 1",
+        ]
+        for at, (rv, ob) in enumerate(zip(values, obs, strict=True), start=2):
+            if ob is not None:
+                loop.append(f"{ind}e[{at}].append({rv})")
+        tail.append(f"    n += {const(group.flush, 'F')}(B{j})")
+    tail += [f"    {const(ob.flush, 'O')}()" for ob in observers]
+    text = "\n".join([*head, *loop, *tail, "    return n"]) + "\n"
+    exec(compile(text, "<rules batch>", "exec"), ns)
+    fn_: Callable[[list[Any]], int] = ns["apply"]
+    fn_.__doc__ = text  # the generated source, for debugging
+    return fn_

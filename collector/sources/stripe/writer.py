@@ -1,0 +1,167 @@
+"""Group commit for Stripe events: many events in ONE store transaction, each acknowledged after it.
+
+One SQLite commit per event capped webhooks at a few hundred per second (the commit and the hop to
+the store thread dominate). Here handlers queue their decoded event and await a future; one writer
+task takes everything queued (up to `MAX_BATCH`), applies it in one `store.transaction`, then runs the
+source's in-memory mirror for each event in queue order and resolves the futures. So:
+
+- an event's dedupe row, counter changes and subscription row are committed before its waiter wakes
+  (before the webhook's 200);
+- duplicates are never applied twice, also within a batch (the second of the same id is a duplicate,
+  see `state.apply_batch`);
+- a failed transaction wakes every waiter of the batch with `None` and mirrors nothing: each webhook
+  answers 500 and Stripe redelivers;
+- no timer: while one transaction runs the next batch fills, so batches grow with the load and a
+  lone event waits for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from collector.sources.stripe import state
+from collector.sources.stripe.events import Effects, Event
+from collector.store import StateStore
+
+__all__ = ["MAX_BATCH", "GroupCommitter", "Job"]
+
+#: Upper bound of events per transaction: bounds the time one commit holds the store thread.
+MAX_BATCH = 512
+
+
+@dataclass(slots=True)
+class Job:
+    """One queued event and what its waiter needs back."""
+
+    ev: Event
+    eff: Effects
+    cursor: str | None
+    future: asyncio.Future[Any]
+    extra: Any = None  # passed through to the commit callback (e.g. the delivery counter to bump)
+
+
+class GroupCommitter:
+    """The single writer of Stripe state.
+
+    Args:
+        store: the state store.
+        clock: wall clock for `seen_at` (dedupe retention).
+        committed: called on the loop for each job after its batch committed, in queue order, with
+            the job and its `state.Applied`; its return value resolves the job's future.
+        failed: called once per failed batch with its jobs and the exception; every future then
+            resolves to None.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Callable[[], float],
+        committed: Callable[[Job, state.Applied], Any],
+        failed: Callable[[list[Job], Exception], None],
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.committed = committed
+        self.failed = failed
+        self.max_batch = max_batch
+        self._jobs: list[Job] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._in_flight = 0
+        #: Transactions committed and events in the last one (for tests and debugging).
+        self.commits = 0
+        self.last_batch = 0
+
+    @property
+    def pending(self) -> int:
+        """Events queued or in the transaction being committed."""
+        return len(self._jobs) + self._in_flight
+
+    def submit(
+        self, ev: Event, eff: Effects, cursor: str | None = None, extra: Any = None
+    ) -> asyncio.Future[Any]:
+        """Queue one event; the future resolves to the commit callback's result, or None on failure."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        job = Job(ev, eff, cursor, fut, extra)
+        if self._closed:
+            # Stopping: not recorded, reported like a failed commit; the sender retries.
+            self.failed([job], RuntimeError("stripe source is stopping"))
+            fut.set_result(None)
+            return fut
+        self._jobs.append(job)
+        if self._task is None or self._task.done():
+            # Started on first use so webhooks, the poller and tests need no lifecycle of their own.
+            self._task = asyncio.create_task(self._run(), name="stripe-writer")
+        self._wake.set()
+        return fut
+
+    def open(self) -> None:
+        """Accept events again after `close` (the source's `run` was restarted)."""
+        self._closed = False
+
+    async def close(self) -> None:
+        """Finish the batch in flight, refuse the rest (their senders retry), stop the writer."""
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._resolve_all(self._jobs)
+        self._jobs = []
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                if not self._jobs:
+                    self._wake.clear()
+                    await self._wake.wait()
+                # One turn of the loop: handlers already woken by their data queue up too.
+                await asyncio.sleep(0)
+                batch, self._jobs = self._jobs[: self.max_batch], self._jobs[self.max_batch :]
+                commit = asyncio.ensure_future(self._commit(batch))
+                try:
+                    await asyncio.shield(commit)
+                except asyncio.CancelledError:
+                    # The transaction runs on to its end on the store thread: wait for it, so what
+                    # committed is mirrored and answered, then stop.
+                    await asyncio.wait([commit])
+                    raise
+        finally:
+            jobs, self._jobs = self._jobs, []
+            self._resolve_all(jobs)
+
+    async def _commit(self, batch: list[Job]) -> None:
+        items = [(j.ev.id, j.ev.type, j.ev.created, j.eff, j.cursor) for j in batch]
+        now = self.clock()
+        self._in_flight = len(batch)
+        try:
+            results = await self.store.transaction(lambda c: state.apply_batch(c, items, now))
+        except Exception as exc:
+            self.failed(batch, exc)
+            self._resolve_all(batch)
+            return
+        finally:
+            self._in_flight = 0
+        self.commits += 1
+        self.last_batch = len(batch)
+        # Mirror in queue order before anyone is answered: memory never runs ahead of the store.
+        try:
+            for job, applied in zip(batch, results, strict=True):
+                result = self.committed(job, applied)
+                if not job.future.done():  # a waiter that went away still had its event applied
+                    job.future.set_result(result)
+        finally:
+            self._resolve_all(batch)  # only reached with work left by a bug: never leave a waiter hanging
+
+    @staticmethod
+    def _resolve_all(jobs: list[Job]) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_result(None)
