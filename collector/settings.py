@@ -383,7 +383,10 @@ class HttpSettings(BaseModel):
         default=16 * 1024, ge=1024, le=1024 * 1024, description="Largest request head; larger ones get 431."
     )
     header_timeout: float = Field(
-        default=10.0, gt=0, le=3600, description="Seconds a client may take to send a request head (and TLS handshake)."
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client may take to send a request head (and TLS handshake).",
     )
     body_timeout: float = Field(
         default=30.0, gt=0, le=3600, description="Seconds a client may take to send a request body; then 408."
@@ -422,7 +425,9 @@ class StripeSettings(SourceSettings):
         default=None, description="Secret or restricted key (sk_/rk_) for Events API polling."
     )
     api_base: str = Field(default="https://api.stripe.com", description="Stripe API base URL.")
-    poll_interval: float = Field(default=10.0, ge=0.05, le=3600, description="Seconds between Events API polls.")
+    poll_interval: float = Field(
+        default=10.0, ge=0.05, le=3600, description="Seconds between Events API polls."
+    )
     backfill: float = Field(
         default=0.0,
         ge=0,
@@ -437,14 +442,18 @@ class StripeSettings(SourceSettings):
     @classmethod
     def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
         if any(not s.get_secret_value().startswith("whsec_") for s in value):
-            raise ValueError("every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)")
+            raise ValueError(
+                "every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)"
+            )
         return value
 
     @field_validator("api_key")
     @classmethod
     def _key(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("sk_", "rk_")):
-            raise ValueError("expected a secret key (sk_...) or restricted key (rk_...) with read access to events")
+            raise ValueError(
+                "expected a secret key (sk_...) or restricted key (rk_...) with read access to events"
+            )
         return value
 
     @field_validator("api_base")
@@ -484,7 +493,8 @@ class Settings(BaseSettings):
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     web_config_file: Path | None = Field(
-        default=None, description="exporter-toolkit web config (TLS, mTLS, basic auth, headers); re-read on change."
+        default=None,
+        description="exporter-toolkit web config (TLS, mTLS, basic auth, headers); re-read on change.",
     )
     webhook_listen: str | None = Field(
         default=None, description="host:port of a second listener serving only webhook routes (public side)."

@@ -260,7 +260,9 @@ def test_log_directory_permission_loss_is_reported_and_recovered_as_non_root() -
             # ... and the directory it can no longer list is reported (glob alone would be silent).
             _until(
                 lambda: _safe(
-                    lambda: value(scrape(), "collector_log_file_errors_total", reason="permission_denied") == 1
+                    lambda: (
+                        value(scrape(), "collector_log_file_errors_total", reason="permission_denied") == 1
+                    )
                 ),
                 what="directory permission error counted",
             )
