@@ -1,0 +1,301 @@
+"""Settings: every knob is a `COLLECTOR_*` environment variable (nested with `__`), validated at start-up.
+
+One pydantic model per source under one root `Settings`. Secrets are `SecretStr` and may also be read
+from `<VAR>_FILE` (Docker and Kubernetes secrets). `load_settings` turns any validation failure into
+`ConfigError`, whose lines name the env var, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from collector.settings.base import (
+    ENV_PREFIX,
+    NESTED,
+    CommaList,
+    SecretList,
+    SourceSettings,
+    _is_secret,
+    _walk,
+    env_name,
+    split_list,
+)
+from collector.settings.sources import (
+    DeploymentsSettings,
+    GitHubSettings,
+    HttpSettings,
+    LogsSettings,
+    ProcessSettings,
+    StripeSettings,
+    WebSocketSettings,
+    WebSocketTarget,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "NESTED",
+    "CommaList",
+    "ConfigError",
+    "DeploymentsSettings",
+    "GitHubSettings",
+    "HttpSettings",
+    "LogsSettings",
+    "ProcessSettings",
+    "SecretList",
+    "Settings",
+    "SourceSettings",
+    "StripeSettings",
+    "WebSocketSettings",
+    "WebSocketTarget",
+    "env_name",
+    "load_settings",
+    "masked_dump",
+    "split_list",
+    "unknown_env_vars",
+]
+
+
+class Settings(BaseSettings):
+    """Root settings; each source has its own nested model (`COLLECTOR_<SOURCE>__<FIELD>`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    listen: str = Field(
+        default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health)."
+    )
+    data_dir: Path = Field(default=Path("data"), description="Directory for the state store.")
+    state_path: Path | None = Field(
+        default=None, description="SQLite state file; default `<COLLECTOR_DATA_DIR>/state.db`."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The collector's own log level (JSON lines on stderr)."
+    )
+    shutdown_timeout: float = Field(
+        default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
+    )
+    process: ProcessSettings = Field(default_factory=ProcessSettings)
+    stripe: StripeSettings = Field(default_factory=StripeSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    web_config_file: Path | None = Field(
+        default=None,
+        description="exporter-toolkit web config (TLS, mTLS, basic auth, headers); re-read on change.",
+    )
+    webhook_listen: str | None = Field(
+        default=None, description="host:port of a second listener serving only webhook routes (public side)."
+    )
+    github: GitHubSettings = Field(default_factory=GitHubSettings)
+    deployments: DeploymentsSettings = Field(default_factory=DeploymentsSettings)
+    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
+    logs: LogsSettings = Field(default_factory=LogsSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("listen", "webhook_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        _host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("expected host:port with a port 0-65535, e.g. 0.0.0.0:9464 or [::]:9464")
+        return value
+
+    @field_validator("web_config_file")
+    @classmethod
+    def _web_config(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        from collector.web.config import WebConfigError, load_web_config
+
+        try:
+            load_web_config(value)
+        except WebConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_listener(self) -> Settings:
+        if self.webhook_listen is not None and self.webhook_listen == self.listen:
+            raise ValueError("COLLECTOR_WEBHOOK_LISTEN must differ from COLLECTOR_LISTEN")
+        if self.http.webhook_tls and (self.webhook_listen is None or self.web_config_file is None):
+            raise ValueError(
+                "COLLECTOR_HTTP__WEBHOOK_TLS=true needs COLLECTOR_WEBHOOK_LISTEN and a COLLECTOR_WEB_CONFIG_FILE with TLS"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _enabled_needs_config(self) -> Settings:
+        for name in type(self).model_fields:
+            sub = getattr(self, name)
+            if isinstance(sub, SourceSettings) and sub.enabled and not sub.configured():
+                needed = " or ".join(env_name((name, f)) for f in sub.config_fields)
+                raise ValueError(f"{env_name((name, 'enabled'))}=true but {needed} is not set")
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        host = self.listen.rpartition(":")[0]
+        return host.strip("[]") or "0.0.0.0"
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def effective_state_path(self) -> Path:
+        return self.state_path if self.state_path is not None else self.data_dir / "state.db"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, EnvFileSecretsSource(settings_cls), dotenv_settings)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `lines` holds one readable line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+# -- secrets from <VAR>_FILE ----------------------------------------------------------------------
+
+
+class EnvFileSecretsSource(PydanticBaseSettingsSource):
+    """Read each secret field from the file named by `<VAR>_FILE`, the Docker/Kubernetes convention."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        for path, info in _walk(self.settings_cls):
+            if not _is_secret(info.annotation):
+                continue
+            var = env_name(path)
+            file_var = var + "_FILE"
+            file_path = environ.get(file_var)
+            if not file_path:
+                continue
+            if var in environ:
+                raise ConfigError([f"invalid setting: both {var} and {file_var} are set; set only one"])
+            try:
+                value = Path(file_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(
+                    [f"invalid setting {file_var}={file_path!r}: cannot read the file ({exc.strerror})"]
+                ) from exc
+            node = out
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = value
+        return out
+
+
+# -- loading and reporting ------------------------------------------------------------------------
+
+
+def _secret_paths(cls: type[BaseModel]) -> set[tuple[str, ...]]:
+    return {path for path, info in _walk(cls) if _is_secret(info.annotation)}
+
+
+def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
+    secrets = _secret_paths(cls)
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if isinstance(p, str))
+        msg = err["msg"].removeprefix("Value error, ")
+        var = env_name(loc)
+        item = next((i for i, p in enumerate(err["loc"]) if isinstance(p, int)), len(err["loc"]))
+        if item < len(err["loc"]) - 1 or (item < len(err["loc"]) and isinstance(err.get("input"), dict)):
+            # A field of one object in a list setting (a WebSocket target): name the variable, then the
+            # item and field; the value is not echoed, it may be a secret header.
+            var = env_name(err["loc"][:item])
+            where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"][item:])
+            lines.append(f"invalid setting {var}{where}: {msg}")
+        elif not loc:
+            lines.append(f"invalid settings: {msg}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"invalid setting {var}: unknown setting")
+        elif loc and any(loc == p for p in secrets):
+            lines.append(f"invalid setting {var}='***': {msg}")
+        elif isinstance(err.get("input"), dict):
+            lines.append(f"invalid settings {var}{NESTED}*: {msg}")
+        else:
+            lines.append(f"invalid setting {var}={err.get('input')!r}: {msg}")
+    return lines
+
+
+def load_settings(env_file: str | Path | None = ".env", cls: type[Settings] | None = None) -> Settings:
+    """Build the settings from the environment, `<VAR>_FILE` secrets and an optional .env file.
+
+    Raises:
+        ConfigError: one line per invalid or conflicting value.
+    """
+    settings_cls = cls or Settings
+    try:
+        return settings_cls(_env_file=env_file)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, settings_cls)) from None
+
+
+def known_env_vars() -> set[str]:
+    names = {ENV_PREFIX + "ENV_FILE"}
+    for path, info in _walk(Settings):
+        for i in range(1, len(path) + 1):
+            names.add(env_name(path[:i]))
+        if _is_secret(info.annotation):
+            names.add(env_name(path) + "_FILE")
+    return names
+
+
+def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+    """`COLLECTOR_*` variables that set nothing: usually a typo worth a warning."""
+    env = os.environ if environ is None else environ
+    known = known_env_vars()
+    return sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data, secrets shown as `**********`."""
+    data = settings.model_dump(mode="json")
+    data["state_path"] = str(settings.effective_state_path)
+    for name in type(settings).model_fields:
+        sub = getattr(settings, name)
+        if isinstance(sub, SourceSettings):
+            data[name]["enabled"] = sub.is_enabled()
+    return data
