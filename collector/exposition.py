@@ -18,10 +18,12 @@ from collector.metrics import COUNTER, HISTOGRAM, Family
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
+    "content_type",
     "escape_help",
     "escape_label_value",
     "format_value",
     "render",
+    "render_document",
     "render_family",
     "wants_openmetrics",
 ]
@@ -156,3 +158,13 @@ def render_family(fam: Family, openmetrics: bool = False) -> str:
 def render(families: Iterable[Family], openmetrics: bool = False) -> str:
     """Concatenate the families' text; the caller appends `# EOF` for OpenMetrics."""
     return "".join(render_family(f, openmetrics) for f in families)
+
+
+def render_document(families: Iterable[Family], openmetrics: bool = False) -> str:
+    """A complete exposition of just these families: OpenMetrics requires the closing `# EOF`."""
+    text = render(families, openmetrics)
+    return text + "# EOF\n" if openmetrics else text
+
+
+def content_type(openmetrics: bool) -> str:
+    return OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from collector.exposition import render
+from collector.exposition import render_document
 from collector.logpipe import BatchResult, LineConsumer
 from collector.metrics import MetricState
 from collector.rules.decode import plain_lines
@@ -208,7 +208,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     elapsed = time.perf_counter() - began
     openmetrics = args.format == "openmetrics"
     families = [metrics.families[n] for n in ruleset.family_names() if n in metrics.families]
-    sys.stdout.write(render(families, openmetrics) + ("# EOF\n" if openmetrics else ""))
+    sys.stdout.write(render_document(families, openmetrics))
     r, lines = totals.result, totals.lines
     print(
         f"collector: replayed {lines} lines in {elapsed:.3f} s ({lines / elapsed if elapsed else 0:,.0f} lines/s): "

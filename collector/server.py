@@ -12,12 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from collector import __version__
-from collector.exposition import (
-    OPENMETRICS_CONTENT_TYPE,
-    TEXT_CONTENT_TYPE,
-    render,
-    wants_openmetrics,
-)
+from collector.exposition import content_type, render, wants_openmetrics
 
 if TYPE_CHECKING:
     from collector.app import Runtime
@@ -49,7 +44,7 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
             openmetrics
         )
         headers = {
-            "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
+            "Content-Type": content_type(openmetrics),
             "Vary": "Accept, Accept-Encoding",
             "Cache-Control": "no-store",
         }

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request
 
@@ -127,6 +128,16 @@ async def test_probe_endpoint_probes_configured_and_allowed_targets_only(tmp_pat
             assert value(s, "probe_websocket_status_code", target="app") == 101
             assert value(s, "probe_websocket_ping_rtt_seconds_count", target="app") == 1
 
+            # Prometheus asks for OpenMetrics first: the document must be complete (`# EOF`) and parse
+            status, body = await _get(
+                app.url + "/probe",
+                params={"target": "app"},
+                headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"},
+            )
+            assert status == 200 and body.endswith("# EOF\n")
+            fams = {f.name: f for f in om_parse(body)}
+            assert fams["probe_websocket_success"].samples[0].value == 1
+
             adhoc = f"ws://127.0.0.1:{port}/allowed/x"
             status, body = await _get(app.url + "/probe", params={"target": adhoc})
             assert status == 200 and value(parse(body), "probe_websocket_success", target=adhoc) == 1
@@ -167,7 +178,13 @@ async def test_probe_endpoint_probes_configured_and_allowed_targets_only(tmp_pat
                 r: value(m, "collector_websocket_probe_requests_total", result=r)
                 for r in ("success", "failure", "forbidden", "busy", "bad_request")
             }
-            assert counts == {"success": 2, "failure": 1, "forbidden": 3, "busy": 1, "bad_request": 1}
+            assert counts == {
+                "success": 3,
+                "failure": 1,
+                "forbidden": 3,
+                "busy": 1,
+                "bad_request": 1,
+            }  # one of them asked for OpenMetrics
 
 
 # -- the real command ----------------------------------------------------------------------------------------

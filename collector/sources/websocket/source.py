@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from collector.exposition import OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE, render, wants_openmetrics
+from collector.exposition import content_type, render_document, wants_openmetrics
 from collector.logsetup import LogFirst
 from collector.metrics import Family, MetricState
 from collector.settings import WebSocketSettings, WebSocketTarget
@@ -306,9 +306,6 @@ class WebSocketSource:
         ProbeMetrics(scratch).record(plan.label, result)
         openmetrics = wants_openmetrics(request.headers.get("Accept"))
         return web.Response(
-            body=render(scratch.families.values(), openmetrics).encode(),
-            headers={
-                "Content-Type": OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE,
-                "Cache-Control": "no-store",
-            },
+            body=render_document(scratch.families.values(), openmetrics).encode(),
+            headers={"Content-Type": content_type(openmetrics), "Cache-Control": "no-store"},
         )
