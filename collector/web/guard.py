@@ -339,6 +339,13 @@ async def _guarded(
         gauge.dec()
 
 
+def _reject_unread(guard: WebSecurity, listener: str, reason: str, status: int, text: str) -> web.Response:
+    """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
+    resp = _reject(guard, listener, reason, status, text)
+    resp.force_close()
+    return resp
+
+
 async def _read_body(guard: WebSecurity, request: web.Request, listener: str) -> web.Response | None:
     """Read the body up front (aiohttp caches it for the handler) within the size and time limits."""
     http = guard.http
@@ -350,17 +357,13 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
             listener=listener,
             bytes=request.content_length,
         )
-        resp = _reject(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-        resp.force_close()
-        return resp
+        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
     try:
         async with asyncio.timeout(http.body_timeout):
             await request.read()
     except web.HTTPRequestEntityTooLarge:
         _log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
-        resp = _reject(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-        resp.force_close()
-        return resp
+        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
     except TimeoutError:
         _log_first(
             "body_timeout",
@@ -368,9 +371,7 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
             listener=listener,
             timeout_s=http.body_timeout,
         )
-        resp = _reject(guard, listener, "body_timeout", 408, "408 Request Timeout")
-        resp.force_close()
-        return resp
+        return _reject_unread(guard, listener, "body_timeout", 408, "408 Request Timeout")
     except Exception as exc:
         # A malformed chunked or compressed body, or a client that hung up mid-body.
         _log_first(
@@ -379,7 +380,5 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
             listener=listener,
             error=type(exc).__name__,
         )
-        resp = _reject(guard, listener, "bad_request", 400, "400 Bad Request")
-        resp.force_close()
-        return resp
+        return _reject_unread(guard, listener, "bad_request", 400, "400 Bad Request")
     return None
