@@ -11,8 +11,6 @@ from collections.abc import Iterable
 from itertools import accumulate
 from typing import Any
 
-from prometheus_client.utils import floatToGoString
-
 from collector.metrics import COUNTER, HISTOGRAM, Family
 
 __all__ = [
@@ -22,6 +20,7 @@ __all__ = [
     "escape_help",
     "escape_label_value",
     "format_value",
+    "go_float",
     "render",
     "render_document",
     "render_family",
@@ -78,81 +77,104 @@ def format_value(value: float) -> str:
     return repr(value)
 
 
+def go_float(value: float) -> str:
+    """A bucket bound as client_python's `floatToGoString` spells it (`1.0`, `1e+06`): the same
+    series as a client_python exporter, without importing prometheus_client into `collector replay`."""
+    d = float(value)
+    if d == math.inf:
+        return "+Inf"
+    if d == -math.inf:
+        return "-Inf"
+    if d != d:
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1 :]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
 def _labels(fam: Family, key: tuple[str, ...]) -> str:
     return ",".join(f'{n}="{escape_label_value(v)}"' for n, v in zip(fam.labelnames, key, strict=True))
 
 
-def _prefix(fam: Family, key: tuple[str, ...]) -> Any:
-    """Cached text before each value of a series: `name{labels} `, or per-bucket lines for histograms."""
-    cached = fam._label_text.get(key)
-    if cached is None:
-        labels = _labels(fam, key) if key else ""
-        name = fam.name
-        if fam.kind == HISTOGRAM:
-            # client_python spells bounds as Go floats (le="1.0"); matching it keeps series identical.
-            sep = "," if labels else ""
-            les = [floatToGoString(b) for b in fam.buckets] + ["+Inf"]
-            braced = f"{{{labels}}}" if labels else ""
-            cached = (
-                [f'{name}_bucket{{{labels}{sep}le="{le}"}} ' for le in les],
-                f"{name}_sum{braced} ",
-                f"{name}_count{braced} ",
-            )
-        else:
-            cached = f"{name}{{{labels}}} " if labels else f"{name} "
-        fam._label_text[key] = cached
-    return cached
+def _template(fam: Family, key: tuple[str, ...]) -> str:
+    """One series' lines with `%` placeholders for its values (a literal `%` in labels is doubled)."""
+    labels = _labels(fam, key).replace("%", "%%") if key else ""
+    name = fam.name
+    if fam.kind != HISTOGRAM:
+        return f"{name}{{{labels}}} %r\n" if labels else f"{name} %r\n"
+    # client_python spells bounds as Go floats (le="1.0"); matching it keeps series identical.
+    sep = "," if labels else ""
+    braced = f"{{{labels}}}" if labels else ""
+    les = [go_float(b) for b in fam.buckets] + ["+Inf"]
+    return "".join(
+        [*(f'{name}_bucket{{{labels}{sep}le="{le}"}} %d\n' for le in les),
+         f"{name}_sum{braced} %r\n{name}_count{braced} %d\n"]
+    )  # fmt: skip
 
 
-def _histogram_lines(fam: Family, key: tuple[str, ...], cells: list[Any]) -> str:
-    buckets, sum_prefix, count_prefix = _prefix(fam, key)
-    cumulative = list(accumulate(cells[:-1]))
-    body = "".join([f"{b}{c}\n" for b, c in zip(buckets, cumulative, strict=True)])
-    return f"{body}{sum_prefix}{format_value(cells[-1])}\n{count_prefix}{cumulative[-1]}\n"
+def _values(fam: Family) -> list[Any]:
+    """The family's sample values in template order (histograms: cumulative buckets, sum, count)."""
+    if fam.kind != HISTOGRAM:
+        return list(fam.series.values())
+    out: list[Any] = []
+    extend, append = out.extend, out.append
+    for cells in fam.series.values():
+        extend(accumulate(cells))  # cumulative bucket counts, then count + sum (replaced by the sum)
+        out[-1] = cells[-1]
+        append(out[-2])  # the count: the +Inf bucket
+    return out
+
+
+def _finite(values: list[Any]) -> bool:
+    """True when every value is finite, checked in C (a sum that overflows only takes the slow path)."""
+    total = sum(values)
+    return total - total == 0
 
 
 def render_family(fam: Family, openmetrics: bool = False) -> str:
     """Render one family (empty string when it has no series).
 
-    An unchanged family reuses its whole text; otherwise each series whose value did not change since
-    it was last rendered reuses its line(s), so a scrape costs a formatted line only per changed series.
+    An unchanged family reuses its whole text. Otherwise the family's text is one `%` format of a
+    cached template (every series' label text, escaped once) with all its values: one C call formats
+    every sample, instead of a Python-level string build per sample line. The template is kept while
+    the family's series are the same, and extended when series are only added.
     """
     cached = fam._text.get(openmetrics)
     if cached is not None:
         return cached
     series = fam.series
-    lines = fam._lines
-    if len(lines) > len(series):
-        # series removed directly from the dict (rule expiry): forget their cached text too
-        for key in [k for k in lines if k not in series]:
-            del lines[key]
-            fam._label_text.pop(key, None)
     if not series:
+        fam._keys, fam._template = [], ""
         fam._text[openmetrics] = ""
         return ""
+    keys = list(series)
+    known = fam._keys
+    if keys != known:
+        n = len(known)
+        if n < len(keys) and keys[:n] == known:  # series only added: they come last in a dict
+            fam._template += "".join([_template(fam, k) for k in keys[n:]])
+        else:
+            fam._template = "".join([_template(fam, k) for k in keys])
+        fam._keys = keys
+    values = _values(fam)
+    if _finite(values if fam.kind != HISTOGRAM else values[len(fam.buckets) + 1 :: len(fam.buckets) + 3]):
+        body = fam._template % tuple(values)
+    else:  # NaN and the infinities are spelled NaN, +Inf, -Inf, not Python's nan/inf
+        body = fam._template % tuple([v if v - v == 0 else _Spelled(format_value(v)) for v in values])
     family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
-    out = [f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"]
-    append = out.append
-    get = lines.get
-    if fam.kind == HISTOGRAM:
-        for key, cells in series.items():
-            entry = get(key)
-            if entry is None or entry[0] != cells:
-                entry = lines[key] = (list(cells), _histogram_lines(fam, key, cells))
-            append(entry[1])
-    else:
-        prefixes = fam._label_text
-        for key, value in series.items():
-            entry = get(key)
-            if entry is None or entry[0] != value:  # NaN never equals itself: re-rendered, still right
-                prefix = prefixes.get(key) or _prefix(fam, key)
-                # x - x == 0 only for finite numbers, which repr spells as Prometheus expects
-                line = f"{prefix}{value!r}\n" if value - value == 0 else f"{prefix}{format_value(value)}\n"
-                entry = lines[key] = (value, line)
-            append(entry[1])
-    text = "".join(out)
+    text = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n{body}"
     fam._text[openmetrics] = text
     return text
+
+
+class _Spelled(str):
+    """A value already spelled out: `%r` of it is the text itself."""
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
 
 
 def render(families: Iterable[Family], openmetrics: bool = False) -> str:

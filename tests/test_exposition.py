@@ -78,7 +78,7 @@ def test_accept_header_negotiation() -> None:
     assert not wants_openmetrics("application/openmetrics-text;q=0")
 
 
-def test_only_changed_series_are_rendered_again_and_the_text_stays_exact() -> None:
+def test_the_cached_template_follows_direct_updates_additions_and_removals() -> None:
     state = MetricState()
     c = state.counter("c_total", "h", ["k"])
     h = state.histogram("h_seconds", "h", ["k"], buckets=[1])
@@ -101,5 +101,26 @@ def test_only_changed_series_are_rendered_again_and_the_text_stays_exact() -> No
     assert value(s, "h_seconds_count", k="2") == 2
     assert value(s, "h_seconds_count", k="1") == 1
     assert math.isnan(value(s, "g", k="x"))
-    assert ("0",) not in state.families["c_total"]._lines
+    assert ("0",) not in state.families["c_total"]._keys
     assert first != render(state.families.values())
+    c.series[("3",)] = 2.5  # a series added directly: the template is extended, not rebuilt
+    c.touch()
+    s = parse(render([c]))
+    assert [(x.labels["k"], x.value) for x in s["c_total"]] == [("1", 7.0), ("2", 3.0), ("3", 2.5)]
+
+
+def test_percent_signs_in_labels_and_non_finite_values_survive_the_template() -> None:
+    state = MetricState()
+    c = state.counter("c_total", "h", ["k"])
+    h = state.histogram("h_seconds", "h", ["k"], buckets=[1])
+    c.inc(("100%r %s %d",), 2)
+    c.inc(("inf",), math.inf)
+    h.observe(("50%",), 0.5)
+    h.observe(("50%",), -math.inf)
+    text = render(state.families.values())
+    assert 'c_total{k="100%r %s %d"} 2\n' in text  # whole counts stay ints
+    assert 'c_total{k="inf"} +Inf\n' in text
+    assert 'h_seconds_sum{k="50%"} -Inf\n' in text
+    s = parse(text)
+    assert value(s, "h_seconds_bucket", k="50%", le="1.0") == 2
+    assert value(s, "h_seconds_count", k="50%") == 2
