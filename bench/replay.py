@@ -88,29 +88,18 @@ def compare(ours: Series, theirs: Series) -> list[str]:
 def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
     """Median lines per CPU-second of both tools over `runs` runs, and whether every count agrees."""
     log = generate(lines, workdir / f"genlogs-{lines}.log")
+    # An installed package has its bytecode compiled (pip does it); a checkout under
+    # PYTHONDONTWRITEBYTECODE would recompile every module at each start (~50 ms here).
+    import collector
+
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(collector.__file__).parent)], check=True
+    )
     ours_cmd = [sys.executable, "-m", "collector", "replay", "--rules", str(RULES), str(log)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    ours_cpu, ours_wall, text = [], [], ""
-    for _ in range(runs):
-        wall, cpu, text = run_child(ours_cmd, env)
-        ours_cpu.append(cpu)
-        ours_wall.append(wall)
-    ours = series(text)
-    total = sum(v for (name, _l), v in ours.items() if name == "http_requests_total")
-    result: dict[str, Any] = {
-        "lines": lines,
-        "collector_cpu_s": statistics.median(ours_cpu),
-        "collector_wall_s": statistics.median(ours_wall),
-        "collector_lps_cpu": lines / statistics.median(ours_cpu),
-        "collector_series": len(ours),
-        "http_requests": total,
-    }
     mtail = shutil.which("mtail")
-    if mtail is None:
-        result["mtail"] = "skipped: mtail not installed (apt-get install mtail)"
-        return result
     cmd = [
-        mtail,
+        str(mtail),
         "--one_shot",
         "--one_shot_format",
         "prometheus",
@@ -124,11 +113,30 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
         "--port",
         "0",
     ]
-    m_cpu, m_wall, mtext = [], [], ""
+    # Runs alternate (ours, mtail, ours, ...): the machine's speed drifts over minutes here, and
+    # alternating lets the drift hit both sides of the ratio alike.
+    ours_cpu, ours_wall, m_cpu, m_wall, text, mtext = [], [], [], [], "", ""
     for _ in range(runs):
-        wall, cpu, mtext = run_child(cmd)
-        m_cpu.append(cpu)
-        m_wall.append(wall)
+        wall, cpu, text = run_child(ours_cmd, env)
+        ours_cpu.append(cpu)
+        ours_wall.append(wall)
+        if mtail is not None:
+            wall, cpu, mtext = run_child(cmd)
+            m_cpu.append(cpu)
+            m_wall.append(wall)
+    ours = series(text)
+    total = sum(v for (name, _l), v in ours.items() if name == "http_requests_total")
+    result: dict[str, Any] = {
+        "lines": lines,
+        "collector_cpu_s": statistics.median(ours_cpu),
+        "collector_wall_s": statistics.median(ours_wall),
+        "collector_lps_cpu": lines / statistics.median(ours_cpu),
+        "collector_series": len(ours),
+        "http_requests": total,
+    }
+    if mtail is None:
+        result["mtail"] = "skipped: mtail not installed (apt-get install mtail)"
+        return result
     diffs = compare(ours, series(mtext, mtail=True))
     result.update(
         mtail="ran",

@@ -176,3 +176,69 @@ def test_observe_only_groups_count_a_line_as_used_only_when_its_value_is(tmp_pat
     assert result.parsed == sum(r.parsed for r in singles) and 0 < result.parsed < len(lines)
     assert result.unmatched == sum(r.unmatched for r in singles)
     assert _state(batch_metrics) == _state(single_metrics)
+
+
+def _line(method: str, route: str, status: int = 200, dur: float = 12.5) -> bytes:
+    return (
+        f'{{"level":"info","message":"http_request","method":"{method}","route":"{route}",'
+        f'"status":{status},"duration_ms":{dur}}}'
+    ).encode()
+
+
+def test_label_strings_are_learnt_and_a_new_one_relearns_without_losing_a_line() -> None:
+    m1, fast = _rules()
+    m2, single = _rules()
+    first = [_line("GET", "/a"), _line("POST", "/b")] * 50
+    later = [_line("GET", "/a"), _line("PUT", "/c", 500, 7.25), _line("POST", "/b")] * 40
+    for batch in (first, later, first):
+        assert fast.consume_buffer(b"\n".join(batch), len(batch)) is not None
+        for line in batch:
+            single.consume([line])
+    assert _state(m1) == _state(m2)
+    dec = fast._compiled.decoder
+    assert dec._vocab["method"] == {"GET", "POST", "PUT"} and dec._vocab["route"] == {"/a", "/b", "/c"}
+    assert "duration_ms" not in dec._vocab  # a value field is never learnt as strings
+    assert dec._fast is not dec._decoder  # still decoding labels as Literals
+    fields = dec.root.__struct_encode_fields__
+    assert fields[:5] == ("message", "method", "route", "status", "duration_ms")  # the app's key order
+
+
+def test_a_label_with_too_many_strings_or_too_many_relearns_falls_back_to_plain_fields(
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
+    monkeypatch.setattr("collector.rules.decode.VOCAB_MAX", 8)
+    m1, fast = _rules()
+    m2, single = _rules()
+    batches = [[_line("GET", f"/r{i}-{j}") for j in range(3)] for i in range(6)]  # routes keep coming
+    for batch in batches:
+        assert fast.consume_buffer(b"\n".join(batch), len(batch)) is not None
+        for line in batch:
+            single.consume([line])
+    assert _state(m1) == _state(m2)
+    dec = fast._compiled.decoder
+    assert dec._vocab["route"] is None and dec._vocab["method"] == {"GET"}  # routes: plain strings now
+
+    monkeypatch.setattr("collector.rules.decode.MAX_RELEARN", 2)
+    m3, capped = _rules()
+    for batch in [[_line(f"M{i}", "/a")] for i in range(5)]:
+        assert capped.consume_buffer(batch[0], 1) is not None
+    dec = capped._compiled.decoder
+    assert dec._fast is dec._decoder  # gave up on Literals after two relearns
+    counts = m3.families["http_requests_total"].series
+    assert sum(counts.values()) == 5
+
+
+def test_batch_entries_kept_across_batches_are_trimmed_and_stay_exact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr("collector.rules.batch.CACHE_LIMIT", 4)
+    m1, fast = _rules()
+    m2, single = _rules()
+    rnd = random.Random(2)
+    for _ in range(12):
+        batch = [
+            _line(rnd.choice(["GET", "POST"]), f"/r{rnd.randrange(6)}", rnd.choice([200, 404]), rnd.random())
+            for _ in range(rnd.randrange(1, 40))
+        ]
+        fast.consume(batch)
+        for line in batch:
+            single.consume([line])
+        assert _state(m1) == _state(m2)

@@ -225,7 +225,7 @@ def generate_group(
             if spec.value.scale != 1.0:
                 body.append(f"{ind}v *= {g.const(spec.value.scale, 'N')}")
         else:
-            body.append(f"{ind}v = 1.0")
+            body.append(f"{ind}v = 1")
         s, a = g.const(fam.series, "S"), g.const(fam.admit, "A")
         body += [f"{ind}if k not in {s}:", f"{ind}    k = {a}(k)"]
         if spec.action == "observe":
@@ -239,7 +239,7 @@ def generate_group(
                 f"{ind}c[-1] += v",
             ]
         elif spec.action == "inc":
-            body.append(f"{ind}{s}[k] = {s}.get(k, 0.0) + v")
+            body.append(f"{ind}{s}[k] = {s}.get(k, 0) + v")
         elif spec.action == "dec":
             body.append(f"{ind}x = {s}.get(k, 0.0) - v")
             if spec.floor is not None:

@@ -138,7 +138,8 @@ def build(
     paths = set().union(*(r.paths() for r in p.rules))
     if p.discriminator:
         paths.add(p.discriminator)
-    decoder = LineDecoder(paths)
+    values = {path for r in p.rules if r.value is not None for path in r.value.paths}
+    decoder = LineDecoder(paths, literal_paths=paths - values)  # numbers are not learnt as strings
     seen = {fd.name: {} for fd in p.families.values() if fd.expire_after}
     now = [0.0]
     prepared = []  # (spec, residual match, family, label order, discriminator values or None)
