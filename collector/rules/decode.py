@@ -62,12 +62,13 @@ class LineDecoder:
     """
 
     def __init__(self, paths: Iterable[str], literal_paths: Iterable[str] = ()) -> None:
+        paths = set(paths)
         self._tree = _tree(paths)
         self._counter = itertools.count()
         self._attr: dict[str, str] = {}  # dotted JSON path -> dotted attribute path
         self._order: dict[str, int] = {}  # dotted JSON path -> position in the app's lines
         # dotted JSON path -> strings seen (a Literal field), or None: too many, a plain field
-        self._vocab: dict[str, set[str] | None] = {p: set() for p in literal_paths if p in set(paths)}
+        self._vocab: dict[str, set[str] | None] = {p: set() for p in literal_paths if p in paths}
         self._relearn = MAX_RELEARN
         self.root = self._struct(self._tree, "", "", {})
         self._decoder = msgspec.json.Decoder(self.root)  # plain fields: the exact per-line path
