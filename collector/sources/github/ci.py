@@ -22,7 +22,7 @@ from collector.logsetup import LogFirst
 from collector.settings import DeploymentsSettings
 from collector.source import SourceContext
 from collector.sources.github.history import Change, DoraEngine
-from collector.sources.github.source import dora_route, keep_fresh, read_limited
+from collector.sources.github.source import dora_routes, keep_fresh, read_limited
 
 __all__ = ["CiDeployment", "DeploymentsSource", "authorized", "parse_ci_deployment"]
 
@@ -108,11 +108,7 @@ class DeploymentsSource:
         self.log_first = LogFirst(ctx.log)
 
     def routes(self) -> list[web.RouteDef]:
-        routes = [web.post("/deployments", self.handle)]
-        if self.engine.route_owner is None:
-            self.engine.route_owner = self
-            routes.append(dora_route(self.engine))
-        return routes
+        return [web.post("/deployments", self.handle), *dora_routes(self.engine, self)]
 
     async def run(self) -> None:
         await self.engine.ready()

@@ -20,7 +20,7 @@ from collector.sources.github.events import KNOWN_EVENTS, parse_event
 from collector.sources.github.history import DoraEngine
 from collector.sources.github.poller import Poller
 
-__all__ = ["GitHubSource", "dora_route", "keep_fresh", "read_limited"]
+__all__ = ["GitHubSource", "dora_routes", "keep_fresh", "read_limited"]
 
 #: GitHub caps webhook payloads at 25 MB.
 MAX_WEBHOOK_BODY = 25 * 1024 * 1024
@@ -36,12 +36,17 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
     return body if len(body) <= limit else None
 
 
-def dora_route(engine: DoraEngine) -> web.RouteDef:
+def dora_routes(engine: DoraEngine, owner: object) -> list[web.RouteDef]:
+    """GET /dora for the first of the sources sharing `engine` that asks (github or deployments)."""
+    if engine.route_owner is not None:
+        return []
+    engine.route_owner = owner
+
     async def dora_json(_request: web.Request) -> web.Response:
         await engine.ready()
         return web.json_response(await engine.dora_json(), dumps=lambda o: json.dumps(o, indent=1))
 
-    return web.get("/dora", dora_json)
+    return [web.get("/dora", dora_json)]
 
 
 async def keep_fresh(ctx: SourceContext, engine: DoraEngine, interval: float) -> None:
@@ -82,10 +87,7 @@ class GitHubSource:
         routes = []
         if self.secret is not None:
             routes.append(web.post("/webhooks/github", self.webhook))
-        if self.engine.route_owner is None:
-            self.engine.route_owner = self
-            routes.append(dora_route(self.engine))
-        return routes
+        return routes + dora_routes(self.engine, self)
 
     async def run(self) -> None:
         await self.engine.ready()
