@@ -17,10 +17,19 @@ if TYPE_CHECKING:
     from collector.metrics import MetricState
     from collector.settings import LogsSettings
 
-__all__ = ["RESULTS", "BatchResult", "LineConsumer", "build_consumer"]
+__all__ = ["RESULTS", "BatchResult", "LineConsumer", "build_consumer", "valid_utf8"]
 
 #: Every line ends in exactly one of these (`too_long` is decided by the tailer, the rest by the consumer).
 RESULTS = ("parsed", "unmatched", "invalid_json", "invalid_utf8", "too_long")
+
+
+def valid_utf8(data: bytes) -> bool:
+    """Whether `data` is valid UTF-8 (tells `invalid_utf8` from `invalid_json` for a bad line)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import BatchResult
+from collector.logpipe import BatchResult, valid_utf8
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -219,7 +219,7 @@ class LineDecoder:
             except UnicodeDecodeError:
                 obj = "invalid_utf8"
             except msgspec.DecodeError:
-                obj = "invalid_utf8" if _bad_utf8(line) else "invalid_json"
+                obj = "invalid_json" if valid_utf8(line) else "invalid_utf8"
             if isinstance(obj, str):
                 if obj == "invalid_utf8":
                     result.invalid_utf8 += 1
@@ -268,14 +268,6 @@ def _prune(data: dict[str, Any], tree: _Tree) -> dict[str, Any]:
         elif isinstance(value, dict):
             out[name] = _prune(value, child)
     return out
-
-
-def _bad_utf8(line: bytes) -> bool:
-    try:
-        line.decode("utf-8")
-    except UnicodeDecodeError:
-        return True
-    return False
 
 
 def plain_lines(data: bytes, end: int, max_line_bytes: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from collector.logpipe import BatchResult
+from collector.logpipe import BatchResult, valid_utf8
 from collector.metrics import MetricState
 
 __all__ = ["LEVELS", "LevelConsumer", "normalise_level"]
@@ -114,7 +114,7 @@ class LevelConsumer:
         buf = b"\n".join(lines)
         items: list[_Line] | None = None
         # msgspec skips the fields we do not decode without checking their UTF-8: check the batch here.
-        if buf.isascii() or _valid_utf8(buf):
+        if buf.isascii() or valid_utf8(buf):
             try:
                 items = self._decoder.decode_lines(buf)
             except (msgspec.DecodeError, msgspec.ValidationError):
@@ -183,11 +183,3 @@ def _fallback(item: _Line) -> Any:
     if item.level is not None:
         return item.level
     return item.severity if item.severity is not None else item.lvl
-
-
-def _valid_utf8(buf: bytes) -> bool:
-    try:
-        buf.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
