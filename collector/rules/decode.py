@@ -111,7 +111,9 @@ class LineDecoder:
                 _walk(data, "", self._order, seen)
         for path, strings in seen.items():
             self._add_strings(path, strings)
-        self._rebuild()
+        self.root = self._struct(self._tree, "", "", {})  # the plain fields, in the learnt order
+        self._decoder = msgspec.json.Decoder(self.root)
+        self._rebuild_fast()
 
     def _add_strings(self, path: str, strings: set[Any]) -> None:
         known = self._vocab.get(path)
@@ -120,14 +122,13 @@ class LineDecoder:
             if len(known) > VOCAB_MAX:
                 self._vocab[path] = None
 
-    def _rebuild(self) -> None:
+    def _rebuild_fast(self) -> None:
+        """The batch decoder for the strings learnt so far (the plain one when there are none)."""
         literal = {
             p: Literal[tuple(sorted(v))] | int | float | bool | None  # type: ignore[valid-type]
             for p, v in self._vocab.items()
             if v
         }
-        self.root = self._struct(self._tree, "", "", {})
-        self._decoder = msgspec.json.Decoder(self.root)
         self._fast = (
             msgspec.json.Decoder(self._struct(self._tree, "", "", literal)) if literal else self._decoder
         )
@@ -148,7 +149,7 @@ class LineDecoder:
         for path, known in self._vocab.items():
             if known is not None:
                 self._add_strings(path, set(map(self._one(path), objs)))
-        self._rebuild()
+        self._rebuild_fast()
         return objs
 
     def attr(self, path: str) -> str:
