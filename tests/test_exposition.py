@@ -124,3 +124,12 @@ def test_percent_signs_in_labels_and_non_finite_values_survive_the_template() ->
     s = parse(text)
     assert value(s, "h_seconds_bucket", k="50%", le="1.0") == 2
     assert value(s, "h_seconds_count", k="50%") == 2
+
+
+def test_bucket_bounds_are_spelled_as_client_python_spells_them() -> None:
+    from prometheus_client.utils import floatToGoString
+
+    from collector.exposition import go_float
+
+    for bound in (0.005, 0.01, 1, 2.5, 10, 1e6, 123456789.0, 1234567.5, 1e-7, 3e20, 5e-324, math.inf):
+        assert go_float(bound) == floatToGoString(bound), bound
