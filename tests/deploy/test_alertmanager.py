@@ -155,7 +155,8 @@ def test_real_alertmanager_pages_once_for_a_dead_app_and_routes_each_severity(
     base = f"http://127.0.0.1:{port}/api/v2"
     # the dead app's two alerts exactly as promtool computes them, a symptom of another service (not
     # muted: inhibition is per service) and a ticket
-    alerts = _dead_app_alerts() + [
+    alerts = [
+        *_dead_app_alerts(),
         {"labels": {"alertname": "WebSocketConnectionDrop", "service": "calm", "severity": "warning"}},
         {"labels": {"alertname": "WebhookSignatureFailures", "service": "app", "severity": "info"}},
     ]
