@@ -165,7 +165,11 @@ class World:
             hook["repository"]["owner"]["login"] = owner
         d_hook["deployment"] |= dep
         s_hook["deployment"] |= dep
-        s_hook["deployment_status"] |= {**status, "environment": "production", "updated_at": status["created_at"]}
+        s_hook["deployment_status"] |= {
+            **status,
+            "environment": "production",
+            "updated_at": status["created_at"],
+        }
         return [("deployment", d_hook), ("deployment_status", s_hook)]
 
 
@@ -272,8 +276,10 @@ def test_every_event_and_deployment_of_an_outage_is_counted_once_after_restart(
         # both pollers have made their first pass (Stripe starts at the newest event, GitHub backfills)
         _wait(
             c,
-            lambda m: value(m, "stripe_poll_last_success_timestamp_seconds") is not None
-            and any(s.value > 0 for s in m.get("github_api_requests_total", [])),
+            lambda m: (
+                value(m, "stripe_poll_last_success_timestamp_seconds") is not None
+                and any(s.value > 0 for s in m.get("github_api_requests_total", []))
+            ),
         )
         # up: webhooks are delivered and answered (the same events are in the APIs, as at Stripe/GitHub)
         for _ in range(rnd.randint(5, 15)):
