@@ -330,7 +330,9 @@ STRIPE = Dashboard(
             "Webhooks by status",
             [(f"sum by (status) (rate({_q('stripe_webhooks_total')}[{R}]))", "{{status}}")],
             "ops",
-            description="StripeWebhookFailures fires on any signature_failed, invalid or error delivery.",
+            description="StripeWebhookProcessingErrors pages when more than 5% of signed deliveries are "
+            "answered 500; StripeWebhooksMissing when none verifies for an hour; WebhookSignatureFailures "
+            "is a ticket for sustained signature_failed/invalid requests.",
         ),
         Panel(
             "Time since last Stripe event",
