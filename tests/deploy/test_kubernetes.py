@@ -96,7 +96,9 @@ def test_app_pod_runs_the_collector_as_a_native_sidecar_that_cannot_block_or_unr
     assert d["PodDisruptionBudget/shop"]["spec"]["minAvailable"] == 1
 
 
-def _supervisor(tmp_path: Path, fake_collector: str) -> tuple[subprocess.Popen[bytes], Path, list[str]]:
+def _supervisor(
+    tmp_path: Path, fake_collector: str
+) -> tuple[subprocess.Popen[bytes], Path, list[str], dict[str, str]]:
     """Run the sidecar's shell supervisor with a fake `collector` on PATH and /tmp moved to tmp_path."""
     (sidecar,) = docs("app-with-collector.yaml")["Deployment/shop"]["spec"]["template"]["spec"][
         "initContainers"
@@ -107,15 +109,16 @@ def _supervisor(tmp_path: Path, fake_collector: str) -> tuple[subprocess.Popen[b
     (bin_dir / "collector").chmod(0o755)
     script = sidecar["args"][0].replace("/tmp/", f"{tmp_path}/")
     live = [c.replace("/tmp/", f"{tmp_path}/") for c in sidecar["livenessProbe"]["exec"]["command"]]
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    # `python` as in the image (python:*-slim has it): this interpreter's directory first
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     proc = subprocess.Popen([*sidecar["command"], script], env=env, stderr=subprocess.PIPE)
-    return proc, tmp_path / "collector-exited", live
+    return proc, tmp_path / "collector-exited", live, env
 
 
 def test_a_collector_that_cannot_start_leaves_the_container_running_and_alive(tmp_path: Path) -> None:
     # a bad setting: `collector run` exits 2 at once; the container must stay up (not CrashLoopBackOff,
     # which would unready the app pod) and the liveness probe must not kill it
-    proc, marker, live = _supervisor(tmp_path, 'echo "invalid setting" >&2; exit 2\n')
+    proc, marker, live, env = _supervisor(tmp_path, 'echo "invalid setting" >&2; exit 2\n')
     try:
         deadline = time.monotonic() + 10
         while not marker.exists():
@@ -123,7 +126,7 @@ def test_a_collector_that_cannot_start_leaves_the_container_running_and_alive(tm
             time.sleep(0.05)
         time.sleep(0.5)
         assert proc.poll() is None
-        assert subprocess.run(live, capture_output=True, timeout=30).returncode == 0
+        assert subprocess.run(live, capture_output=True, timeout=30, env=env).returncode == 0
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -133,11 +136,12 @@ def test_a_collector_that_cannot_start_leaves_the_container_running_and_alive(tm
 def test_the_supervisor_forwards_sigterm_so_the_collector_flushes_its_state(tmp_path: Path) -> None:
     flushed = tmp_path / "flushed"
     fake = f"trap 'echo ok > {flushed}; exit 0' TERM\nwhile :; do sleep 0.1; done\n"
-    proc, marker, live = _supervisor(tmp_path, fake)
+    proc, marker, live, env = _supervisor(tmp_path, fake)
     time.sleep(1)
     assert proc.poll() is None and not marker.exists()
     # a running collector that does not answer /health/live (nothing listens here): liveness fails
-    assert subprocess.run(live, capture_output=True, timeout=30).returncode != 0
+    res = subprocess.run(live, capture_output=True, timeout=30, env=env, text=True)
+    assert res.returncode == 1 and "Connection refused" in res.stderr, res.stderr
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0
     assert flushed.read_text() == "ok\n"
