@@ -193,10 +193,10 @@ def test_every_image_is_pinned_by_digest_and_every_resource_has_a_namespace_and_
 
 def test_checkov_finds_nothing_in_the_kubernetes_manifests() -> None:
     checkov = shutil.which("checkov") or os.environ.get("CHECKOV")
-    if not checkov:
+    if not checkov or not os.access(checkov, os.X_OK):
         import pytest
 
-        pytest.skip("checkov is not installed (pip install checkov; it is not in the test extras)")
+        pytest.skip("checkov is not installed (.ci/run installs it in a venv of its own; not in the test extras)")
     res = subprocess.run(
         [checkov, "-d", str(K8S), "--framework", "kubernetes", "--compact", "--quiet", "--skip-download"],
         capture_output=True,
