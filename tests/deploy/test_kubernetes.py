@@ -196,7 +196,9 @@ def test_checkov_finds_nothing_in_the_kubernetes_manifests() -> None:
     if not checkov or not os.access(checkov, os.X_OK):
         import pytest
 
-        pytest.skip("checkov is not installed (.ci/run installs it in a venv of its own; not in the test extras)")
+        pytest.skip(
+            "checkov is not installed (.ci/run installs it in a venv of its own; not in the test extras)"
+        )
     res = subprocess.run(
         [checkov, "-d", str(K8S), "--framework", "kubernetes", "--compact", "--quiet", "--skip-download"],
         capture_output=True,
