@@ -371,6 +371,10 @@ class StripeSettings(SourceSettings):
     reconcile_interval: float = Field(
         default=0.0, ge=0, le=7 * 86400, description="Seconds between subscription reconciliations (0: off)."
     )
+    refetch_on_tie: bool = Field(
+        default=True,
+        description="With api_key: re-read a subscription from the API when two of its events share a second.",
+    )
 
     @field_validator("webhook_secrets")
     @classmethod

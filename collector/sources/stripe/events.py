@@ -13,9 +13,10 @@ PaymentIntent (`charge.succeeded` with `payment_intent: null`) add value on thei
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -24,6 +25,11 @@ from collector.sources.stripe.currency import currency_label
 __all__ = [
     "ACTIVE",
     "DECLINE_CODES",
+    "EVENT_ERRORS",
+    "KIND_CREATED",
+    "KIND_DELETED",
+    "KIND_UPDATED",
+    "MAX_AMOUNT",
     "SUBSCRIPTION_STATUSES",
     "Effects",
     "Event",
@@ -33,13 +39,14 @@ __all__ = [
     "decode_event",
     "decode_object",
     "effects",
+    "error_reason",
     "monthly_amount",
     "subscription_state",
 ]
 
 
 class EventError(ValueError):
-    """A body that is not a usable Stripe event; `reason` is a bounded label value."""
+    """A body that is not a usable Stripe event; `reason` is a bounded label value (`EVENT_ERRORS`)."""
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
@@ -47,31 +54,49 @@ class EventError(ValueError):
 
 
 # -- lean payload model: only what the handlers read -------------------------------------------------
+#
+# Every value is validated here, at decode time, so nothing later (the store, Fraction maths, the
+# float a metric shows) can fail on it: a poison event is rejected before it reaches any state.
+
+#: Largest amount in minor units accepted (Stripe's own limit is 8 digits for most currencies, 12 for a
+#: few): 9 million such events still fit the store's 64-bit integer totals.
+MAX_AMOUNT = 10**12
+#: `created` and other Unix times: within SQLite's signed 64-bit INTEGER, and not before 1970.
+_Time = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_AMOUNT)]
+_Quantity = Annotated[int, msgspec.Meta(ge=0, le=10**9)]
+# Stripe allows up to 3 years between charges; any positive count is harmless to the maths (it divides),
+# so only zero, negatives and integers beyond 32 bits are refused.
+_IntervalCount = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+# `unit_amount_decimal` is a decimal string with at most 12 decimal places (Stripe's documented
+# precision); "1e400", "NaN" or "-5" are not Stripe's and are rejected, never turned into a number.
+_Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,13}(\.[0-9]{1,12})?$")]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 
 class Recurring(msgspec.Struct):
     interval: str | None = None
-    interval_count: int | None = None
+    interval_count: _IntervalCount | None = None
     usage_type: str | None = None
 
 
 class Price(msgspec.Struct):
-    unit_amount: int | None = None
-    unit_amount_decimal: str | None = None
+    unit_amount: _Amount | None = None
+    unit_amount_decimal: _Decimal | None = None
     currency: str | None = None
     recurring: Recurring | None = None
 
 
 class Plan(msgspec.Struct):
-    amount: int | None = None
+    amount: _Amount | None = None
     currency: str | None = None
     interval: str | None = None
-    interval_count: int | None = None
+    interval_count: _IntervalCount | None = None
     usage_type: str | None = None
 
 
 class Item(msgspec.Struct):
-    quantity: int | None = None
+    quantity: _Quantity | None = None
     price: Price | None = None
     plan: Plan | None = None
 
@@ -93,6 +118,18 @@ class Parent(msgspec.Struct):
     subscription_details: SubscriptionDetails | None = None
 
 
+class Refund(msgspec.Struct):
+    id: _Id
+    status: str | None = None
+
+
+class RefundList(msgspec.Struct):
+    """`charge.refunds` (API versions before 2022-11-15 embed it): the refunds' ids."""
+
+    data: list[Refund] = []
+    has_more: bool = False
+
+
 class Obj(msgspec.Struct):
     """`data.object` of any event type we handle; every field optional."""
 
@@ -100,23 +137,24 @@ class Obj(msgspec.Struct):
     object: str | None = None
     status: str | None = None
     currency: str | None = None
-    amount: int | None = None
-    amount_received: int | None = None
-    amount_refunded: int | None = None
+    amount: _Amount | None = None
+    amount_received: _Amount | None = None
+    amount_refunded: _Amount | None = None
+    refunds: RefundList | None = None
     payment_intent: Any = None  # id string, expanded object or null
     last_payment_error: PaymentError | None = None
     mode: str | None = None
     # subscriptions
     items: ItemList | None = None
     plan: Plan | None = None
-    quantity: int | None = None
+    quantity: _Quantity | None = None
     # invoices: pre-2025 `subscription`, post-basil `parent.subscription_details.subscription`
     subscription: Any = None
     parent: Parent | None = None
 
 
 class Previous(msgspec.Struct):
-    amount_refunded: int | None = None
+    amount_refunded: _Amount | None = None
 
 
 class Data(msgspec.Struct):
@@ -125,9 +163,9 @@ class Data(msgspec.Struct):
 
 
 class Envelope(msgspec.Struct):
-    id: str
-    type: str
-    created: int
+    id: _Id
+    type: Annotated[str, msgspec.Meta(max_length=255)]
+    created: _Time
     data: Data
     object: str = "event"
 
@@ -147,18 +185,35 @@ class Event:
 _envelope = msgspec.json.Decoder(Envelope)
 _object = msgspec.json.Decoder(Obj)
 
+#: Reasons a body or object is rejected (bounded `reason` label values).
+EVENT_ERRORS = ("invalid_json", "invalid_event", "out_of_range", "too_deep", "invalid_object")
+# msgspec's constraint messages: "Expected `int` <= 9223372036854775807", "Number out of range",
+# "Expected `str` matching regex ..." (a decimal that is not one).
+_RANGE = re.compile(r"out of range|Expected `(?:int|float)` [<>]=?|matching regex")
+
+
+def error_reason(exc: BaseException, default: str = "invalid_event") -> str:
+    """The bounded reason of a decode failure: too deep, out of range, not JSON, or `default`."""
+    if isinstance(exc, RecursionError):
+        return "too_deep"
+    if isinstance(exc, msgspec.ValidationError):
+        return "out_of_range" if _RANGE.search(str(exc)) else default
+    return "invalid_json"
+
 
 def decode_event(body: bytes) -> Event:
     """Decode a webhook body or one Events API entry.
 
     Raises:
-        EventError: not JSON (`invalid_json`) or not an event envelope (`invalid_event`). An envelope
-            whose `data.object` has unexpected field types decodes with `obj=None` and `object_error`.
+        EventError: not JSON (`invalid_json`), nested deeper than the decoder allows (`too_deep`: the
+            interpreter's recursion limit, ~1,000 levels), a value out of range (`out_of_range`), or not
+            an event envelope (`invalid_event`). An envelope whose `data.object` has unexpected or
+            out-of-range fields decodes with `obj=None` and `object_error`.
     """
     try:
         env = _envelope.decode(body)
-    except msgspec.ValidationError as exc:
-        raise EventError("invalid_event", str(exc)) from None
+    except (msgspec.ValidationError, RecursionError) as exc:
+        raise EventError(error_reason(exc), str(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         # msgspec reports some invalid UTF-8 as UnicodeDecodeError rather than DecodeError
         raise EventError("invalid_json", str(exc)) from None
@@ -167,8 +222,8 @@ def decode_event(body: bytes) -> Event:
     try:
         obj: Obj | None = _object.decode(env.data.object)
         error = None
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        obj, error = None, str(exc)
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        obj, error = None, f"{error_reason(exc, 'invalid_object')}: {exc}"
     return Event(env.id, env.type, env.created, obj, env.data.previous_attributes, error)
 
 
@@ -250,6 +305,26 @@ SUBSCRIPTION_STATUSES = (
 ACTIVE = "active"
 # Terminal statuses: Stripe never moves a subscription out of these, so no later event may either.
 _TERMINAL = frozenset(("canceled", "incomplete_expired"))
+# Where a status sits in Stripe's subscription lifecycle (docs.stripe.com/billing/subscriptions/overview:
+# incomplete -> active | incomplete_expired; trialing -> active; active -> past_due -> unpaid |
+# canceled; paused <-> active). Only used to order two states that carry the same `created` second.
+_STATUS_RANK = {
+    "incomplete": 0,
+    "trialing": 1,
+    "active": 2,
+    "other": 2,
+    "past_due": 3,
+    "paused": 4,
+    "unpaid": 4,
+    "canceled": 5,
+    "incomplete_expired": 5,
+}
+#: Event kind rank: a subscription's `created` event comes before any `updated`, `deleted` after all.
+KIND_CREATED, KIND_UPDATED, KIND_DELETED = 0, 1, 2
+_KINDS = {
+    "customer.subscription.created": KIND_CREATED,
+    "customer.subscription.deleted": KIND_DELETED,
+}
 
 _DISPUTE_STATUSES = frozenset(
     [
@@ -336,28 +411,49 @@ class SubState:
     currency: str
     mrr: Fraction  # minor units per month
     created: int  # `created` of the event (or reconciliation time) this state comes from
+    kind: int = KIND_UPDATED  # which event kind it comes from (created < updated/snapshot < deleted)
 
     @property
     def terminal(self) -> bool:
         return self.status in _TERMINAL
 
-    def supersedes(self, old: SubState | None) -> bool:
-        """True when this state may replace `old`: newer by event time, and never out of a terminal status.
+    def order(self) -> tuple[bool, int, int, int, Fraction, str]:
+        """The total order of states of one subscription: state decides, never arrival.
 
-        Stripe does not guarantee delivery order, so `created` decides, not arrival; a late `updated`
-        can therefore never resurrect a `deleted` subscription.
+        Terminal first (a late `updated` never resurrects a `deleted` subscription), then `created`
+        (Stripe does not guarantee delivery order); Stripe's timestamps are whole seconds, so a tie is
+        broken by the lifecycle: the event kind (`created` before `updated` before `deleted`), then the
+        status's place in the lifecycle (`incomplete` before `active`), then the content itself, so
+        any two deliveries of the same events, in any order, by webhook or by polling, end equal.
         """
-        if old is None:
-            return True
-        return (self.terminal, self.created) >= (old.terminal, old.created)
+        return (
+            self.terminal,
+            self.created,
+            self.kind,
+            _STATUS_RANK.get(self.status, 2),
+            self.mrr,
+            self.currency,
+        )
+
+    def supersedes(self, old: SubState | None) -> bool:
+        """True when this state may replace `old` (see `order`)."""
+        return old is None or self.order() >= old.order()
+
+    def ties(self, old: SubState | None) -> bool:
+        """Same `created` second, different content: the order came from the lifecycle, not time."""
+        return (
+            old is not None
+            and old.created == self.created
+            and (old.status, old.mrr, old.currency) != (self.status, self.mrr, self.currency)
+        )
 
 
-def subscription_state(obj: Obj, created: int) -> SubState | None:
+def subscription_state(obj: Obj, created: int, kind: int = KIND_UPDATED) -> SubState | None:
     """The state a subscription object describes, or None without an id."""
     if not obj.id:
         return None
     mrr, currency = monthly_amount(obj)
-    return SubState(obj.id, _bounded(obj.status, SUBSCRIPTION_STATUSES), currency, mrr, created)
+    return SubState(obj.id, _bounded(obj.status, SUBSCRIPTION_STATUSES), currency, mrr, created, kind)
 
 
 # -- event -> effects -------------------------------------------------------------------------------
@@ -371,6 +467,11 @@ class RefundObs:
     currency: str
     amount_refunded: int
     previous: int | None  # `previous_attributes.amount_refunded`, exact when present
+    #: What identifies the refunds this event shows: the ids of `charge.refunds` when embedded, and the
+    #: charge total it brought (`amount_refunded`) - each refund raises the total, so one total is one
+    #: refund whatever order the events arrive in.
+    refund_ids: tuple[str, ...] = ()
+    levels: tuple[int, ...] = ()
 
 
 @dataclass
@@ -382,6 +483,7 @@ class Effects:
     refund: RefundObs | None = None
     subscription: SubState | None = None
     problem: str | None = None  # a handled type whose object lacks what we need (counted as invalid)
+    reason: str = "invalid_event"  # bounded reason counted with `problem`
 
 
 def _invoice_kind(obj: Obj) -> str:
@@ -400,14 +502,22 @@ def effects(ev: Event) -> Effects:
     if handler is None:
         return Effects(handled=False)
     if ev.obj is None:
-        return Effects(problem=f"data.object: {ev.object_error}")
+        return _unusable(ev)
     return handler(ev.obj, ev)
+
+
+def _unusable(ev: Event) -> Effects:
+    error = ev.object_error or "invalid_object"
+    reason = error.split(":", 1)[0]
+    return Effects(
+        problem=f"data.object: {error}", reason=reason if reason in EVENT_ERRORS else "invalid_object"
+    )
 
 
 def _subscription_effects(ev: Event) -> Effects:
     if ev.obj is None:
-        return Effects(problem=f"data.object: {ev.object_error}")
-    state = subscription_state(ev.obj, ev.created)
+        return _unusable(ev)
+    state = subscription_state(ev.obj, ev.created, _KINDS.get(ev.type, KIND_UPDATED))
     if state is None:
         return Effects(problem="subscription without id")
     out = Effects(subscription=state)
@@ -446,7 +556,13 @@ def _charge_refunded(obj: Obj, ev: Event) -> Effects:
     if not obj.id or obj.amount_refunded is None:
         return Effects(problem="charge without id or amount_refunded")
     prev = ev.previous.amount_refunded if ev.previous is not None else None
-    return Effects(refund=RefundObs(obj.id, currency_label(obj.currency), obj.amount_refunded, prev))
+    ids: tuple[str, ...] = ()
+    if obj.refunds is not None and not obj.refunds.has_more:
+        ids = tuple(sorted({r.id for r in obj.refunds.data if r.status not in ("failed", "canceled")}))
+    levels = (obj.amount_refunded,) if obj.amount_refunded else ()
+    return Effects(
+        refund=RefundObs(obj.id, currency_label(obj.currency), obj.amount_refunded, prev, ids, levels)
+    )
 
 
 def _dispute(obj: Obj, _ev: Event) -> Effects:
