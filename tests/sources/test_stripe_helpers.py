@@ -119,7 +119,9 @@ class FakeStripe:
         for sub in self.subscriptions:
             if sub["id"] == request.match_info["id"]:
                 return web.json_response(sub)
-        return web.json_response({"error": {"type": "invalid_request_error", "code": "resource_missing"}}, 404)
+        return web.json_response(
+            {"error": {"type": "invalid_request_error", "code": "resource_missing"}}, 404
+        )
 
     def _check(self, request: web.Request) -> web.Response | None:
         self.requests.append(request.path_qs)

@@ -336,9 +336,7 @@ class StripeSource:
             return web.Response(body=_NOT_RECORDED, status=500, content_type="application/json")
         return web.Response(body=_ANSWERS[status], content_type="application/json")
 
-    def _reject(
-        self, status: str, reason: str, code: int, detail: str, signed: bool = False
-    ) -> web.Response:
+    def _reject(self, status: str, reason: str, code: int, detail: str, signed: bool = False) -> web.Response:
         self.webhooks.inc(("unknown", status))
         self.ctx.error(reason)
         self._log_first(reason, "stripe webhook rejected", reason=reason, http_status=code, detail=detail)
