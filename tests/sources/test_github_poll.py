@@ -161,7 +161,7 @@ def poll_settings(tmp_path: Path, fake: FakeGitHub, **extra: Any) -> Any:
         "poll_interval": 1,
         **extra,
     }
-    return make_settings(tmp_path, github=github)
+    return make_settings(tmp_path, github={"change_failure": "deployments", **github})
 
 
 async def test_polling_reads_history_with_pages_etags_and_rate_limits(
@@ -184,7 +184,10 @@ async def test_polling_reads_history_with_pages_etags_and_rate_limits(
         # 103 succeeded 2 h ago and brought s2 (27 h), c (10 h) and s3 (4 h): 25 h, 8 h and 2 h
         assert value(m, "deployment_lead_time_seconds_count", **PROD) == 3
         assert value(m, "deployment_lead_time_seconds_sum", **PROD) == 35 * H
-        assert value(m, "deployment_recovery_time_seconds_sum", **PROD) == 24 * H - 600  # 102 failed -> 103
+        assert (
+            value(m, "deployment_recovery_time_seconds_sum", **PROD, cause="failed_deployment")
+            == 24 * H - 600
+        )  # 102 failed -> 103
         assert value(m, "deployment_change_failure_ratio", **PROD, window="7d") == pytest.approx(
             1 / 3, rel=1e-12
         )

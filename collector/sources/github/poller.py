@@ -4,6 +4,13 @@ Each poll lists a repository's deployments newest first and stops at the cursor 
 seen, kept in the state store), re-reads the statuses of deployments that have not ended yet, and asks
 `compare` for the commits a successful deployment brought. GETs carry the ETag of the last answer, so an
 unchanged page costs a 304 and no rate limit; a rate-limited answer waits for the reset and retries.
+
+The cursor assumes deployment ids grow with creation time. That is true of GitHub (ids are assigned
+from one sequence as deployments are created, and the list is newest first), but it is an assumption,
+so it is guarded: while ids keep falling down the list the poll may stop at the cursor; as soon as one
+id is larger than the one listed before it, the order is not what the cursor needs, so that poll reads
+on to the backfill horizon instead (merging known deployments again is harmless: `merge_deployment`
+is idempotent) and counts `collector_source_errors_total{reason="deployment_order"}`.
 """
 
 from __future__ import annotations
@@ -177,15 +184,32 @@ class Poller:
         env_re = self.settings.production_environments
         fresh: list[dict[str, Any]] = []
         max_id = cursor or 0
+        previous_id: int | None = None
+        ordered = True  # ids fell all the way down the list so far: the cursor may stop the walk
         pages = gh.getiter("/repos/{+repo}/deployments{?per_page}", {"repo": repo, "per_page": 100})
         async with contextlib.aclosing(pages) as deployments:  # closed at once when we stop early
             async for d in deployments:
                 dep_id = int(d["id"])
                 created = dora.parse_time(d.get("created_at"))
-                if (cursor is not None and dep_id <= cursor) or (
-                    cursor is None and created is not None and created < since
-                ):
-                    break  # newest first: everything after this was seen already (or is older than the backfill)
+                if dep_id == previous_id:
+                    continue  # a page boundary shifted by a new deployment repeats one entry
+                if ordered and previous_id is not None and dep_id > previous_id:
+                    ordered = False
+                    self.ctx.error(
+                        "deployment_order", f"{repo}: deployment {dep_id} listed after {previous_id}"
+                    )
+                    self.log_first(
+                        f"order:{repo}",
+                        "GitHub deployments not listed by falling id; reading to the backfill horizon",
+                        repository=repo,
+                    )
+                previous_id = dep_id
+                if created is not None and created < since:
+                    break  # older than the backfill horizon: never read
+                if ordered and cursor is not None and dep_id <= cursor:
+                    break  # newest first: everything after this was seen already
+                if cursor is not None and dep_id <= cursor:
+                    continue  # known (the order guard is off): nothing new here
                 max_id = max(max_id, dep_id)
                 if isinstance(d.get("environment"), str) and env_re.search(d["environment"]):
                     fresh.append(d)
