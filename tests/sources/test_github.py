@@ -413,6 +413,9 @@ async def test_ci_endpoint_records_deployments_with_commits(tmp_path: Path) -> N
         assert (await post_ci(run, {**first, "status": "done"}))[0] == 400
         assert (await post_ci(run, {**first, "extra": 1}))[0] == 400
         assert (await post_ci(run, b"[1,2"))[0] == 400
+        deep = json.dumps({**first, "commits": "X"}).replace('"X"', "[" * 5000 + "]" * 5000).encode()
+        assert (await post_ci(run, deep))[0] == 400
+        assert (await post_ci(run, {**first, "finished_at": 1e308}))[0] == 400
         m = await run.metrics()
         assert value(m, "deployments_total", **repo, status="success") == 2
         assert value(m, "deployments_total", **repo, status="failure") == 1
@@ -424,7 +427,7 @@ async def test_ci_endpoint_records_deployments_with_commits(tmp_path: Path) -> N
         assert value(m, "deployments_reports_total", status="accepted") == 3
         assert value(m, "deployments_reports_total", status="updated") == 1
         assert value(m, "deployments_reports_total", status="unauthorized") == 2
-        assert value(m, "deployments_reports_total", status="bad_request") == 3
+        assert value(m, "deployments_reports_total", status="bad_request") == 5
         doc = await get_dora(run)  # served by the deployments source when github is off
         assert doc["environments"][0]["windows"]["1d"]["deployments"] == 2
         status, _h, _b = await run.get("/webhooks/github")
