@@ -261,6 +261,10 @@ class Poller:
             return
         status = await self.src.process(ev, cursor=ev.id)
         self.src.polled.inc((ev.type, status))
+        if status == "invalid":
+            # A poison event the store refused alone took its cursor move with it: move on anyway,
+            # or the next poll would read it again forever.
+            await self.ctx.store.put(state.OWNER, [("cursor", ev.id)])
         if status == "error":
             raise ApiError("store", f"cannot record event {ev.id}")
 
