@@ -190,3 +190,11 @@ async def test_concurrent_webhooks_of_one_second_settle_on_the_lifecycle_order(t
     assert {a[0] for a in answers} == {200}
     assert value(m, "stripe_subscriptions_active") == 20
     assert value(m, "stripe_monthly_recurring_revenue", currency="usd") == 300.0
+
+
+def test_core_campaign_short_mode() -> None:
+    # The long mode: python -m tests.sources.campaign_stripe_order --seeds 300 (prints figures).
+    from tests.sources.campaign_stripe_order import run_once
+
+    figures = [run_once(seed) for seed in range(40)]
+    assert sum(f["ties"] for f in figures) > 50  # the campaign does exercise same-second steps
