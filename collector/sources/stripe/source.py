@@ -106,7 +106,9 @@ class StripeSource:
                 ("currency",),
             ),
             m.counter(
-                "stripe_refunds_total", "Refund events that refunded a positive amount.", ("currency",)
+                "stripe_refunds_total",
+                "Refunds, each counted once (by refund id, or by the charge total it brought).",
+                ("currency",),
             ),
             m.counter("stripe_disputes_total", "Disputes opened and closed, by dispute status.", ("status",)),
             m.counter(
