@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from collector.rules.schema import RulesError, RuleSpec, parse_rules
+from collector.rules.stages import StageSpec, parse_stages
 
-__all__ = ["PRESETS", "preset_rules"]
+__all__ = ["PRESETS", "preset_rules", "preset_stages"]
 
 SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 BYTES = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000]
@@ -191,13 +192,26 @@ PRESETS: dict[str, list[dict[str, Any]]] = {
 }  # fmt: skip
 
 
+def _preset(name: str) -> Any:
+    data = PRESETS.get(name.strip().lower())
+    if data is None:
+        raise RulesError([f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}"])
+    return data
+
+
 def preset_rules(name: str) -> list[RuleSpec]:
     """The validated rules of one preset.
 
     Raises:
         RulesError: the name is not a preset.
     """
-    data = PRESETS.get(name.strip().lower())
-    if data is None:
-        raise RulesError([f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}"])
-    return parse_rules(data, f"preset {name}")
+    return parse_rules(_preset(name), f"preset {name}")
+
+
+def preset_stages(name: str) -> list[StageSpec]:
+    """The extract/join stages of one preset (Fastify's join, uvicorn's message regex).
+
+    Raises:
+        RulesError: the name is not a preset.
+    """
+    return parse_stages(_preset(name), f"preset {name}")
