@@ -123,7 +123,7 @@ class RuleSpec:
         """Every field path the rule reads (what the decoder must extract)."""
         out: set[str] = set()
         for label in self.labels:
-            out.update(label.paths)
+            out.update(label.paths, label.template, label.status)
         if self.value is not None:
             out.update(self.value.paths)
         _match_paths(self.match, out)
