@@ -155,6 +155,7 @@ class _Gen:
             return self.const(spec.const, "k")
         if spec in self.labels:
             return self.labels[spec]  # computed unconditionally at the top: reuse it
+        body.append(f"{indent}# label {spec.name} <- {', '.join(spec.template + spec.paths) or 'constant'}")
         if spec.fields:  # several fields or a budget: computed in prep only, so no per-label cache
             args = [self.read(p) if p else "None" for p in (spec.paths, spec.template, spec.status)]
             budget = self.budgets.get(spec)
@@ -236,6 +237,7 @@ def generate_group(
     for spec, match, _fam, names in rules:
         ind = "    "
         kvar = f"k{next(g.ids)}"
+        prep.append(f"{ind}# {spec.where}: {kvar} = its series key, None when it does not match")
         keys.append(kvar)
         if match is not None:
             prep.append(f"{ind}{kvar} = None")
@@ -262,7 +264,11 @@ def generate_group(
     value_vars: list[str | None] = []
     for j, (spec, _match, fam, _names) in enumerate(rules):
         ind = "    "
-        body += [f"{ind}k = e[{j}]", f"{ind}if k is not None:"]
+        body += [
+            f"{ind}# {spec.where}: {spec.action} {fam.name}",
+            f"{ind}k = e[{j}]",
+            f"{ind}if k is not None:",
+        ]
         ind += "    "
         value_vars.append(g.read(spec.value.paths) if spec.value is not None else None)
         if spec.value is not None:
@@ -310,8 +316,19 @@ def generate_group(
         if fam.name in seen:
             body.append(f"{ind}{g.const(seen[fam.name], 'E')}[k] = NOW[0]")
         body.append(f"{ind}hit = True")
+    legend = [f"# {var} <- {' or '.join(paths)}" for paths, var in g.reads.items()]
     src = "\n".join(
-        [*prep_src, "", "def group(o):", "    hit = False", *g.read_lines, *body, "    return hit", ""]
+        [
+            *legend,
+            *prep_src,
+            "",
+            "def group(o):",
+            "    hit = False",
+            *g.read_lines,
+            *body,
+            "    return hit",
+            "",
+        ]
     )
     filename = f"<rules group {next(_GROUPS)}>"
     register_source(filename, src)

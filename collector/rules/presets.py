@@ -228,7 +228,7 @@ PRESETS: dict[str, Any] = {
         "extract": {"from": "message", "when": {"name": {"in": _ACCESS_LOGGERS}}, "regex": ACCESS_LINE,
                     "types": {"status_code": "int", "response_bytes": "int"}},
         "rules": http({"name": {"in": _ACCESS_LOGGERS}, "status_code": {"exists": True}}, ["request_method"],
-                      ["request_target"], ["status_code"], None, ["response_bytes"]),
+                      ["request_target"], ["status_code"], None, None),
     },
     # nginx `log_format ... escape=json` (docs/metrics.md): every variable is a string, time in seconds.
     "nginx-json": http({"request_method": {"exists": True}, "status": {"exists": True}}, ["request_method"],
