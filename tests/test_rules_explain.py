@@ -33,7 +33,7 @@ def test_explain_names_the_matching_rule_its_labels_and_update_and_why_others_fa
                 {"message": "http_request", "method": "GET", "url": "/wp-admin/x.php", "statusCode": 404},
                 {"message": "cache_warmed", "entries": 3},
             ]
-        )  # fmt: skip
+        )
         + "\n"
     )
     out = collector("replay", "--preset", "winston", "--explain", str(sample), cwd=tmp_path)
