@@ -253,3 +253,16 @@ def test_each_bad_label_bound_is_rejected_with_its_reason(doc: Any, error: str) 
 def test_each_bad_stage_is_rejected_with_its_reason(stage: Any, error: str) -> None:
     with pytest.raises(RulesError, match=error):
         parse_stages(stage, "t")
+
+
+def test_a_restart_does_not_grant_the_route_budget_again(tmp_path: Path) -> None:
+    rs, m = ruleset(tmp_path, {"rules": [HTTP_RULE]})
+    rs.consume(lines(*({"msg": "done", "url": f"/a{i}", "status": 200} for i in range(25))))
+    snapshot = m.snapshot(rs.family_names())
+    state = rs.checkpoint_state()
+    rs2, m2 = ruleset(tmp_path, {"rules": [HTTP_RULE]})
+    m2.restore(snapshot)
+    rs2.restore_state(state)
+    rs2.consume(lines(*({"msg": "done", "url": f"/b{i}", "status": 200} for i in range(25))))
+    routes = {k[1] for k in m2.families["req_total"].series}
+    assert len(routes - {"other"}) == 30 and "other" in routes  # 25 restored + 5 new, not 25 + 25

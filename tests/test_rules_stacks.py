@@ -177,7 +177,7 @@ def test_a_12000_url_scan_keeps_route_bounded_and_5xx_visible(
         assert value(s, "collector_log_series_overflow_total", metric="http_requests_total", label="route")
 
 
-@pytest.mark.parametrize("stack", ["fastify", "pino-http", "uvicorn", "nginx-json"])
+@pytest.mark.parametrize("stack", STACKS)
 async def test_the_daemon_tailing_the_live_file_shows_what_replay_shows(tmp_path: Path, stack: str) -> None:
     data = (STACKS_DIR / stack / "access.log").read_bytes()
     lines = data.splitlines(keepends=True)

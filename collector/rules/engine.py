@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from collector.logpipe import BatchResult
 from collector.logsetup import LogFirst
-from collector.metrics import Family, MetricState
+from collector.metrics import OVERFLOW, Family, MetricState
 from collector.rules.compile import Compiled, build, plan
 from collector.rules.presets import preset_rules, preset_stages
 from collector.rules.schema import RulesError, RuleSpec, parse_text
@@ -172,6 +172,24 @@ class RuleSet:
         for st in self._compiled.stages:
             if isinstance(st, Join) and tuple(st.spec.key) in rows:
                 st.restore(rows[tuple(st.spec.key)])
+        self._seed_budgets(self._compiled)  # the restored series' values count against the budgets
+
+    @staticmethod
+    def _seed_budgets(c: Compiled) -> None:
+        """Admit the label values the families already hold (restored or kept across a reload), so a
+        restart or reload never grants a label a fresh budget on top of the values it already has."""
+        for spec, budget in c.budgets.items():
+            constants = {spec.default, spec.other, spec.unmatched, OVERFLOW}
+            held = {
+                key[fam.labelnames.index(spec.name)]
+                for fam in c.families.values()
+                if spec.name in fam.labelnames
+                for key in fam.series
+            }
+            for value in sorted(held - constants - budget.values):
+                if len(budget.values) >= budget.limit:
+                    break
+                budget.values.add(value)
 
     def consume(self, lines: Sequence[bytes]) -> BatchResult:
         """Decode and apply a batch synchronously; bad lines are counted, never raised."""
@@ -281,6 +299,7 @@ class RuleSet:
         compiled = build(p, self.metrics, self._on_overflow, self._on_bad_value, self._on_missing)
         if hasattr(self, "_compiled"):  # a reload: requests already started stay pending
             self._carry_joins(self._compiled, compiled)
+        self._seed_budgets(compiled)
         mine = set(self._compiled.families) if hasattr(self, "_compiled") else set()
         for name in mine - set(compiled.families):
             self.metrics.unregister(name)  # a metric the new rules no longer define
