@@ -266,3 +266,14 @@ def test_a_restart_does_not_grant_the_route_budget_again(tmp_path: Path) -> None
     rs2.consume(lines(*({"msg": "done", "url": f"/b{i}", "status": 200} for i in range(25))))
     routes = {k[1] for k in m2.families["req_total"].series}
     assert len(routes - {"other"}) == 30 and "other" in routes  # 25 restored + 5 new, not 25 + 25
+
+
+def test_python_presets_read_seconds_when_no_millisecond_field_is_logged(tmp_path: Path) -> None:
+    metrics = MetricState()
+    rs = RuleSet(metrics, logging.getLogger("test"), ["structlog"])
+    base = {"event": "request_finished", "method": "GET", "route": "/x", "status_code": 200}
+    rs.consume(lines({**base, "duration_ms": 250.0}, {**base, "duration": 0.5}, {**base, "elapsed": 2}, base))
+    cells = metrics.families["http_request_duration_seconds"].series[("GET", "/x")]
+    assert cells[-1] == 0.25 + 0.5 + 2 and sum(cells[:-1]) == 3
+    errors = metrics.families["collector_log_value_errors_total"].series
+    assert errors[("http_request_duration_seconds", "missing")] == 1

@@ -123,6 +123,10 @@ class _Gen:
         self.reads: dict[tuple[str, ...], str] = {}
         self.read_lines: list[str] = []
         self.labels: dict[LabelSpec, str] = {}
+        # reads only tested for presence (`exists`) enter the cache key as None/True, not their value:
+        # `duration_ms: {exists: true}` must not make every distinct duration a new cache entry
+        self.exists_used: set[str] = set()
+        self.used: set[str] = set()
 
     def const(self, value: Any, prefix: str) -> str:
         name = f"{prefix}{next(self.ids)}"
@@ -158,6 +162,7 @@ class _Gen:
         body.append(f"{indent}# label {spec.name} <- {', '.join(spec.template + spec.paths) or 'constant'}")
         if spec.fields:  # several fields or a budget: computed in prep only, so no per-label cache
             args = [self.read(p) if p else "None" for p in (spec.paths, spec.template, spec.status)]
+            self.used.update(a for a in args if a != "None")
             budget = self.budgets.get(spec)
             if budget is None and spec.max_values:
                 budget = self.budgets[spec] = Budget(spec.max_values, spec.other)
@@ -168,6 +173,7 @@ class _Gen:
                 self.labels[spec] = var
             return var
         raw = self.read(spec.paths)
+        self.used.add(raw)
         cache: dict[Any, str] = {}
         c, v = self.const(cache, "C"), self.const(label_converter(spec, cache), "V")
         d = self.const(spec.default, "D")
@@ -193,6 +199,7 @@ class _Gen:
             return f"(not {self.predicate(match[1])})"
         _c, path, op, arg = match
         raw = self.read((path,))
+        (self.exists_used if op == "exists" else self.used).add(raw)
         if op in ("equals", "in", "not_equals", "not_in"):
             values = (arg,) if op.endswith("equals") else arg
             s = self.const(frozenset(set().union(*(forms(x) for x in values))), "S")
@@ -247,20 +254,26 @@ def generate_group(
         lvars = [g.label(by_name[n], ind, prep, eager=match is None) for n in names]
         prep.append(f"{ind}{kvar} = " + ("(" + "".join(f"{v}, " for v in lvars) + ")" if lvars else "()"))
     raw_vars = list(g.reads.values())  # everything matches and labels depend on: the cache key
-    raw = "(" + "".join(f"{v}, " for v in raw_vars) + ")"
+    presence = g.exists_used - g.used
+    targets = "(" + "".join(f"{v}, " for v in raw_vars) + ")"
+    raw = (
+        "("
+        + "".join(f"(None if {v} is None else True), " if v in presence else f"{v}, " for v in raw_vars)
+        + ")"
+    )
     cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     g.ns["E"] = cache
     result = "(" + "".join(f"{k}, " for k in keys) + ")"
     prep_src = [
         "def prep(raw):",
-        f"    {raw} = raw" if raw_vars else "    pass",
+        f"    {targets} = raw" if raw_vars else "    pass",
         *prep,
         f"    if len(E) >= {CACHE_LIMIT}:",
         "        E.clear()",  # raw values may be unbounded (URLs); what they map to is not
         f"    E[raw] = res = {result}",
         "    return res",
     ]
-    body: list[str] = [f"    e = E.get({raw})", "    if e is None:", f"        e = prep({raw})"]
+    body: list[str] = [f"    rk = {raw}", "    e = E.get(rk)", "    if e is None:", "        e = prep(rk)"]
     value_vars: list[str | None] = []
     for j, (spec, _match, fam, _names) in enumerate(rules):
         ind = "    "

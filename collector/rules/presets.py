@@ -170,10 +170,21 @@ _PY = dict(
 _PY_MESSAGES = ["request_finished", "http_request", "request_completed", "request completed", "access"]
 
 
+#: Python apps that log seconds instead (`duration`, `elapsed`, `request_time`): used when no ms field is.
+PY_SECONDS = ["duration", "elapsed", "request_time", "duration_s"]
+
+
 def _python(key: str) -> list[dict[str, Any]]:
     """structlog (`event`) and python-json-logger (`message`) carry the same middleware fields."""
-    return http({key: {"in": _PY_MESSAGES}}, _PY["method"], _PY["route"], _PY["status"],
-                (_PY["duration"], "ms"), _PY["size"], _PY["template"])  # fmt: skip
+    match = {key: {"in": _PY_MESSAGES}}
+    rules = http(match, _PY["method"], _PY["route"], _PY["status"], (_PY["duration"], "ms"), _PY["size"],
+                 _PY["template"])  # fmt: skip
+    ms = next(r for r in rules if r["metric"] == "http_request_duration_seconds")
+    has_ms = {"any": [{p: {"exists": True}} for p in _PY["duration"]]}
+    # exactly one of the two rules applies to a line, so a line without any duration is one `missing`
+    ms["match"] = {**match, "all": [has_ms]}
+    rules.append({**ms, "match": {**match, "not": has_ms}, "value": {"from": PY_SECONDS, "unit": "s"}})
+    return rules
 
 
 #: uvicorn (`127.0.0.1:5000 - "GET /x HTTP/1.1" 200`) and gunicorn (`... "GET /x HTTP/1.1" 200 12 ...`)
@@ -238,8 +249,8 @@ PRESETS: dict[str, Any] = {
 
 #: The duration field(s) each HTTP preset reads; `collector replay` warns when none ever appears.
 DURATION_FIELDS: dict[str, list[str]] = {
-    name: next((r["value"]["from"] for r in (d["rules"] if isinstance(d, dict) else d)
-                if r["metric"] == "http_request_duration_seconds"), [])
+    name: [p for r in (d["rules"] if isinstance(d, dict) else d)
+           if r["metric"] == "http_request_duration_seconds" for p in r["value"]["from"]]
     for name, d in PRESETS.items() if name != "app-events"
 }  # fmt: skip
 
