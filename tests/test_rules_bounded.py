@@ -277,3 +277,42 @@ def test_python_presets_read_seconds_when_no_millisecond_field_is_logged(tmp_pat
     assert cells[-1] == 0.25 + 0.5 + 2 and sum(cells[:-1]) == 3
     errors = metrics.families["collector_log_value_errors_total"].series
     assert errors[("http_request_duration_seconds", "missing")] == 1
+
+
+def campaign(seeds: int, batches: int, max_series: int) -> None:
+    """The long run: `python -m tests.test_rules_bounded [seeds] [batches of 500] [max_series]`."""
+    import tempfile
+    import time
+
+    worst = 0
+    for seed in range(seeds):
+        rnd = random.Random(seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            rs, m = ruleset(Path(tmp), {"rules": [HTTP_RULE]}, max_series=max_series)
+            truth: Counter[tuple[str, str]] = Counter()
+            began = time.process_time()
+            for _ in range(batches):
+                batch = []
+                for _ in range(500):
+                    status, method = rnd.choice([200, 301, 404, 405, 500]), rnd.choice(["GET", "POST", "PROPFIND"])
+                    batch.append({"msg": "done", "method": method, "url": hostile_url(rnd), "status": status})
+                    truth[(method if method != "PROPFIND" else "OTHER", str(status))] += 1
+                rs.consume(lines(*batch))
+            series = m.families["req_total"].series
+            got: Counter[tuple[str, str]] = Counter()
+            for (method, _r, status), v in series.items():
+                got[(method, status)] += v
+            routes = {r for _m, r, _s in series}
+            worst = max(worst, len(routes))
+            print(
+                f"seed {seed}: {batches * 500:,} lines in {time.process_time() - began:.2f} CPU-s, "
+                f"{len(series)} series, {len(routes)} route values, exact per method/status: {got == truth}"
+            )
+            assert got == truth
+    print(f"worst route values: {worst} (budget 30 + other, unmatched, {OVERFLOW})")
+
+
+if __name__ == "__main__":
+    import sys
+
+    campaign(*(int(a) for a in sys.argv[1:4])) if len(sys.argv) > 1 else campaign(5, 200, 10_000)
