@@ -294,7 +294,10 @@ def campaign(seeds: int, batches: int, max_series: int) -> None:
             for _ in range(batches):
                 batch = []
                 for _ in range(500):
-                    status, method = rnd.choice([200, 301, 404, 405, 500]), rnd.choice(["GET", "POST", "PROPFIND"])
+                    status, method = (
+                        rnd.choice([200, 301, 404, 405, 500]),
+                        rnd.choice(["GET", "POST", "PROPFIND"]),
+                    )
                     batch.append({"msg": "done", "method": method, "url": hostile_url(rnd), "status": status})
                     truth[(method if method != "PROPFIND" else "OTHER", str(status))] += 1
                 rs.consume(lines(*batch))
