@@ -260,3 +260,23 @@ async def test_a_fastify_join_pending_at_a_restart_counts_each_request_once(tmp_
     assert counted(s) == by_method_status(truth("fastify")["requests"])
     assert value(s, "collector_log_join_total", outcome="end_without_start") is None
     assert value(s, "collector_log_join_total", outcome="joined") == len(truth("fastify")["requests"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_exposition_after_a_scan_is_promtool_clean(tmp_path: Path, stack: str) -> None:
+    import subprocess
+
+    log = tmp_path / "scan.log"
+    log.write_bytes(
+        (STACKS_DIR / stack / "access.log").read_bytes() + scan_lines(stack, random_urls(2000, 1), "s-")
+    )
+    metrics = MetricState()
+    rules = RuleSet(metrics, logging.getLogger("test.stacks"), [stack], max_series=8)
+    replay([str(log)], rules, 1 << 20)
+    text = render_document(
+        [metrics.families[n] for n in rules.family_names() if n in metrics.families], False
+    )
+    out = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
