@@ -110,8 +110,13 @@ def _gauge(metric: str, help: str, up: str | list[str], down: list[str]) -> list
     ]
 
 
+#: Value budget of the app-events labels read from free text (event types, outcomes, sources, routes).
+EVENT_LABEL_BUDGET = 50
+
+
 def _field(paths: str | list[str], default: str = "unknown", **kw: Any) -> dict[str, Any]:
-    return {"from": paths, "default": default, **kw}
+    budget = {} if "allow" in kw else {"max_values": EVENT_LABEL_BUDGET}  # an allow-list is its own bound
+    return {"from": paths, "default": default, **budget, **kw}
 
 
 APP_EVENTS: list[dict[str, Any]] = [
