@@ -192,6 +192,7 @@ def test_extract_turns_an_access_line_into_typed_fields(tmp_path: Path) -> None:
     # the 304's `-` stays absent: counted as a missing value, not a 0-byte response
     assert m.families["size_bytes"].series[()][-1] == 157.0
     assert m.families["collector_log_value_errors_total"].series == {("size_bytes", "missing"): 2}
+    assert m.families["collector_log_extract_misses_total"].series == {(): 1}  # "not an access line"
 
 
 JOIN = {

@@ -134,6 +134,10 @@ class RuleSet:
             "distinct raw value seen; the other labels of those lines stay as logged).",
             ["label"],
         )
+        self.extract_misses = metrics.counter(
+            "collector_log_extract_misses_total",
+            "Lines an extract stage selected whose field did not match its regex (no fields extracted).",
+        )
         self.join_lines = metrics.counter(
             "collector_log_join_total",
             "Two-line joins (Fastify's incoming request + request completed), by outcome.",
@@ -159,7 +163,7 @@ class RuleSet:
         """Rule families plus the line-driven error counters (checkpointed with the offsets)."""
         return [
             *self._compiled.families, self.overflow.name, self.value_errors.name,
-            self.label_budget.name, self.join_lines.name,
+            self.label_budget.name, self.join_lines.name, self.extract_misses.name,
         ]  # fmt: skip
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -251,6 +255,9 @@ class RuleSet:
                         st.outcomes[outcome] = 0
             else:
                 st.apply(objs)
+                if st.failed:
+                    self.extract_misses.inc((), st.failed)
+                    st.failed = 0
         return consumed
 
     async def run(self, stop: asyncio.Event) -> None:
