@@ -280,3 +280,46 @@ def test_the_exposition_after_a_scan_is_promtool_clean(tmp_path: Path, stack: st
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("stack", ["fastify", "express-winston"])
+async def test_the_daemon_matches_replay_through_a_12000_url_scan_at_a_tight_series_limit(
+    tmp_path: Path, stack: str
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    live = logs / "app.log"
+    data = (
+        (STACKS_DIR / stack / "access.log").read_bytes()
+        + scan_lines(stack, random_urls(12_000, 7), "scan-")
+        + normal_lines(stack, "again-")
+    )
+    n = len(data.splitlines())
+    live.write_bytes(b"")
+    settings = make_settings(
+        tmp_path,
+        logs={"paths": [str(logs / "*.log")], "start_at": "beginning", "preset": [stack], "poll_interval": 0.05,
+              "max_series": 8},
+    )  # fmt: skip
+    async with serve(settings, {"logs": LogsSource}) as run:
+        import asyncio
+
+        step = len(data) // 7 + 1
+        for pos in range(0, len(data), step):  # seven writes, cut anywhere
+            with live.open("ab") as fh:
+                fh.write(data[pos : pos + step])
+            await asyncio.sleep(0.05)
+        daemon = await run.wait_for(
+            lambda s: (
+                sum(value(s, "collector_log_lines_total", result=r) or 0 for r in ("parsed", "unmatched"))
+                == n
+            ),
+            timeout=60,
+        )
+    want = run_replay(live, stack, max_series=8)
+    for name in ("http_requests_total", "http_request_errors_total", "http_request_duration_seconds_count",
+                 "collector_log_series_overflow_total"):  # fmt: skip
+        assert {(tuple(sorted(x.labels.items())), x.value) for x in daemon.get(name, [])} == {
+            (tuple(sorted(x.labels.items())), x.value) for x in want.get(name, [])
+        }, name
+    assert any(x.labels["route"] == OVERFLOW for x in daemon["http_requests_total"])
