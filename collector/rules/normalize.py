@@ -109,10 +109,12 @@ def _segment(seg: str) -> str:
         return seg  # empty, or already a template (`:id`, `*`)
     if _DATE.match(seg):
         return ":date"
-    if _NUMBER.match(seg) or _UUID.match(seg) or _HEX.match(seg) or _TOKEN.match(seg) or _EMAIL.match(seg):
+    if _NUMBER.match(seg) or _UUID.match(seg) or _HEX.match(seg):
         return ":id"
-    if _SLUG.match(seg):
+    if _SLUG.match(seg):  # before tokens: a long slug with a digit is still a slug
         return ":slug"
+    if _TOKEN.match(seg) or _EMAIL.match(seg):
+        return ":id"
     if len(seg) > LONG_SEGMENT:
         return ":id"
     return _HEX_IN.sub(":hash", seg) if len(seg) >= 16 else seg
