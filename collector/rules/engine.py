@@ -184,10 +184,11 @@ class RuleSet:
         restart or reload never grants a label a fresh budget on top of the values it already has."""
         for spec, budget in c.budgets.items():
             constants = {spec.default, spec.other, spec.unmatched, OVERFLOW}
+            users = {rule.metric for rule in c.plan.rules if spec in rule.labels}  # not other `method`s
             held = {
                 key[fam.labelnames.index(spec.name)]
-                for fam in c.families.values()
-                if spec.name in fam.labelnames
+                for name, fam in c.families.items()
+                if name in users
                 for key in fam.series
             }
             for value in sorted(held - constants - budget.values):
