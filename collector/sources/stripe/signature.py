@@ -14,7 +14,7 @@ import stripe
 
 __all__ = ["verify"]
 
-# Failure reasons, worst-to-best: the reported one is the most informative any secret produced.
+# Failure reasons, least to most informative: the reported one is the highest any secret produced.
 _RANK = {
     "signature_missing": 0,
     "signature_malformed": 1,
@@ -55,15 +55,16 @@ def verify(payload: bytes, header: str | None, secrets: Sequence[str], tolerance
         text = payload.decode("utf-8")
     except UnicodeDecodeError:
         return "body_not_utf8"
-    worst = "signature_mismatch"
-    best = -1
+    # The most informative failure so far and its rank (higher is more informative).
+    most_informative = "signature_mismatch"
+    its_rank = -1
     for secret in secrets:
         try:
             stripe.WebhookSignature.verify_header(text, header, secret, tolerance)
         except stripe.SignatureVerificationError as exc:
             reason = _reason(exc.user_message or str(exc))
-            if _RANK[reason] > best:
-                worst, best = reason, _RANK[reason]
+            if _RANK[reason] > its_rank:
+                most_informative, its_rank = reason, _RANK[reason]
             continue
         return None
-    return worst
+    return most_informative
