@@ -33,8 +33,9 @@ from collector.dora import Deployment
 from collector.metrics import Family
 from collector.settings import GitHubSettings
 from collector.source import SourceContext
+from collector.sources.github.engine import DoraEngine
 from collector.sources.github.events import deployment_key
-from collector.sources.github.history import Change, DoraEngine
+from collector.sources.github.history import Change
 
 __all__ = ["EtagCache", "Poller", "pick_status"]
 

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import ClassVar
 from urllib.parse import parse_qs
 
 import gidgethub
@@ -16,8 +18,8 @@ from gidgethub.sansio import validate_event
 from collector.logsetup import LogFirst
 from collector.settings import GitHubSettings
 from collector.source import SourceContext
+from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.events import KNOWN_EVENTS, parse_event
-from collector.sources.github.history import DoraEngine
 from collector.sources.github.poller import Poller
 
 __all__ = ["GitHubSource", "dora_routes", "keep_fresh", "read_limited"]
@@ -61,11 +63,13 @@ class GitHubSource:
     """GitHub deployments, statuses, pushes, workflow runs and incident issues into the DORA history."""
 
     name = "github"
+    #: Services shared with other sources, built once per app by `collector.app` and passed in.
+    shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
 
-    def __init__(self, ctx: SourceContext) -> None:
+    def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx
         self.settings: GitHubSettings = ctx.settings
-        self.engine = DoraEngine.of(ctx)
+        self.engine = engine if engine is not None else dora_engine(ctx)
         m = ctx.metrics
         self.webhooks = m.counter(
             "github_webhooks_total", "GitHub webhook deliveries by event and outcome.", ("event", "status")
