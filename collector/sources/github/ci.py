@@ -23,9 +23,11 @@ from collector.dora import Deployment
 from collector.logsetup import LogFirst
 from collector.settings import DeploymentsSettings
 from collector.source import SourceContext
+from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.history import Change
 from collector.sources.github.source import dora_routes, keep_fresh, read_limited
+from collector.sources.storage import Migration
 
 __all__ = ["CiDeployment", "DeploymentsSource", "authorized", "parse_ci_deployment"]
 
@@ -106,6 +108,8 @@ class DeploymentsSource:
     name = "deployments"
     #: Services shared with other sources, built once per app by `collector.app` and passed in.
     shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
+    #: The tables and migrations of the shared history (applied once at start by the engine).
+    storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
 
     def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx

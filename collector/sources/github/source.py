@@ -18,9 +18,11 @@ from gidgethub.sansio import validate_event
 from collector.logsetup import LogFirst
 from collector.settings import GitHubSettings
 from collector.source import SourceContext
+from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.events import KNOWN_EVENTS, parse_event
 from collector.sources.github.poller import Poller
+from collector.sources.storage import Migration
 
 __all__ = ["GitHubSource", "dora_routes", "keep_fresh", "read_limited"]
 
@@ -65,6 +67,8 @@ class GitHubSource:
     name = "github"
     #: Services shared with other sources, built once per app by `collector.app` and passed in.
     shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
+    #: The tables and migrations of the shared history (applied once at start by the engine).
+    storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
 
     def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx

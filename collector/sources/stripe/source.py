@@ -15,6 +15,7 @@ import contextlib
 import functools
 import json
 from collections.abc import Iterable
+from typing import ClassVar
 
 from aiohttp import web
 
@@ -22,6 +23,7 @@ from collector.logsetup import LogFirst
 from collector.metrics import Family
 from collector.settings import StripeSettings
 from collector.source import SourceContext
+from collector.sources.storage import Migration
 from collector.sources.stripe import ledger, state
 from collector.sources.stripe.events import Event, EventError, SubState, decode_event, effects
 from collector.sources.stripe.ledger import MetricChange, Mirror
@@ -51,6 +53,8 @@ class StripeSource:
     """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
 
     name = "stripe"
+    #: The tables and migrations this source owns (applied at start; see `collector.sources.storage`).
+    storage: ClassVar[tuple[Migration, ...]] = state.MIGRATIONS
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
