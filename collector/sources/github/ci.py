@@ -26,7 +26,8 @@ from collector.source import SourceContext
 from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.history import Change
-from collector.sources.github.source import dora_routes, keep_fresh, read_limited
+from collector.sources.github.source import dora_routes, keep_fresh
+from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 
 __all__ = ["CiDeployment", "DeploymentsSource", "authorized", "parse_ci_deployment"]

@@ -22,22 +22,13 @@ from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.events import KNOWN_EVENTS, parse_event
 from collector.sources.github.poller import Poller
+from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 
-__all__ = ["GitHubSource", "dora_routes", "keep_fresh", "read_limited"]
+__all__ = ["GitHubSource", "dora_routes", "keep_fresh"]
 
 #: GitHub caps webhook payloads at 25 MB.
 MAX_WEBHOOK_BODY = 25 * 1024 * 1024
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than `limit` (or the app's client_max_size)."""
-    try:
-        # request.read() caches the body, so it works whether or not a middleware read it first.
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return None
-    return body if len(body) <= limit else None
 
 
 def dora_routes(engine: DoraEngine, owner: object) -> list[web.RouteDef]:

@@ -23,6 +23,7 @@ from collector.logsetup import LogFirst
 from collector.metrics import Family
 from collector.settings import StripeSettings
 from collector.source import SourceContext
+from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 from collector.sources.stripe import ledger, state
 from collector.sources.stripe.events import Event, EventError, SubState, decode_event, effects
@@ -295,7 +296,7 @@ class StripeSource:
         if not self.ready.is_set():
             return web.json_response({"error": "starting"}, status=503)
         limit = self.settings.max_body_bytes
-        body = await _read_limited(request, limit)
+        body = await read_limited(request, limit)
         if body is None:
             return self._reject("invalid", "body_too_large", 413, f"body larger than {limit} bytes")
         reason = verify(body, request.headers.get("Stripe-Signature"), self.secrets, self.settings.tolerance)
@@ -320,18 +321,3 @@ class StripeSource:
         if signed:
             return web.json_response({"received": True, "status": "rejected", "reason": reason}, status=code)
         return web.json_response({"error": reason}, status=code)
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None when it exceeds `limit` bytes (refused unread when declared so).
-
-    `request.read()` rather than the raw stream: the HTTP guard middleware may already have read and
-    cached the body, and aiohttp's own `client_max_size` still bounds chunked bodies.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return None
-    return None if len(body) > limit else body
