@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from collector.sources.stripe import ledger, state
 from collector.sources.stripe.events import KIND_CREATED, KIND_DELETED, Effects, RefundObs, SubState
-from collector.sources.stripe.ledger import ChargeFacts, MetricChange, Mirror, SubFacts
+from collector.sources.stripe.ledger import ChargeFacts, Mirror, SubFacts
 
 
 def test_a_refund_counts_the_value_above_the_mark_and_each_refund_once() -> None:
@@ -38,10 +38,10 @@ def test_a_cancellation_counts_once_even_when_a_later_state_is_stored() -> None:
 def test_a_tie_on_the_same_second_is_ordered_by_the_lifecycle_and_flagged() -> None:
     created = SubState("sub_1", "incomplete", "usd", Fraction(0), 5, KIND_CREATED)
     active = SubState("sub_1", "active", "usd", Fraction(1500), 5)
-    step = ledger.step(Effects(subscription=active), None, SubFacts(created), now=1.0)
-    assert step.applied.subscription == active and step.applied.tied == "sub_1"
-    step = ledger.step(Effects(subscription=created), None, SubFacts(active), now=1.0)
-    assert step.applied.subscription is None and step.sub is None
+    applied, _charge, _sub = ledger.step(Effects(subscription=active), None, SubFacts(created), now=1.0)
+    assert applied.subscription == active and applied.tied == "sub_1"
+    applied, _charge, sub = ledger.step(Effects(subscription=created), None, SubFacts(active), now=1.0)
+    assert applied.subscription is None and sub is None
 
 
 def test_a_snapshot_replaces_only_a_different_older_state() -> None:
@@ -64,22 +64,22 @@ def test_the_mirror_turns_committed_results_into_exact_metric_changes() -> None:
         counters=[("stripe_payments_total", ("jpy",), 1), ("stripe_payment_value_total", ("jpy",), 7)]
     )
     assert m.applied(pay, created=100) == [
-        MetricChange("stripe_payments_total", ("jpy",), 1, True),
-        MetricChange("stripe_payment_value_total", ("jpy",), 7, False),  # zero-decimal: 7 yen
-        MetricChange("stripe_last_event_timestamp_seconds", (), 100, False),
+        ("stripe_payments_total", ("jpy",), 1, True),
+        ("stripe_payment_value_total", ("jpy",), 7, False),  # zero-decimal: 7 yen
+        ("stripe_last_event_timestamp_seconds", (), 100, False),
     ]
     # Value families are set from the exact minor total, never a running float sum.
     for _ in range(9):
         m.counter("stripe_payment_value_total", ("usd",), 10)
-    assert m.counter("stripe_payment_value_total", ("usd",), 10).value == 1.0
+    assert m.counter("stripe_payment_value_total", ("usd",), 10)[2] == 1.0
     sub = ledger.Applied(subscription=SubState("sub_1", "active", "usd", Fraction(1500), 50))
     assert m.applied(sub, created=50) == [  # an older event leaves the newest-event gauge alone
-        MetricChange("stripe_subscriptions_active", (), 1, False),
-        MetricChange("stripe_subscriptions", ("active",), 1, False),
-        MetricChange("stripe_monthly_recurring_revenue", ("usd",), 15.0, False),
+        ("stripe_subscriptions_active", (), 1, False),
+        ("stripe_subscriptions", ("active",), 1, False),
+        ("stripe_monthly_recurring_revenue", ("usd",), 15.0, False),
     ]
     m.subscription(SubState("sub_1", "canceled", "usd", Fraction(0), 60))
-    assert MetricChange("stripe_subscriptions", ("active",), 0, False) in m.subscription_gauges()
+    assert ("stripe_subscriptions", ("active",), 0, False) in m.subscription_gauges()
 
 
 def test_restore_sets_the_stored_totals_and_forgets_the_old_view() -> None:
@@ -89,9 +89,9 @@ def test_restore_sets_the_stored_totals_and_forgets_the_old_view() -> None:
         [("stripe_payments_total", ("usd",), 4), ("stripe_payment_value_total", ("usd",), 250)], 77
     )
     assert changes == [
-        MetricChange("stripe_payments_total", ("usd",), 4, False),
-        MetricChange("stripe_payment_value_total", ("usd",), 2.5, False),
-        MetricChange("stripe_last_event_timestamp_seconds", (), 77, False),
+        ("stripe_payments_total", ("usd",), 4, False),
+        ("stripe_payment_value_total", ("usd",), 2.5, False),
+        ("stripe_last_event_timestamp_seconds", (), 77, False),
     ]
 
 
@@ -130,15 +130,17 @@ def test_the_sql_shell_stores_exactly_what_the_core_decides_over_a_random_campai
             got = state.apply_batch(conn, [(f"evt_{i}", "x", 1, eff, None)], now=float(i))[0]
             ch = charges.get(eff.refund.charge_id) if eff.refund else None
             sb = subs.get(eff.subscription.id) if eff.subscription else None
-            want = ledger.step(eff, ch, sb, now=float(i))
-            assert got == want.applied, (seed, i)
-            if want.charge is not None:
-                old = charges.get(want.charge.charge_id, ChargeFacts())
-                charges[want.charge.charge_id] = ChargeFacts(
-                    max(old.amount_refunded, want.charge.amount_refunded), old.keys | set(want.charge.keys)
+            want, charge_write, sub_write = ledger.step(eff, ch, sb, now=float(i))
+            assert got == want, (seed, i)
+            if charge_write is not None:
+                old = charges.get(charge_write.charge_id, ChargeFacts())
+                charges[charge_write.charge_id] = ChargeFacts(
+                    max(old.amount_refunded, charge_write.amount_refunded), old.keys | set(charge_write.keys)
                 )
-            if want.sub is not None:
-                old_sub = subs.get(want.sub.sub_id, SubFacts())
-                subs[want.sub.sub_id] = SubFacts(want.sub.state or old_sub.state, want.sub.canceled_counted)
+            if sub_write is not None:
+                old_sub = subs.get(sub_write.sub_id, SubFacts())
+                subs[sub_write.sub_id] = SubFacts(
+                    sub_write.state or old_sub.state, sub_write.canceled_counted
+                )
         stored = {s.id: s for s in state.load(conn).subscriptions}
         assert stored == {k: v.state for k, v in subs.items() if v.state is not None}, seed

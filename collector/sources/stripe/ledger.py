@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import NamedTuple
 
 from collector.sources.stripe.currency import to_major
 from collector.sources.stripe.events import ACTIVE, SUBSCRIPTION_STATUSES, Effects, RefundObs, SubState
@@ -108,13 +107,9 @@ class Applied:
     tied: str | None = None
 
 
-@dataclass
-class Step:
-    """One event's result and the rows it writes."""
-
-    applied: Applied
-    charge: ChargeWrite | None = None
-    sub: SubWrite | None = None
+#: One event's result and the rows it writes: (applied, charge write, subscription write). A plain
+#: tuple: `step` runs per event on the webhook path.
+Step = tuple[Applied, ChargeWrite | None, SubWrite | None]
 
 
 def _refund_count(keys: Iterable[str]) -> int:
@@ -174,17 +169,19 @@ def step(eff: Effects, charge: ChargeFacts | None, sub: SubFacts | None, now: fl
         sub: the stored facts of `eff.subscription` (needed when it has one).
         now: when the event is recorded (stored with the refund marks, for their retention).
     """
-    out = Step(Applied(counters=list(eff.counters)))
+    applied = Applied(counters=list(eff.counters))
+    charge_write: ChargeWrite | None = None
+    sub_write: SubWrite | None = None
     if eff.refund is not None:
-        out.charge, deltas = refund(eff.refund, charge or ChargeFacts(), now)
-        out.applied.counters.extend(deltas)
+        charge_write, deltas = refund(eff.refund, charge or ChargeFacts(), now)
+        applied.counters.extend(deltas)
     if eff.subscription is not None:
-        out.sub, canceled, tied = subscription(eff.subscription, sub or SubFacts())
-        out.applied.subscription = out.sub.state if out.sub is not None else None
-        out.applied.tied = eff.subscription.id if tied else None
+        sub_write, canceled, tied = subscription(eff.subscription, sub or SubFacts())
+        applied.subscription = sub_write.state if sub_write is not None else None
+        applied.tied = eff.subscription.id if tied else None
         if canceled:
-            out.applied.counters.append((CANCELED, (), 1))
-    return out
+            applied.counters.append((CANCELED, (), 1))
+    return applied, charge_write, sub_write
 
 
 def snapshot_supersedes(st: SubState, old: SubState | None) -> bool:
@@ -207,13 +204,9 @@ def outcome(applied: Applied, eff: Effects) -> str:
 # -- the in-memory view ---------------------------------------------------------------------------
 
 
-class MetricChange(NamedTuple):
-    """One change to publish: add `value` to the series (`add`) or set it to `value`."""
-
-    family: str
-    labels: tuple[str, ...]
-    value: float
-    add: bool
+#: One change to publish: (family, label values, value, add): add `value` to the series when `add`,
+#: else set it to `value`. A plain tuple, not a NamedTuple: it is built per event on the webhook path.
+MetricChange = tuple[str, tuple[str, ...], float, bool]
 
 
 class Mirror:
@@ -240,13 +233,13 @@ class Mirror:
     def restore(self, counters: Iterable[Delta], last_event: int | None) -> list[MetricChange]:
         """Set (never add) the view's counters to the stored totals; subscriptions follow one by one."""
         self.clear()
-        out = []
+        out: list[MetricChange] = []
         for name, labels, value in counters:
-            change = self.counter(name, labels, value)
-            out.append(change._replace(add=False))  # after a clear, adding the total is setting it
+            family, labels, shown, _add = self.counter(name, labels, value)
+            out.append((family, labels, shown, False))  # after a clear, adding the total is setting it
         if last_event is not None:
             self.last_event = last_event
-            out.append(MetricChange(LAST_EVENT_FAMILY, (), last_event, False))
+            out.append((LAST_EVENT_FAMILY, (), last_event, False))
         return out
 
     def counter(self, name: str, labels: tuple[str, ...], delta: int) -> MetricChange:
@@ -254,8 +247,8 @@ class Mirror:
         if name in VALUE_FAMILIES:
             key = (name, labels)
             total = self.minor[key] = self.minor.get(key, 0) + delta
-            return MetricChange(name, labels, to_major(total, labels[0]), False)
-        return MetricChange(name, labels, delta, True)
+            return (name, labels, to_major(total, labels[0]), False)
+        return (name, labels, delta, True)
 
     def subscription(self, new: SubState) -> bool:
         """Take one committed subscription state; False when a later one is already held."""
@@ -275,29 +268,38 @@ class Mirror:
 
     def subscription_gauges(self) -> list[MetricChange]:
         """The subscription gauges as they stand (active, by status, MRR per currency)."""
-        out = [MetricChange(ACTIVE_FAMILY, (), self.by_status[ACTIVE], False)]
+        out: list[MetricChange] = [(ACTIVE_FAMILY, (), self.by_status[ACTIVE], False)]
         for st in (*SUBSCRIPTION_STATUSES, "other"):
             if self.by_status[st] or st in self._shown:
                 self._shown.add(st)
-                out.append(MetricChange(STATUS_FAMILY, (st,), self.by_status[st], False))
+                out.append((STATUS_FAMILY, (st,), self.by_status[st], False))
         for cur, minor in self.mrr.items():
-            out.append(MetricChange(MRR_FAMILY, (cur,), to_major(minor, cur), False))
+            out.append((MRR_FAMILY, (cur,), to_major(minor, cur), False))
         return out
 
     def event(self, created: int) -> MetricChange | None:
         """A committed event's creation time: the newest-event gauge when it moved forward."""
         if created > (self.last_event or 0):
             self.last_event = created
-            return MetricChange(LAST_EVENT_FAMILY, (), created, False)
+            return (LAST_EVENT_FAMILY, (), created, False)
         return None
 
     def applied(self, applied: Applied, created: int) -> list[MetricChange]:
         """The metric changes of one committed, not duplicate, event."""
-        out = [self.counter(name, labels, delta) for name, labels, delta in applied.counters]
+        # `counter` and `event` inlined: this runs per event on the webhook path.
+        out: list[MetricChange] = []
+        minor = self.minor
+        for name, labels, delta in applied.counters:
+            if name in VALUE_FAMILIES:
+                key = (name, labels)
+                total = minor[key] = minor.get(key, 0) + delta
+                out.append((name, labels, to_major(total, labels[0]), False))
+            else:
+                out.append((name, labels, delta, True))
         if applied.subscription is not None:
             self.subscription(applied.subscription)
             out.extend(self.subscription_gauges())
-        moved = self.event(created)
-        if moved is not None:
-            out.append(moved)
+        if created > (self.last_event or 0):
+            self.last_event = created
+            out.append((LAST_EVENT_FAMILY, (), created, False))
         return out

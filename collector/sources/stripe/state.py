@@ -161,14 +161,14 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
             continue
         charge = _charge_facts(conn, eff.refund.charge_id) if eff.refund is not None else None
         sub = _sub_facts(conn, eff.subscription.id) if eff.subscription is not None else None
-        result = ledger.step(eff, charge, sub, now)
-        if result.charge is not None:
-            _write_charge(conn, result.charge)
-        if result.sub is not None:
-            _write_subscription(conn, result.sub)
-        for name, labels, delta in result.applied.counters:
+        applied, charge_write, sub_write = ledger.step(eff, charge, sub, now)
+        if charge_write is not None:
+            _write_charge(conn, charge_write)
+        if sub_write is not None:
+            _write_subscription(conn, sub_write)
+        for name, labels, delta in applied.counters:
             totals[name, labels] = totals.get((name, labels), 0) + delta
-        out.append(result.applied)
+        out.append(applied)
     if totals:
         # Merged per series: a batch of 100 payments is 2 upserts, not 200.
         conn.executemany(
