@@ -5,11 +5,17 @@ from __future__ import annotations
 import random
 import sqlite3
 from itertools import permutations
+from pathlib import Path
+
+from aiohttp import web
 
 from collector import dora
+from collector.app import RUNTIME, build_app
 from collector.dora import Deployment, Incident, Push
-from collector.sources.github import store_sql
+from collector.sources.github import DeploymentsSource, GitHubSource, store_sql
+from collector.sources.github.engine import DoraEngine
 from collector.sources.github.history import Change, History, histogram_cells
+from tests.helpers import make_settings
 
 R = "acme/shop"
 
@@ -132,3 +138,18 @@ def test_the_stored_history_restores_to_the_same_history_over_a_random_campaign(
         restored = History()
         restored.restore(rows.deployments, rows.pushes, rows.incidents)
         assert restored.repos == live.repos, seed
+
+
+def test_the_app_builds_one_engine_and_passes_it_to_both_sources_no_module_registry(tmp_path: Path) -> None:
+    def engines(app: web.Application) -> list[DoraEngine]:
+        return [
+            s.engine for s, _ctx in app[RUNTIME].sources if isinstance(s, GitHubSource | DeploymentsSource)
+        ]
+
+    cfg = make_settings(
+        tmp_path, github={"webhook_secret": "s", "change_failure": "both"}, deployments={"token": "ci-token"}
+    )
+    first, second = engines(build_app(cfg)), engines(build_app(cfg))
+    assert len(first) == 2 and first[0] is first[1]  # shared within one app
+    assert first[0] is not second[0]  # and only there, even with the same settings and state path
+    assert first[0].change_failure == "both"  # the github source's definitions
