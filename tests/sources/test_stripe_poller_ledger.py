@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -18,10 +19,18 @@ from collector.sources.stripe import state
 from collector.sources.stripe.events import Event, SubState
 from collector.sources.stripe.poller import Ledger, Poller
 from collector.store import StateStore
-from tests.sources.test_stripe_helpers import API_KEY, FakeStripe, fake_stripe
-from tests.sources.test_stripe_poll import payment, subscription
+from tests.sources.test_stripe_helpers import API_KEY, FakeStripe, event, fake_stripe
 
 NOW = int(time.time())
+
+
+def payment(n: int, created: int) -> dict[str, Any]:
+    return event("payment_intent.succeeded", event_id=f"evt_p{n:05d}", created=created)
+
+
+def subscription(sub_id: str, status: str) -> dict[str, Any]:
+    obj: dict[str, Any] = event("customer.subscription.created", id=sub_id, status=status)["data"]["object"]
+    return obj
 
 
 class RecordingLedger:
@@ -76,7 +85,7 @@ async def test_the_poller_needs_only_the_ledger_protocol(tmp_path: Path) -> None
             # The undecodable event is counted as invalid and skipped: the cursor moves past it.
             assert ledger.polled == [("payment_intent.succeeded", "processed")] * 3 + [("unknown", "invalid")]
             assert await store.call(state.read_kv, "cursor") == "evt_bad"
-            fake.subscriptions = [subscription("sub_1", "active", 2)]
+            fake.subscriptions = [subscription("sub_1", "active")]
             assert await poller.reconcile() == 1
             assert ledger.snapshots == ["sub_1"]
             await poller.close()
