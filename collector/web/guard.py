@@ -9,16 +9,20 @@ are handled here so hostile clients cost a counter increment and at most a few l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from collector.logsetup import LogFirst
+from collector.web.budget import route_class_of
 
 if TYPE_CHECKING:
     import ssl
@@ -48,11 +52,31 @@ def is_webhook_route(request: web.Request) -> bool:
     return canonical.startswith("/webhooks/") or canonical == "/deployments"
 
 
+def _canonical(request: web.Request) -> str | None:
+    if request.match_info.http_exception is not None:
+        return None
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 def _is_liveness(request: web.Request) -> bool:
     """`/health/live` answers `{"status": "ok"}` and nothing else: kubelet and load balancers probe it
     without credentials (readiness and /health carry error details and stay behind auth)."""
-    resource = request.match_info.route.resource if request.match_info.http_exception is None else None
-    return resource is not None and resource.canonical == "/health/live"
+    return _canonical(request) == "/health/live"
+
+
+def _body_error_reason(exc: BaseException) -> str:
+    """`bad_encoding` when a compressed body does not decompress, else `bad_request`."""
+    from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
+
+    seen: BaseException | None = exc
+    for _ in range(4):  # aiohttp wraps the decoder's error in RequestPayloadError
+        if seen is None:
+            break
+        if isinstance(seen, (ContentEncodingError, DecompressSizeError)) or "decompress" in str(seen).lower():
+            return "bad_encoding"
+        seen = seen.__cause__ or seen.__context__
+    return "bad_request"
 
 
 class GuardedHandler(RequestHandler):
@@ -62,6 +86,20 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = guard
         self.listener = listener
+        # aiohttp's parser, but handing over one message per feed: when a later request of a pipelined
+        # batch is malformed, the ones before it are still queued and answered (aiohttp's own
+        # data_received replaces the whole batch with the 400). HTTP/1.1 (RFC 9112 9.3.2) wants them.
+        self._parser = HttpRequestParser(
+            self,
+            self._loop,
+            self._read_bufsize,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            payload_exception=RequestPayloadError,
+            auto_decompress=kwargs.get("auto_decompress", True),
+            max_msg_queue_size=1,
+        )
         # Armed at the first byte of a request head, cancelled when the handler starts.
         self.head_timer: asyncio.TimerHandle | None = None
         # True while a request is in the middleware (its body has its own deadline there).
@@ -79,7 +117,49 @@ class GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and not self.in_request and self.head_timer is None:
             self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
-        super().data_received(data)
+        if self._force_close or self._close or self._payload_parser is not None or self._upgraded:
+            super().data_received(data)
+            return
+        # aiohttp's request branch, draining the parser one message at a time (see __init__).
+        messages: list[Any] = []
+        upgraded, tail, chunk = False, b"", data
+        while True:
+            try:
+                batch, upgraded, tail = self._parser.feed_data(chunk)
+            except HttpProcessingError as exc:
+                messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+                upgraded, tail = False, b""
+                break
+            if not batch:
+                break
+            messages.extend(batch)
+            if upgraded or len(self._messages) + len(messages) >= self._max_msg_queue_size:
+                break  # the rest waits in the parser; start() resumes it as the queue drains
+            self._parser.message_consumed()
+            chunk = b""
+        for msg, payload in messages:
+            self._request_count += 1
+            self._messages.append((msg, payload))
+        waiter = self._waiter
+        if messages and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self._buffer_paused and len(self._messages) >= self._max_msg_queue_size:
+            self._pause_reading_for_buffer()
+        self._upgraded = upgraded
+        if upgraded and tail:
+            self._message_tail = tail
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a traceback when draining a refused body fails (bad gzip, a reset): count it
+        and log the first few without the traceback, as every other bad input."""
+        exc = kw.get("exc_info")
+        reason = _body_error_reason(exc) if isinstance(exc, BaseException) else "handler_error"
+        _log_first(
+            f"aiohttp_{reason}",
+            "request failed while draining its body",
+            listener=self.listener,
+            error=type(exc).__name__ if isinstance(exc, BaseException) else None,
+        )
 
     def cancel_head_timer(self) -> None:
         if self.head_timer is not None:
@@ -113,7 +193,10 @@ class GuardedHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         reason, text = "handler_error", "500 Internal Server Error"
-        if isinstance(exc, LineTooLong):
+        if isinstance(exc, LineTooLong) or (
+            isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc.message)
+        ):
+            # More than 128 header lines is a head too large, as documented: 431 (RFC 6585 5).
             status, reason, text = 431, "headers_too_large", "431 Request Header Fields Too Large"
         elif status == 400:
             reason, text = "bad_request", "400 Bad Request"
@@ -128,7 +211,8 @@ class GuardedHandler(RequestHandler):
             status=status,
             error=type(exc).__name__ if exc else None,
         )
-        resp = web.Response(status=status, text=text + "\n")
+        # The parser lost its place in the stream: say so (RFC 9112 9.6) and close.
+        resp = web.Response(status=status, text=text + "\n", headers={"Connection": "close"})
         resp.force_close()
         return resp
 
@@ -234,7 +318,7 @@ class GuardedSite(web.BaseSite):
 
 
 def make_middleware(guard: WebSecurity) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """The per-request guard: listener routing, concurrency, head size, basic auth, body size and time."""
+    """The per-request guard: listener routing, class budgets, head size, basic auth, body size and rate."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -267,27 +351,39 @@ def _reject(
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
+def _reject_unread(
+    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
+) -> web.Response:
+    """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
+    resp = _reject(guard, listener, reason, status, text, Connection="close", **headers)
+    resp.force_close()
+    return resp
+
+
 async def _guarded(
     guard: WebSecurity, request: web.Request, handler: Handler, listener: str
 ) -> web.StreamResponse:
     http, m = guard.http, guard.metrics
-    webhook = is_webhook_route(request)
-    if listener == "webhook" and not webhook:
+    canonical = _canonical(request)
+    klass = route_class_of(canonical)
+    if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
         return _reject(guard, listener, "not_webhook", 404, "404 Not Found")
-    gauge = m.in_flight.labels(listener)
-    if guard.in_flight[listener] >= http.max_concurrent_requests:
+    slot = guard.budgets.acquire(listener, klass, request.remote or "?")
+    if isinstance(slot, str):
         _log_first(
-            "concurrency",
-            "too many concurrent requests; answering 503",
+            slot,
+            "route class budget full; answering 503",
             listener=listener,
-            limit=http.max_concurrent_requests,
+            route_class=klass,
+            limit=guard.budgets.limit(klass) if slot == "concurrency" else guard.budgets.client_limit(klass),
         )
-        return _reject(
-            guard, listener, "concurrency", 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"}
-        )
-    guard.in_flight[listener] += 1
+        reject = _reject_unread if request.body_exists else _reject
+        return reject(guard, listener, slot, 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"})
+    gauge = m.in_flight.labels(listener)
+    class_gauge = m.class_in_flight.labels(listener, klass)
     gauge.inc()
+    class_gauge.inc()
     try:
         head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
         if head > http.max_header_bytes:
@@ -295,21 +391,23 @@ async def _guarded(
                 "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
             )
             return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
-        if (
-            not webhook
-            and not _is_liveness(request)
-            and guard.auth.enabled
-            and not await guard.authorized(request)
-        ):
-            # No detail: which of user or password was wrong is exactly what an attacker wants to know.
-            return _reject(
-                guard,
-                listener,
-                "unauthorized",
-                401,
-                "401 Unauthorized",
-                **{"WWW-Authenticate": 'Basic realm="collector"'},
-            )
+        if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
+            verdict = await guard.authorized(request)
+            if verdict is None:
+                # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
+                reject = _reject_unread if request.body_exists else _reject
+                return reject(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
+            if not verdict:
+                # No detail: which of user or password was wrong is exactly what an attacker wants.
+                reject = _reject_unread if request.body_exists else _reject
+                return reject(
+                    guard,
+                    listener,
+                    "unauthorized",
+                    401,
+                    "401 Unauthorized",
+                    **{"WWW-Authenticate": 'Basic realm="collector"'},
+                )
         if request.body_exists:
             refused = await _read_body(guard, request, listener)
             if refused is not None:
@@ -326,28 +424,28 @@ async def _guarded(
                 "handler_error",
                 "unhandled exception in an HTTP handler; answering 500",
                 listener=listener,
-                path=request.match_info.route.resource.canonical
-                if request.match_info.route.resource
-                else "?",
+                path=canonical or "?",
                 error=f"{type(exc).__name__}",
                 level=logging.ERROR,
             )
             m.rejected.labels(listener, "handler_error").inc()
             return web.Response(status=500, text="500 Internal Server Error\n")
     finally:
-        guard.in_flight[listener] -= 1
+        slot.release()
         gauge.dec()
+        class_gauge.dec()
 
 
-def _reject_unread(guard: WebSecurity, listener: str, reason: str, status: int, text: str) -> web.Response:
-    """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
-    resp = _reject(guard, listener, reason, status, text)
-    resp.force_close()
-    return resp
+#: A body's first second is free of the rate check (connection set-up, a client's first write).
+BODY_RATE_GRACE = 1.0
 
 
 async def _read_body(guard: WebSecurity, request: web.Request, listener: str) -> web.Response | None:
-    """Read the body up front (aiohttp caches it for the handler) within the size and time limits."""
+    """Read the body up front (aiohttp caches it for the handler) within the size, time and rate limits.
+
+    The rate check wakes only when the bytes received so far stop covering the elapsed time, so 500
+    slow clients cost 500 timers, not 500 polls a tick.
+    """
     http = guard.http
     if request.content_length is not None and request.content_length > http.max_body_bytes:
         # Refused before reading a byte; the connection closes, so the unread body cannot desync it.
@@ -358,27 +456,55 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
             bytes=request.content_length,
         )
         return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = start + http.body_timeout
+    reader = asyncio.ensure_future(request.read())
+    reason: str | None = None
     try:
-        async with asyncio.timeout(http.body_timeout):
-            await request.read()
+        while not reader.done():
+            now = loop.time()
+            got = request.content.total_bytes
+            wake = deadline
+            if http.min_body_rate:
+                # When the bytes so far stop covering the time spent at min_body_rate.
+                wake = min(wake, start + BODY_RATE_GRACE + (got + 1) / http.min_body_rate)
+            if now >= deadline:
+                reason = "body_timeout"
+                break
+            if wake <= now:
+                reason = "body_too_slow"
+                break
+            await asyncio.wait({reader}, timeout=max(0.01, wake - now))
+        if reason is not None:
+            reader.cancel()
+            with contextlib.suppress(BaseException):
+                await reader
+        else:
+            reader.result()
     except web.HTTPRequestEntityTooLarge:
         _log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
         return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    except TimeoutError:
-        _log_first(
-            "body_timeout",
-            "request body did not arrive in time; answering 408",
-            listener=listener,
-            timeout_s=http.body_timeout,
-        )
-        return _reject_unread(guard, listener, "body_timeout", 408, "408 Request Timeout")
+    except asyncio.CancelledError:
+        reader.cancel()
+        raise
     except Exception as exc:
         # A malformed chunked or compressed body, or a client that hung up mid-body.
+        why = _body_error_reason(exc)
         _log_first(
-            "bad_body",
+            f"body_{why}",
             "request body could not be read; answering 400",
             listener=listener,
             error=type(exc).__name__,
         )
-        return _reject_unread(guard, listener, "bad_request", 400, "400 Bad Request")
+        return _reject_unread(guard, listener, why, 400, "400 Bad Request")
+    if reason is not None:
+        _log_first(
+            reason,
+            "request body did not arrive in time; answering 408",
+            listener=listener,
+            timeout_s=http.body_timeout,
+            min_rate=http.min_body_rate,
+        )
+        return _reject_unread(guard, listener, reason, 408, "408 Request Timeout")
     return None
