@@ -153,6 +153,9 @@ class WebSocketTarget(BaseModel):
     def _ws_url(cls, value: str) -> str:
         from urllib.parse import urlsplit
 
+        if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+            # urlsplit drops tabs and newlines silently; they must never reach a request line.
+            raise ValueError("URL contains a space or control character; percent-encode it (%20)")
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises on a bad port
