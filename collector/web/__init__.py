@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from collector.redact import Redactor
 from collector.web.auth import BasicAuth, parse_basic_header
 from collector.web.budget import Budgets
 from collector.web.config import WebConfig, WebConfigError, fingerprint, load_web_config
@@ -43,6 +44,8 @@ class WebSecurity:
         self.auth = self._basic_auth({})
         # Requests in the guard now, per listener, route class and client (what the limits read).
         self.budgets = Budgets(self.http)
+        # Masks secrets in the answers of every route but /metrics.
+        self.redactor = Redactor.from_settings(settings)
         self.sites: list[GuardedSite] = []
         # The fingerprint of the file content last tried, so a bad file is reported once, not every poll.
         self._last_tried = ""

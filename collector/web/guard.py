@@ -413,7 +413,16 @@ async def _guarded(
             if refused is not None:
                 return refused
         try:
-            return await handler(request)
+            response = await handler(request)
+            if klass != "metrics" and guard.redactor.secrets and isinstance(response, web.Response):
+                # Error texts in /health, /probe and the status page come from exceptions that may
+                # quote a credential (an API echoing its key); the exposition itself holds none.
+                body = response.body
+                if isinstance(body, bytes):
+                    masked = guard.redactor.bytes(body)
+                    if masked is not body:
+                        response.body = masked
+            return response
         except web.HTTPException:
             raise
         except asyncio.CancelledError:
