@@ -365,7 +365,7 @@ class HttpSettings(BaseModel):
         description="Bytes per second a request body must average after its first second; slower: 408 (0: off).",
     )
     auth_concurrency: int = Field(
-        default=2, ge=1, le=64, description="bcrypt checks of uncached basic-auth credentials at once."
+        default=1, ge=1, le=64, description="bcrypt checks of uncached basic-auth credentials at once."
     )
     auth_queue: int = Field(
         default=32,

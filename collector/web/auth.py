@@ -5,7 +5,7 @@ flood of wrong passwords cannot starve the server or tell which user names exist
   password: no plaintext password is kept, and a changed hash (a reload) misses the cache. Failures
   are cached apart, so a flood of random passwords cannot evict a real scraper's entry.
 - bcrypt runs on its own small thread pool (`COLLECTOR_HTTP__AUTH_CONCURRENCY` threads, off the event
-  loop and off asyncio's default executor), and at most `COLLECTOR_HTTP__AUTH_QUEUE` checks wait for
+  loop and off asyncio's default executor, at a lower CPU priority than the loop), and at most `COLLECTOR_HTTP__AUTH_QUEUE` checks wait for
   it: beyond that the answer is "busy" at once instead of a queue that grows with the flood.
 - Constant cost: an unknown user is checked against a dummy hash made at the highest cost any
   configured user has, and every failed check is padded (by sleeping, not by hashing) to the measured
@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -65,6 +66,19 @@ def _checkpw(password: bytes, hashed: bytes) -> bool:
         return bcrypt.checkpw(password, hashed)
     except ValueError:  # e.g. a NUL byte in the password: bcrypt refuses it, so it cannot match
         return False
+
+
+#: Niceness added to the bcrypt threads: when CPU is short, the event loop (health, scrapes) wins.
+BCRYPT_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Lower this worker thread's CPU priority (Linux applies setpriority per thread id)."""
+    import threading
+
+    with contextlib.suppress(AttributeError, OSError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + BCRYPT_NICENESS)
 
 
 class _Lru:
@@ -190,9 +204,14 @@ class BasicAuth:
         if key not in self._bad:
             if self._waiting >= self.concurrency + self.queue:
                 self.on_result("busy")
+                # Answered after the same delay as a failure: a flooding client waits for each answer
+                # like everyone else instead of looping on instant refusals.
+                await self._pad(began)
                 return None
             if self._pool is None or self._sem is None:
-                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="bcrypt")
+                self._pool = ThreadPoolExecutor(
+                    self.concurrency, thread_name_prefix="bcrypt", initializer=_lower_priority
+                )
                 self._sem = asyncio.Semaphore(self.concurrency)
             loop = asyncio.get_running_loop()
             self._waiting += 1
@@ -212,7 +231,10 @@ class BasicAuth:
                 return True
             self._bad.add(key)
         self.on_result("failed")
+        await self._pad(began)
+        return False
+
+    async def _pad(self, began: float) -> None:
         delay = began + self.target - self.clock()
         if delay > 0:
             await asyncio.sleep(delay)
-        return False

@@ -217,8 +217,14 @@ class GuardedHandler(RequestHandler):
         return resp
 
 
+_ACCEPT_BATCH = 32
+
+
 class GuardedSite(web.BaseSite):
     """A TCP listener serving `GuardedHandler`s; `swap_tls` replaces its TLS context in place.
+
+    The accept backlog is 1024 (aiohttp: 128): hundreds of clients reconnecting at once must not
+    overflow it, or a kubelet probe waits for a SYN retransmit (1 s) behind them.
 
     The site owns one listening socket. Each asyncio server gets a duplicate of it, so a new server
     (with a new certificate, client CA or TLS version) can take over before the old one closes: the
@@ -235,7 +241,7 @@ class GuardedSite(web.BaseSite):
         listener: str,
         ssl_context: ssl.SSLContext | None,
         handler_kwargs: dict[str, Any],
-        backlog: int = 128,
+        backlog: int = 1024,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
@@ -271,13 +277,18 @@ class GuardedSite(web.BaseSite):
 
     async def _serve(self, ctx: ssl.SSLContext | None) -> asyncio.Server:
         assert self._sock is not None
-        return await asyncio.get_running_loop().create_server(
+        server = await asyncio.get_running_loop().create_server(
             self._factory,
             sock=self._sock.dup(),
             ssl=ctx,
-            backlog=self._backlog,
+            # asyncio accepts up to `backlog` connections per loop turn: a small batch lets a health
+            # probe's request be handled between batches of a reconnect storm, not after all of it.
+            backlog=_ACCEPT_BATCH,
             ssl_handshake_timeout=self.guard.http.header_timeout if ctx else None,
         )
+        # ... while the kernel queue stays deep (asyncio re-listened with the batch size).
+        self._sock.listen(self._backlog)
+        return server
 
     async def start(self) -> None:
         await super().start()
@@ -369,6 +380,31 @@ async def _guarded(
     if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
         return _reject(guard, listener, "not_webhook", 404, "404 Not Found")
+    head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
+    if head > http.max_header_bytes:
+        _log_first(
+            "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
+        )
+        return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
+    # Auth before the budget: a request waiting for bcrypt (or its failure padding) holds an auth
+    # queue place, never one of the slots a valid scrape needs.
+    if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
+        verdict = await guard.authorized(request)
+        if verdict is None:
+            # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
+            reject = _reject_unread if request.body_exists else _reject
+            return reject(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
+        if not verdict:
+            # No detail: which of user or password was wrong is exactly what an attacker wants.
+            reject = _reject_unread if request.body_exists else _reject
+            return reject(
+                guard,
+                listener,
+                "unauthorized",
+                401,
+                "401 Unauthorized",
+                **{"WWW-Authenticate": 'Basic realm="collector"'},
+            )
     slot = guard.budgets.acquire(listener, klass, request.remote or "?")
     if isinstance(slot, str):
         _log_first(
@@ -385,29 +421,6 @@ async def _guarded(
     gauge.inc()
     class_gauge.inc()
     try:
-        head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
-        if head > http.max_header_bytes:
-            _log_first(
-                "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
-            )
-            return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
-        if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
-            verdict = await guard.authorized(request)
-            if verdict is None:
-                # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
-                reject = _reject_unread if request.body_exists else _reject
-                return reject(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
-            if not verdict:
-                # No detail: which of user or password was wrong is exactly what an attacker wants.
-                reject = _reject_unread if request.body_exists else _reject
-                return reject(
-                    guard,
-                    listener,
-                    "unauthorized",
-                    401,
-                    "401 Unauthorized",
-                    **{"WWW-Authenticate": 'Basic realm="collector"'},
-                )
         if request.body_exists:
             refused = await _read_body(guard, request, listener)
             if refused is not None:
