@@ -9,7 +9,9 @@ import statistics
 import time
 
 import bcrypt
+import pytest
 
+from collector.settings import ConfigError, load_settings
 from collector.web.auth import BasicAuth
 
 CHEAP = bcrypt.hashpw(b"cheap-pass", bcrypt.gensalt(4))
@@ -86,3 +88,60 @@ async def test_failures_are_cached_apart_so_random_guesses_cannot_evict_the_scra
     assert len(auth._ok) == 1 and len(auth._bad) == 3
     assert auth.check_sync("prometheus", b"cheap-pass") is True
     auth.close()
+
+
+# -- settings ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("var", "bad"),
+    [
+        ("COLLECTOR_HTTP__MAX_CONCURRENT_SCRAPES", "0"),
+        ("COLLECTOR_HTTP__MAX_CONCURRENT_HEALTH", "-1"),
+        ("COLLECTOR_HTTP__MAX_CONCURRENT_PROBES", "x"),
+        ("COLLECTOR_HTTP__MAX_CONCURRENT_OTHER", "0"),
+        ("COLLECTOR_HTTP__MAX_CLIENT_SHARE", "0"),
+        ("COLLECTOR_HTTP__MAX_CLIENT_SHARE", "1.5"),
+        ("COLLECTOR_HTTP__MIN_BODY_RATE", "-1"),
+        ("COLLECTOR_HTTP__AUTH_CONCURRENCY", "0"),
+        ("COLLECTOR_HTTP__AUTH_QUEUE", "-1"),
+    ],
+)
+def test_each_http_budget_setting_rejects_nonsense_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, bad: str
+) -> None:
+    monkeypatch.setenv(var, bad)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert any(line.startswith(f"invalid setting {var}=") for line in info.value.lines), info.value.lines
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        '[{"url": "ws://h/", "headers": {"X-Key": "hdr-SECRET-1"}}',  # broken JSON
+        '[{"url": "ws://h/", "interval": -1, "headers": {"X-Key": "hdr-SECRET-1"}}]',  # a bad field
+        '{"url": "ws://h/", "headers": {"X-Key": "hdr-SECRET-1"}, "oops": 1}',
+        "ws://h/a b,hdr-SECRET-1",
+    ],
+)
+def test_a_malformed_target_list_is_named_but_never_echoed(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("COLLECTOR_WEBSOCKET__TARGETS", value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    text = "\n".join(info.value.lines)
+    assert "COLLECTOR_WEBSOCKET__TARGETS" in text and "SECRET" not in text, text
+
+
+def test_url_passwords_are_masked_in_errors_and_in_check_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.settings import masked_dump
+
+    monkeypatch.setenv("COLLECTOR_STRIPE__API_BASE", "ftp://u:pw-SECRET-2@stripe.test")
+    with pytest.raises(ConfigError) as info:
+        load_settings(None)
+    assert "pw-SECRET-2" not in "\n".join(info.value.lines) and "u:***@" in "\n".join(info.value.lines)
+    monkeypatch.setenv("COLLECTOR_STRIPE__API_BASE", "https://u:pw-SECRET-2@stripe.test")
+    dump = str(masked_dump(load_settings(None)))
+    assert "pw-SECRET-2" not in dump and "https://u:***@stripe.test" in dump
