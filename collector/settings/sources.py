@@ -332,7 +332,7 @@ class HttpSettings(BaseModel):
         default=75.0, gt=0, le=3600, description="Seconds an idle keep-alive connection stays open."
     )
     max_concurrent_requests: int = Field(
-        default=64,
+        default=128,
         ge=1,
         le=100_000,
         description="Webhook and /deployments requests handled at once per listener; more get 503.",

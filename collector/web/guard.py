@@ -89,17 +89,20 @@ class GuardedHandler(RequestHandler):
         # aiohttp's parser, but handing over one message per feed: when a later request of a pipelined
         # batch is malformed, the ones before it are still queued and answered (aiohttp's own
         # data_received replaces the whole batch with the 400). HTTP/1.1 (RFC 9112 9.3.2) wants them.
-        self._parser = HttpRequestParser(
-            self,
-            self._loop,
-            self._read_bufsize,
-            max_line_size=self.max_line_size,
-            max_field_size=self.max_field_size,
-            max_headers=self.max_headers,
-            payload_exception=RequestPayloadError,
-            auto_decompress=kwargs.get("auto_decompress", True),
-            max_msg_queue_size=1,
-        )
+        # Needs aiohttp's message queue (3.14); an older aiohttp keeps its own batch behaviour.
+        self.one_at_a_time = hasattr(self, "_max_msg_queue_size")
+        if self.one_at_a_time:
+            self._parser = HttpRequestParser(
+                self,
+                self._loop,
+                self._read_bufsize,
+                max_line_size=self.max_line_size,
+                max_field_size=self.max_field_size,
+                max_headers=self.max_headers,
+                payload_exception=RequestPayloadError,
+                auto_decompress=kwargs.get("auto_decompress", True),
+                max_msg_queue_size=1,
+            )
         # Armed at the first byte of a request head, cancelled when the handler starts.
         self.head_timer: asyncio.TimerHandle | None = None
         # True while a request is in the middleware (its body has its own deadline there).
@@ -117,7 +120,13 @@ class GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and not self.in_request and self.head_timer is None:
             self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
-        if self._force_close or self._close or self._payload_parser is not None or self._upgraded:
+        if (
+            not self.one_at_a_time
+            or self._force_close
+            or self._close
+            or self._payload_parser is not None
+            or self._upgraded
+        ):
             super().data_received(data)
             return
         # aiohttp's request branch, draining the parser one message at a time (see __init__).
@@ -150,14 +159,15 @@ class GuardedHandler(RequestHandler):
             self._message_tail = tail
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
-        """aiohttp logs a traceback when draining a refused body fails (bad gzip, a reset): count it
-        and log the first few without the traceback, as every other bad input."""
+        """aiohttp logs a ~1.7 kB traceback per request when draining a refused body fails (bad gzip,
+        a reset): log the first few per reason without the traceback, as every other bad input."""
         exc = kw.get("exc_info")
-        reason = _body_error_reason(exc) if isinstance(exc, BaseException) else "handler_error"
+        reason = _body_error_reason(exc) if isinstance(exc, BaseException) else "other"
         _log_first(
             f"aiohttp_{reason}",
-            "request failed while draining its body",
+            "aiohttp reported a failed request",
             listener=self.listener,
+            aiohttp_msg=str(args[0])[:100] if args else None,
             error=type(exc).__name__ if isinstance(exc, BaseException) else None,
         )
 
