@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from collector.logsetup import LogFirst
 from collector.redact import Redactor
 from collector.web.auth import BasicAuth, parse_basic_header
 from collector.web.budget import Budgets
@@ -44,6 +45,8 @@ class WebSecurity:
         self.auth = self._basic_auth({})
         # Requests in the guard now, per listener, route class and client (what the limits read).
         self.budgets = Budgets(self.http)
+        # At most a few log lines per kind of refusal, per server (a flood is a counter, not a log).
+        self.log_first = LogFirst(log)
         # Masks secrets in the answers of every route but /metrics.
         self.redactor = Redactor.from_settings(settings)
         self.sites: list[GuardedSite] = []

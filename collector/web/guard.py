@@ -21,7 +21,6 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
-from collector.logsetup import LogFirst
 from collector.web.budget import route_class_of
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["GuardedHandler", "GuardedSite", "is_webhook_route", "make_middleware"]
 
 log = logging.getLogger("collector.web")
-_log_first = LogFirst(log)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -163,7 +161,7 @@ class GuardedHandler(RequestHandler):
         a reset): log the first few per reason without the traceback, as every other bad input."""
         exc = kw.get("exc_info")
         reason = _body_error_reason(exc) if isinstance(exc, BaseException) else "other"
-        _log_first(
+        self.guard.log_first(
             f"aiohttp_{reason}",
             "aiohttp reported a failed request",
             listener=self.listener,
@@ -182,7 +180,7 @@ class GuardedHandler(RequestHandler):
             return
         self.guard.metrics.rejected.labels(self.listener, "header_timeout").inc()
         peer = self.transport.get_extra_info("peername")
-        _log_first(
+        self.guard.log_first(
             "header_timeout",
             "closing a connection whose request head did not arrive in time",
             listener=self.listener,
@@ -214,7 +212,7 @@ class GuardedHandler(RequestHandler):
             reason, text = "body_too_large", "413 Payload Too Large"
         self.guard.metrics.rejected.labels(self.listener, reason).inc()
         self.guard.metrics.requests.labels(self.listener, str(status)).inc()
-        _log_first(
+        self.guard.log_first(
             f"http_{reason}",
             "rejected a request the HTTP parser could not accept",
             listener=self.listener,
@@ -392,7 +390,7 @@ async def _guarded(
         return _reject(guard, listener, "not_webhook", 404, "404 Not Found")
     head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
     if head > http.max_header_bytes:
-        _log_first(
+        guard.log_first(
             "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
         )
         return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
@@ -417,7 +415,7 @@ async def _guarded(
             )
     slot = guard.budgets.acquire(listener, klass, request.remote or "?")
     if isinstance(slot, str):
-        _log_first(
+        guard.log_first(
             slot,
             "route class budget full; answering 503",
             listener=listener,
@@ -452,7 +450,7 @@ async def _guarded(
             raise
         except Exception as exc:
             # A handler bug must not take the connection's other requests or the process with it.
-            _log_first(
+            guard.log_first(
                 "handler_error",
                 "unhandled exception in an HTTP handler; answering 500",
                 listener=listener,
@@ -481,7 +479,7 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
     http = guard.http
     if request.content_length is not None and request.content_length > http.max_body_bytes:
         # Refused before reading a byte; the connection closes, so the unread body cannot desync it.
-        _log_first(
+        guard.log_first(
             "body_too_large",
             "request body too large; answering 413",
             listener=listener,
@@ -515,7 +513,7 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
         else:
             reader.result()
     except web.HTTPRequestEntityTooLarge:
-        _log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
+        guard.log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
         return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
     except asyncio.CancelledError:
         reader.cancel()
@@ -523,7 +521,7 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
     except Exception as exc:
         # A malformed chunked or compressed body, or a client that hung up mid-body.
         why = _body_error_reason(exc)
-        _log_first(
+        guard.log_first(
             f"body_{why}",
             "request body could not be read; answering 400",
             listener=listener,
@@ -531,7 +529,7 @@ async def _read_body(guard: WebSecurity, request: web.Request, listener: str) ->
         )
         return _reject_unread(guard, listener, why, 400, "400 Bad Request")
     if reason is not None:
-        _log_first(
+        guard.log_first(
             reason,
             "request body did not arrive in time; answering 408",
             listener=listener,

@@ -179,7 +179,7 @@ def test_token_is_read_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: ob
         ('[{"url":"ws://a/","token_env":"NO_SUCH_TOKEN_VAR"}]', "NO_SUCH_TOKEN_VAR is not set"),
         ('[{"url":"ws://a/","bogus":1}]', "COLLECTOR_WEBSOCKET__TARGETS[0].bogus"),
         ("ws://a/,ws://a/", "two targets share the name 'ws://a/'"),
-        ("[not json", "COLLECTOR_WEBSOCKET__TARGETS='[not json': not valid JSON"),
+        ("[not json", "COLLECTOR_WEBSOCKET__TARGETS (value not shown: it can hold secrets): not valid JSON"),
     ],
 )
 def test_rejected_targets_name_the_variable(
