@@ -208,11 +208,14 @@ def test_unconfigured_source_is_off() -> None:
     ("url", "ok"),
     [
         ("ws://127.0.0.1:1/ws", True),
-        ("ws://127.0.0.1:1/wsx", True),  # `/ws*` is a glob over one segment
+        ("ws://127.0.0.1:1/wsx", False),  # globs match whole segments: `/ws*` is /ws and below
         ("ws://127.0.0.1:1/ws/../admin", False),  # dot segments are resolved before matching
         ("ws://127.0.0.1:1/ws/%2e%2e/admin", False),  # also when percent-encoded
         ("ws://127.0.0.1:1/%77s", True),  # %77 is `w`: the same path as /ws
-        ("ws://127.0.0.1:1/ws/x", False),  # a glob does not cross `/`
+        ("ws://127.0.0.1:1/ws/x/y", True),
+        ("ws://127.0.0.1:1/one/x", True),  # a `*` segment is one segment
+        ("ws://127.0.0.1:1/one/x/y", False),
+        ("ws://127.0.0.1:1/one", False),
         ("ws://127.0.0.1:1/ws?x=1", False),  # no query unless the pattern has one
         ("ws://127.0.0.1:1/ws#frag", False),
         ("ws://127.0.0.1:1/ws\r\nX-Injected: 1", False),  # control characters are refused, not stripped
@@ -224,7 +227,12 @@ def test_unconfigured_source_is_off() -> None:
     ],
 )
 def test_probe_allow_list_normalises_paths_and_matches_whole_segments(url: str, ok: bool) -> None:
-    patterns = ["ws://127.0.0.1:*/ws*", "ws://127.0.0.1:*/app/**", "ws://127.0.0.1:*/feed?room=[0-9][0-9]"]
+    patterns = [
+        "ws://127.0.0.1:*/ws*",
+        "ws://127.0.0.1:*/one/*",
+        "ws://127.0.0.1:*/app/**",
+        "ws://127.0.0.1:*/feed?room=[0-9][0-9]",
+    ]
     assert allowed(url, patterns) is ok
 
 

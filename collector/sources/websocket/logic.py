@@ -241,12 +241,21 @@ def normalize_ws_url(url: str) -> str | None:
 
 
 def _segments_match(path: list[str], pattern: list[str]) -> bool:
-    """Shell globs per path segment (`*` never crosses `/`); a `**` segment matches zero or more."""
+    """Path globs over whole segments: a `*` segment is any one segment, a `**` segment any number
+    (zero included), and a last segment ending in `*` (`/ws*`) is that segment and anything below it
+    (`/ws`, `/ws/x`, never `/wsx`). Every other segment must equal the path's exactly."""
     if not pattern:
         return not path
-    if pattern[0] == "**":
-        return any(_segments_match(path[i:], pattern[1:]) for i in range(len(path) + 1))
-    return bool(path) and fnmatch.fnmatchcase(path[0], pattern[0]) and _segments_match(path[1:], pattern[1:])
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_segments_match(path[i:], rest) for i in range(len(path) + 1))
+    if not path:
+        return False
+    if head == "*":
+        return _segments_match(path[1:], rest)
+    if not rest and head.endswith("*"):
+        return path[0] == head[:-1]
+    return path[0] == head and _segments_match(path[1:], rest)
 
 
 def allowed(url: str, patterns: Iterable[str]) -> bool:
@@ -255,8 +264,8 @@ def allowed(url: str, patterns: Iterable[str]) -> bool:
     A pattern is a URL whose host, port and path are shell globs matched separately, so
     `wss://*.example.com/*` cannot match `wss://evil.test/x.example.com/`. The URL is normalised first
     (`normalize_ws_url`: `/ws/../admin` is `/admin`, `%2e%2e` is `..`), and path globs match whole
-    segments: `/ws*` admits `/ws` and `/wsx` but not `/ws/../admin` or `/ws/x`; `/ws/**` admits
-    anything below `/ws/`. Without a port the scheme's default port is meant; without a path any
+    segments (`_segments_match`): `/ws/*` admits `/ws/x` but not `/ws/x/y`, `/ws/**` and `/ws*` admit
+    `/ws` and anything below it, never `/wsx`, `/ws/../admin` becomes `/admin` and is refused. Without a port the scheme's default port is meant; without a path any
     path is allowed; without a query (`?...`, also a glob) no query is.
     """
     norm = normalize_ws_url(url)
