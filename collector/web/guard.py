@@ -9,7 +9,6 @@ are handled here so hostile clients cost a counter increment and at most a few l
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -21,6 +20,7 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
+from collector.web.body import body_error_reason, read_body, reject, reject_unread
 from collector.web.budget import route_class_of
 
 if TYPE_CHECKING:
@@ -61,20 +61,6 @@ def _is_liveness(request: web.Request) -> bool:
     """`/health/live` answers `{"status": "ok"}` and nothing else: kubelet and load balancers probe it
     without credentials (readiness and /health carry error details and stay behind auth)."""
     return _canonical(request) == "/health/live"
-
-
-def _body_error_reason(exc: BaseException) -> str:
-    """`bad_encoding` when a compressed body does not decompress, else `bad_request`."""
-    from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
-
-    seen: BaseException | None = exc
-    for _ in range(4):  # aiohttp wraps the decoder's error in RequestPayloadError
-        if seen is None:
-            break
-        if isinstance(seen, (ContentEncodingError, DecompressSizeError)) or "decompress" in str(seen).lower():
-            return "bad_encoding"
-        seen = seen.__cause__ or seen.__context__
-    return "bad_request"
 
 
 class GuardedHandler(RequestHandler):
@@ -160,7 +146,7 @@ class GuardedHandler(RequestHandler):
         """aiohttp logs a ~1.7 kB traceback per request when draining a refused body fails (bad gzip,
         a reset): log the first few per reason without the traceback, as every other bad input."""
         exc = kw.get("exc_info")
-        reason = _body_error_reason(exc) if isinstance(exc, BaseException) else "other"
+        reason = body_error_reason(exc) if isinstance(exc, BaseException) else "other"
         self.guard.log_first(
             f"aiohttp_{reason}",
             "aiohttp reported a failed request",
@@ -363,22 +349,6 @@ def make_middleware(guard: WebSecurity) -> Callable[[web.Request, Handler], Awai
     return middleware
 
 
-def _reject(
-    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
-) -> web.Response:
-    guard.metrics.rejected.labels(listener, reason).inc()
-    return web.Response(status=status, text=text + "\n", headers=headers)
-
-
-def _reject_unread(
-    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
-) -> web.Response:
-    """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
-    resp = _reject(guard, listener, reason, status, text, Connection="close", **headers)
-    resp.force_close()
-    return resp
-
-
 async def _guarded(
     guard: WebSecurity, request: web.Request, handler: Handler, listener: str
 ) -> web.StreamResponse:
@@ -387,25 +357,25 @@ async def _guarded(
     klass = route_class_of(canonical)
     if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
-        return _reject(guard, listener, "not_webhook", 404, "404 Not Found")
+        return reject(guard, listener, "not_webhook", 404, "404 Not Found")
     head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
     if head > http.max_header_bytes:
         guard.log_first(
             "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
         )
-        return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
+        return reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
     # Auth before the budget: a request waiting for bcrypt (or its failure padding) holds an auth
     # queue place, never one of the slots a valid scrape needs.
     if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
         verdict = await guard.authorized(request)
         if verdict is None:
             # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
-            reject = _reject_unread if request.body_exists else _reject
-            return reject(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
+            refuse = reject_unread if request.body_exists else reject
+            return refuse(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
         if not verdict:
             # No detail: which of user or password was wrong is exactly what an attacker wants.
-            reject = _reject_unread if request.body_exists else _reject
-            return reject(
+            refuse = reject_unread if request.body_exists else reject
+            return refuse(
                 guard,
                 listener,
                 "unauthorized",
@@ -422,15 +392,15 @@ async def _guarded(
             route_class=klass,
             limit=guard.budgets.limit(klass) if slot == "concurrency" else guard.budgets.client_limit(klass),
         )
-        reject = _reject_unread if request.body_exists else _reject
-        return reject(guard, listener, slot, 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"})
+        refuse = reject_unread if request.body_exists else reject
+        return refuse(guard, listener, slot, 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"})
     gauge = m.in_flight.labels(listener)
     class_gauge = m.class_in_flight.labels(listener, klass)
     gauge.inc()
     class_gauge.inc()
     try:
         if request.body_exists:
-            refused = await _read_body(guard, request, listener)
+            refused = await read_body(guard, request, listener)
             if refused is not None:
                 return refused
         try:
@@ -464,77 +434,3 @@ async def _guarded(
         slot.release()
         gauge.dec()
         class_gauge.dec()
-
-
-#: A body's first second is free of the rate check (connection set-up, a client's first write).
-BODY_RATE_GRACE = 1.0
-
-
-async def _read_body(guard: WebSecurity, request: web.Request, listener: str) -> web.Response | None:
-    """Read the body up front (aiohttp caches it for the handler) within the size, time and rate limits.
-
-    The rate check wakes only when the bytes received so far stop covering the elapsed time, so 500
-    slow clients cost 500 timers, not 500 polls a tick.
-    """
-    http = guard.http
-    if request.content_length is not None and request.content_length > http.max_body_bytes:
-        # Refused before reading a byte; the connection closes, so the unread body cannot desync it.
-        guard.log_first(
-            "body_too_large",
-            "request body too large; answering 413",
-            listener=listener,
-            bytes=request.content_length,
-        )
-        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    deadline = start + http.body_timeout
-    reader = asyncio.ensure_future(request.read())
-    reason: str | None = None
-    try:
-        while not reader.done():
-            now = loop.time()
-            got = request.content.total_bytes
-            wake = deadline
-            if http.min_body_rate:
-                # When the bytes so far stop covering the time spent at min_body_rate.
-                wake = min(wake, start + BODY_RATE_GRACE + (got + 1) / http.min_body_rate)
-            if now >= deadline:
-                reason = "body_timeout"
-                break
-            if wake <= now:
-                reason = "body_too_slow"
-                break
-            await asyncio.wait({reader}, timeout=max(0.01, wake - now))
-        if reason is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
-        else:
-            reader.result()
-    except web.HTTPRequestEntityTooLarge:
-        guard.log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
-        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    except asyncio.CancelledError:
-        reader.cancel()
-        raise
-    except Exception as exc:
-        # A malformed chunked or compressed body, or a client that hung up mid-body.
-        why = _body_error_reason(exc)
-        guard.log_first(
-            f"body_{why}",
-            "request body could not be read; answering 400",
-            listener=listener,
-            error=type(exc).__name__,
-        )
-        return _reject_unread(guard, listener, why, 400, "400 Bad Request")
-    if reason is not None:
-        guard.log_first(
-            reason,
-            "request body did not arrive in time; answering 408",
-            listener=listener,
-            timeout_s=http.body_timeout,
-            min_rate=http.min_body_rate,
-        )
-        return _reject_unread(guard, listener, reason, 408, "408 Request Timeout")
-    return None
