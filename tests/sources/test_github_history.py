@@ -99,6 +99,9 @@ def test_history_in_figures_out() -> None:
     reports = dora.analyze_repo(*inputs, now, dora.WINDOWS, "incidents", False)
     assert reports["production"].counts == {"success": 7}
     assert reports["production"].windows["7d"].frequency_per_day == 1.0
+    doc = dora.document({R: reports}, now)
+    assert doc["generated_at"] == now and doc["windows"] == list(dora.WINDOWS)
+    assert [(e["repository"], e["environment"]) for e in doc["environments"]] == [(R, "production")]
 
 
 def test_histogram_cells_count_each_value_in_its_bucket_and_sum_them() -> None:

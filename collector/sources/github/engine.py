@@ -234,19 +234,7 @@ class DoraEngine:
     async def dora_json(self) -> dict[str, Any]:
         """GET /dora: the four keys and their bands per repository/environment and window."""
         await self.refresh()
-        now = self._last_refresh
-        out = []
-        for repo in sorted(self.reports):
-            for env, rep in sorted(self.reports[repo].items()):
-                out.append(
-                    {
-                        "repository": repo,
-                        "environment": env,
-                        "last_success_at": rep.last_success_at,
-                        "windows": {name: wk.as_dict() for name, wk in rep.windows.items()},
-                    }
-                )
-        return {"generated_at": now, "windows": list(dora.WINDOWS), "environments": out}
+        return dora.document(self.reports, self._last_refresh)
 
 
 def _set_histogram(fam: Family, key: tuple[str, ...], values: list[float]) -> None:
