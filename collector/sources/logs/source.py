@@ -2,8 +2,8 @@
 
 One task owns the tailer: scan (worker thread) -> decide (loop) -> read chunks (worker thread) ->
 consume and advance (loop, one synchronous step). Every `checkpoint_interval` seconds, between two
-steps, offsets + fingerprints + the line-counting metric families are written in ONE store
-transaction; on start that state is restored and reading resumes from those offsets, so lines read
+steps, offsets + fingerprints + the line-counting metric series that changed are written in ONE store
+transaction (nothing when nothing changed, see `checkpoint.py`); on start that state is restored and reading resumes from those offsets, so lines read
 after the last checkpoint are read again into state that has not seen them.
 """
 
@@ -23,15 +23,16 @@ from prometheus_client.core import GaugeMetricFamily
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
 from collector.source import SourceContext
+from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.scan import FileObs, scan
 from collector.sources.logs.tailer import Tailer
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 
-#: Store owner/key of the checkpoint (one JSON document: offsets, fingerprints, metric state).
+#: Store owner/key of the checkpoint document (offsets, fingerprints, family signatures); the metric
+#: series are rows of the store's `series` table under the same owner (see `checkpoint.py`).
 OWNER = "logs"
 CHECKPOINT_KEY = "checkpoint"
-CHECKPOINT_VERSION = 1
 
 
 class LogsSource:
@@ -51,6 +52,7 @@ class LogsSource:
             self.consumer_error = exc
         self.tailer: Tailer | None = None
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
+        self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
         self.wake = asyncio.Event()
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
@@ -149,30 +151,27 @@ class LogsSource:
         last = self.last_checkpoint
         return last is None or time.monotonic() - last >= self.settings.checkpoint_interval
 
-    def _state(self, tailer: Tailer) -> bytes:
-        """Offsets and metric state taken together between two steps (no await here)."""
+    def _families(self, tailer: Tailer) -> list[str]:
         assert self.consumer is not None
-        names = [*self.consumer.family_names(), *tailer.checkpoint_families()]
-        return msgspec.json.encode(
-            {
-                "version": CHECKPOINT_VERSION,
-                "patterns": list(self.settings.paths),
-                "streams": tailer.snapshot(),
-                "metrics": self.ctx.metrics.snapshot(names),
-            }
-        )
+        return [*self.consumer.family_names(), *tailer.checkpoint_families()]
 
     async def _checkpoint(self, tailer: Tailer) -> None:
-        blob = self._state(tailer)
+        # Offsets and metric changes taken together between two steps (no await in take()).
+        pending = self.checkpointer.take(self._families(tailer), tailer.snapshot(), list(self.settings.paths))
         began = time.monotonic()
+        if pending is None:  # the store already holds exactly this state: nothing to write
+            self.last_checkpoint = began
+            return
         try:
-            await self.ctx.store.put(OWNER, [(CHECKPOINT_KEY, blob)])
+            await self.ctx.store.put_with_series(OWNER, [(CHECKPOINT_KEY, pending.doc)], pending.delta)
         except Exception as exc:
+            self.checkpointer.failed(pending)
             self.ctx.self_metrics.store_errors.labels("logs_checkpoint").inc()
             self.ctx.error("checkpoint_failed", str(exc))
             tailer.log_first("checkpoint_failed", "cannot write the logs checkpoint", error=str(exc))
             self.last_checkpoint = began  # retry at the next interval, not in a tight loop
             return
+        self.checkpointer.committed(pending)
         self.last_checkpoint = began
 
     async def _restore(self, tailer: Tailer) -> tuple[bool, set[str]]:
@@ -181,30 +180,40 @@ class LogsSource:
         Returns:
             (first start, patterns already used at the last checkpoint)
         """
+        self.checkpointer = Checkpointer(self.ctx.metrics)
         raw = await self.ctx.store.get(OWNER, CHECKPOINT_KEY)
         if raw is None:
             return True, set()
         try:
             data: dict[str, Any] = msgspec.json.decode(raw)
-            if data.get("version") != CHECKPOINT_VERSION:
-                raise ValueError(f"unknown checkpoint version {data.get('version')!r}")
-            skipped = self.ctx.metrics.restore(data.get("metrics", {}))
-            tailer.restore(list(data.get("streams", [])))
+            if not isinstance(data, dict):
+                raise ValueError("the checkpoint is not a JSON object")
+            rows = None
+            if data.get("version") == CHECKPOINT_VERSION:
+                rows = await self.ctx.store.series_rows(OWNER, decode_row)
+            restored = self.checkpointer.restore(data, rows)
+            tailer.restore(restored.streams)
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+            for name in self._families(tailer):  # nothing half-restored stays
+                fam = self.ctx.metrics.families.get(name)
+                if fam is not None:
+                    fam.clear()
+            tailer.streams.clear()
+            self.checkpointer = Checkpointer(self.ctx.metrics)
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
                 "logs checkpoint unreadable; starting as on a first start", extra={"error": str(exc)}
             )
             return True, set()
-        if skipped:
+        if restored.skipped:
             self.ctx.log.warning(
                 "checkpointed metric families changed definition; their counts restart",
-                extra={"families": skipped},
+                extra={"families": restored.skipped},
             )
         self.ctx.log.info(
-            "resuming from checkpoint", extra={"files": len(tailer.streams), "paths": data.get("patterns")}
+            "resuming from checkpoint", extra={"files": len(tailer.streams), "paths": restored.patterns}
         )
-        return False, set(data.get("patterns", []))
+        return False, set(restored.patterns)
 
     def checkpoint_age(self) -> float | None:
         return None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
