@@ -54,6 +54,7 @@ class LogsSource:
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
         self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
         self.wake = asyncio.Event()
+        self.last_pass = 0.0  # monotonic start of the last read pass (notifications coalesce after it)
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -124,6 +125,8 @@ class LogsSource:
             tailer.close()
 
     async def _read_all(self, tailer: Tailer) -> None:
+        self.last_pass = time.monotonic()
+
         async def between() -> None:
             if self._checkpoint_due():
                 await self._checkpoint(tailer)
@@ -142,6 +145,11 @@ class LogsSource:
         wake = asyncio.ensure_future(self.wake.wait())
         try:
             await asyncio.wait((stop, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            # Coalesce: a notification soon after a read pass waits for the rest of the read window,
+            # so a trickle of lines costs one pass per window, not one per write (the latency budget).
+            hold = self.last_pass + self.settings.read_window - time.monotonic()
+            if wake.done() and hold > 0 and not stop.done():
+                await asyncio.wait((stop,), timeout=hold)
         finally:
             stop.cancel()
             wake.cancel()
@@ -239,7 +247,11 @@ class _CheckpointAge:
 
 
 class _Watcher:
-    """watchfiles notifications on the patterns' directories; the poll interval covers what it misses."""
+    """watchfiles notifications on the patterns' directories; the poll interval covers what it misses.
+
+    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
+    `read_window` (COLLECTOR_LOGS__READ_WINDOW).
+    """
 
     def __init__(self, source: LogsSource, roots: tuple[tuple[str, bool], ...]) -> None:
         self.source = source
@@ -267,8 +279,10 @@ class _Watcher:
                 *(path for path, _r in roots),
                 watch_filter=None,
                 recursive=any(r for _p, r in roots),
-                debounce=100,
-                step=10,
+                # Changes are grouped for up to one read window; the notifier thread wakes every
+                # `step` ms even when idle, so it is not 10 ms (~100 wake-ups a second for nothing).
+                debounce=max(10, int(src.settings.read_window * 1000)),
+                step=min(100, max(10, int(src.settings.read_window * 500))),
                 stop_event=stop,
                 ignore_permission_denied=True,
             ):
