@@ -38,8 +38,9 @@ def _free_port() -> int:
 class Daemon:
     """The collector tailing one log file with the benchmark rules."""
 
-    def __init__(self, log: Path, data: Path) -> None:
+    def __init__(self, log: Path, data: Path, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
+        overrides = env
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
         env.update(
             COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
@@ -49,6 +50,7 @@ class Daemon:
             COLLECTOR_LOGS__RULES=str(RULES),
             COLLECTOR_LOG_LEVEL="WARNING",
         )
+        env.update(overrides or {})
         self.stderr = (data / "collector.stderr").open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "collector"], env=env, stderr=self.stderr)
         self.ps = psutil.Process(self.proc.pid)

@@ -86,7 +86,7 @@ class LogsSettings(SourceSettings):
         default=1.0, gt=0, le=60, description="Polling fallback period when file notifications are missed."
     )
     read_window: float = Field(
-        default=0.2,
+        default=0.25,
         ge=0.01,
         le=5,
         description="Latency budget (seconds): change notifications are coalesced so files are read at "

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-import watchfiles
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
+from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
@@ -55,6 +56,7 @@ class LogsSource:
         self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
         self.wake = asyncio.Event()
         self.last_pass = 0.0  # monotonic start of the last read pass (notifications coalesce after it)
+        self.busy_until = 0.0  # monotonic time until which files count as busy (lines kept coming)
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -99,7 +101,13 @@ class LogsSource:
                 tasks.append(asyncio.create_task(run_consumer(self.ctx.stop), name="logs-consumer"))
             never = lambda _fo: False  # noqa: E731 - files found after the first scan start at 0
             while not self.ctx.stop.is_set():
-                await self._read_all(tailer)
+                moved = await self._read_all(tailer)
+                now = time.monotonic()
+                if moved:  # busy: poll once per read window, without per-write notifications
+                    self.busy_until = now + max(1.0, 4 * self.settings.read_window)
+                    watcher.pause()
+                elif now >= self.busy_until:  # quiet again: notifications wake us
+                    watcher.resume()
                 tailer.expire(time.monotonic())
                 tailer.update_gauges()
                 if self._checkpoint_due():
@@ -124,8 +132,10 @@ class LogsSource:
                 await self._checkpoint(tailer)
             tailer.close()
 
-    async def _read_all(self, tailer: Tailer) -> None:
+    async def _read_all(self, tailer: Tailer) -> bool:
+        """Read every stream to its end; True when any bytes were consumed."""
         self.last_pass = time.monotonic()
+        before = sum(s.offset for s in tailer.streams.values())
 
         async def between() -> None:
             if self._checkpoint_due():
@@ -133,11 +143,20 @@ class LogsSource:
 
         for s in list(tailer.streams.values()):
             if self.ctx.stop.is_set():
-                return
+                break
             await tailer.read(s, self.ctx.stop, between)
+        return sum(s.offset for s in tailer.streams.values()) != before
 
     async def _wait(self) -> None:
-        timeout = self.settings.poll_interval
+        now = time.monotonic()
+        # Busy (and one window after notifications resume, so nothing written while they were being
+        # re-armed waits for the poll): the next pass is one read window away.
+        busy = now < self.busy_until + self.settings.read_window
+        timeout = (
+            min(self.settings.read_window, self.settings.poll_interval)
+            if busy
+            else self.settings.poll_interval
+        )
         if self.last_checkpoint is not None:
             due = self.last_checkpoint + self.settings.checkpoint_interval - time.monotonic()
             timeout = max(0.0, min(timeout, due))
@@ -247,62 +266,82 @@ class _CheckpointAge:
 
 
 class _Watcher:
-    """watchfiles notifications on the patterns' directories; the poll interval covers what it misses.
+    """File change notifications (watchfiles' inotify/FSEvents core) on the patterns' directories, on
+    one thread of their own; the poll interval covers what they miss.
 
     Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
-    `read_window` (COLLECTOR_LOGS__READ_WINDOW).
+    `read_window` (COLLECTOR_LOGS__READ_WINDOW). The notifier is driven directly rather than through
+    `watchfiles.awatch`, which hops through an AnyIO worker thread for every batch of changes.
     """
 
     def __init__(self, source: LogsSource, roots: tuple[tuple[str, bool], ...]) -> None:
         self.source = source
+        self.loop = asyncio.get_running_loop()
         self.roots: tuple[tuple[str, bool], ...] = ()
-        self.task: asyncio.Task[None] | None = None
-        self.stop = asyncio.Event()
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+        self.paused = False  # while lines keep arriving: the source polls once per read window
         self.follow(roots)
+
+    def pause(self) -> None:
+        """Stop notifications while files are busy: each write would cost the notifier thread an
+        event, and the source reads once per window anyway."""
+        if not self.paused:
+            self.paused = True
+            self.stop.set()
+            self.thread = None
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            roots, self.roots = self.roots, ()
+            self.follow(roots)
 
     def follow(self, roots: tuple[tuple[str, bool], ...]) -> None:
         """(Re)start watching when the directories to watch changed (e.g. a log directory appeared)."""
-        if roots == self.roots:
+        if roots == self.roots and (self.thread is not None or self.paused or not roots):
             return
         self.roots = roots
-        if self.task is not None:
-            self.stop.set()
-            self.task.cancel()
-        self.stop = asyncio.Event()
-        if roots:
-            self.task = asyncio.create_task(self._watch(roots, self.stop), name="logs-watch")
+        self.stop.set()  # the old thread sees it within one step and exits
+        self.stop = threading.Event()
+        self.thread = None
+        if roots and not self.paused:
+            self.thread = threading.Thread(
+                target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
+            )
+            self.thread.start()
 
-    async def _watch(self, roots: tuple[tuple[str, bool], ...], stop: asyncio.Event) -> None:
-        src = self.source
+    def _watch(self, roots: tuple[tuple[str, bool], ...], stop: threading.Event) -> None:
+        """The notifier loop (its own thread): each batch of changes sets `wake` on the event loop."""
+        window = self.source.settings.read_window
+        # Changes are grouped for up to one read window; the notifier wakes every `step` ms to check
+        # `stop` even when idle, so it is not 10 ms (~100 wake-ups a second for nothing).
+        debounce, step = max(10, int(window * 1000)), min(100, max(10, int(window * 500)))
         try:
-            async for _changes in watchfiles.awatch(
-                *(path for path, _r in roots),
-                watch_filter=None,
-                recursive=any(r for _p, r in roots),
-                # Changes are grouped for up to one read window; the notifier thread wakes every
-                # `step` ms even when idle, so it is not 10 ms (~100 wake-ups a second for nothing).
-                debounce=max(10, int(src.settings.read_window * 1000)),
-                step=min(100, max(10, int(src.settings.read_window * 500))),
-                stop_event=stop,
-                ignore_permission_denied=True,
-            ):
-                src.wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # inotify limits, a watched directory removed, network volumes: polling carries on.
-            if src.tailer is not None:
-                src.tailer.file_errors.inc(("watch_failed",))
-                src.tailer.log_first(
-                    "watch_failed",
-                    "file change notifications unavailable; polling only",
-                    error=f"{type(exc).__name__}: {exc}",
-                    poll_interval_s=src.settings.poll_interval,
-                )
+            with RustNotify([p for p, _r in roots], False, False, 300, any(r for _p, r in roots), True) as w:
+                while not stop.is_set():
+                    changes = w.watch(debounce, step, 5000, stop)
+                    if isinstance(changes, set) and changes:
+                        self._call(self.source.wake.set)
+        except Exception as exc:  # inotify limits, a watched directory removed, network volumes
+            self._call(self._failed, exc)
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _failed(self, exc: Exception) -> None:
+        src = self.source
+        if src.tailer is not None:
+            src.tailer.file_errors.inc(("watch_failed",))
+            src.tailer.log_first(
+                "watch_failed",
+                "file change notifications unavailable; polling only",
+                error=f"{type(exc).__name__}: {exc}",
+                poll_interval_s=src.settings.poll_interval,
+            )
 
     async def close(self) -> None:
         self.stop.set()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 5.0)
