@@ -69,15 +69,15 @@ class Daemon:
                 total += float(line.rsplit(b" ", 1)[1])
         return int(total)
 
-    def wait_for(self, count: int, timeout: float) -> float:
-        """Poll until `count` lines are visible; the monotonic time they were."""
+    def wait_for(self, count: int, timeout: float, every: float = 0.005) -> float:
+        """Poll every `every` seconds until `count` lines are visible; the monotonic time they were."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited {self.proc.returncode}")
             if self.lines() >= count:
                 return time.monotonic()
-            time.sleep(0.005)
+            time.sleep(every)
         raise RuntimeError(f"only {self.lines()} of {count} lines visible after {timeout} s")
 
     def cpu(self) -> float:

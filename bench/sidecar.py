@@ -149,7 +149,7 @@ def bench_state(sizes: tuple[int, ...], idle_s: float) -> dict[str, Any]:
                 f.write(b'{"message":"state","id":"s%d"}\n' % i)
         d = Daemon(log, tmp, env={"COLLECTOR_LOGS__RULES": str(rules)})
         try:
-            d.wait_for(n, 900)
+            d.wait_for(n, 900, every=1.0)  # scraped about as often as Prometheus would, not in a spin
             time.sleep(3.0)  # the first checkpoint after the burst writes every new series
             c0, w0 = d.cpu(), time.monotonic()
             time.sleep(idle_s)

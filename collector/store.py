@@ -192,11 +192,15 @@ class SeriesDelta:
     """
 
     drop: list[str] = field(default_factory=list)  # families whose every row is deleted
-    upsert: list[tuple[str, str, str]] = field(default_factory=list)  # (family, key, value)
+    # (family, key, value); may be lazy (a generator consumed on the store thread), then
+    # `upserts` says how many rows it yields
+    upsert: Iterable[tuple[str, str, str]] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)  # (family, key)
+    upserts: int | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.drop or self.upsert or self.delete)
+        rows = self.upserts if self.upserts is not None else len(list(self.upsert))
+        return bool(self.drop or rows or self.delete)
 
 
 class _Incompatible(Exception):
@@ -236,7 +240,7 @@ def _put_with_series(
         c.executemany(
             "INSERT INTO series (owner, family, key, value) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (owner, family, key) DO UPDATE SET value=excluded.value",
-            [(owner, f, k, v) for f, k, v in delta.upsert],
+            ((owner, f, k, v) for f, k, v in delta.upsert),
         )
         c.executemany(
             "DELETE FROM series WHERE owner=? AND family=? AND key=?",

@@ -110,7 +110,7 @@ def test_an_idle_checkpoint_writes_nothing_and_a_busy_one_only_what_changed() ->
         c.inc((str(i),))
     cp = Checkpointer(m)
     first = cp.take(["c_total"], [{"offset": 1}], ["p"])
-    assert first is not None and len(first.delta.upsert) == 10_000
+    assert first is not None and first.delta.upserts == len(list(first.delta.upsert)) == 10_000
     cp.committed(first)
     assert cp.take(["c_total"], [{"offset": 1}], ["p"]) is None  # nothing changed: nothing written
     c.inc(("7",))

@@ -10,7 +10,7 @@ counts are restored and the first checkpoint rewrites them as version 2.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,15 @@ def _scalar(value: float) -> Any:
     return value if value - value == 0 else repr(float(value))
 
 
-def _value(fam: Family, value: Any) -> str:
-    if fam.kind == HISTOGRAM:
-        return _encode([*value[:-1], _scalar(value[-1])]).decode()
-    return _encode(_scalar(value)).decode()
+def _encoded(
+    taken: list[tuple[str, bool, list[tuple[tuple[str, ...], Any]]]],
+) -> Iterator[tuple[str, str, str]]:
+    for name, hist, rows in taken:
+        for k, v in rows:
+            if hist:
+                yield name, _encode(list(k)).decode(), _encode([*v[:-1], _scalar(v[-1])]).decode()
+            else:
+                yield name, _encode(list(k)).decode(), _encode(_scalar(v)).decode()
 
 
 def decode_row(family: str, key: str, value: str) -> tuple[str, tuple[str, ...], Any]:
@@ -96,6 +101,11 @@ class Checkpointer:
         delta = SeriesDelta()
         written: dict[str, Family | None] = {}
         signatures: dict[str, Any] = {}
+        # Values are taken now (histogram cells copied: the loop keeps updating them) and encoded
+        # on the store thread: the loop pays one reference per changed series, and no encoded copy
+        # of a large family is ever whole in memory.
+        taken: list[tuple[str, bool, list[tuple[tuple[str, ...], Any]]]] = []
+        count = 0
         for name in names:
             fam = self.metrics.families.get(name)
             if fam is None or name in written:
@@ -103,18 +113,23 @@ class Checkpointer:
             written[name] = fam
             signatures[name] = _signature(fam)
             rewrite, keys = fam.take_changes()
-            series = fam.series
+            series, hist = fam.series, fam.kind == HISTOGRAM
             if rewrite or self.written.get(name) is not fam:
                 delta.drop.append(name)
-                delta.upsert += [(name, _encode(list(k)).decode(), _value(fam, v)) for k, v in series.items()]
-                continue
-            for k in keys:
-                v = series.get(k)
-                if v is None:
-                    delta.delete.append((name, _encode(list(k)).decode()))
-                else:
-                    delta.upsert.append((name, _encode(list(k)).decode(), _value(fam, v)))
+                rows = [(k, v[:]) for k, v in series.items()] if hist else list(series.items())
+            else:
+                rows = []
+                for k in keys:
+                    v = series.get(k)
+                    if v is None:
+                        delta.delete.append((name, _encode(list(k)).decode()))
+                    else:
+                        rows.append((k, v[:] if hist else v))
+            if rows:
+                taken.append((name, hist, rows))
+                count += len(rows)
         delta.drop += [name for name in self.written if name not in written]
+        delta.upsert, delta.upserts = _encoded(taken), count
         doc = _encode(
             {"version": CHECKPOINT_VERSION, "patterns": patterns, "streams": streams, "families": signatures}
         )
