@@ -281,6 +281,7 @@ class _Watcher:
         self.thread: threading.Thread | None = None
         self.stop = threading.Event()
         self.paused = False  # while lines keep arriving: the source polls once per read window
+        self.broken: tuple[tuple[str, bool], ...] | None = None  # roots whose watch failed: poll only
         self.follow(roots)
 
     def pause(self) -> None:
@@ -305,7 +306,7 @@ class _Watcher:
         self.stop.set()  # the old thread sees it within one step and exits
         self.stop = threading.Event()
         self.thread = None
-        if roots and not self.paused:
+        if roots and not self.paused and roots != self.broken:
             self.thread = threading.Thread(
                 target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
             )
@@ -324,13 +325,14 @@ class _Watcher:
                     if isinstance(changes, set) and changes:
                         self._call(self.source.wake.set)
         except Exception as exc:  # inotify limits, a watched directory removed, network volumes
-            self._call(self._failed, exc)
+            self._call(self._failed, roots, exc)
 
     def _call(self, fn: Any, *args: Any) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
             self.loop.call_soon_threadsafe(fn, *args)
 
-    def _failed(self, exc: Exception) -> None:
+    def _failed(self, roots: tuple[tuple[str, bool], ...], exc: Exception) -> None:
+        self.broken = roots  # not retried at every resume: counted and logged once per set of roots
         src = self.source
         if src.tailer is not None:
             src.tailer.file_errors.inc(("watch_failed",))
