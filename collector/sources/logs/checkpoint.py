@@ -49,10 +49,10 @@ def _scalar(value: float) -> Any:
 
 
 def _encoded(
-    taken: list[tuple[str, bool, list[tuple[tuple[str, ...], Any]]]],
+    taken: list[tuple[str, bool, list[tuple[str, ...]], list[Any]]],
 ) -> Iterator[tuple[str, str, str]]:
-    for name, hist, rows in taken:
-        for k, v in rows:
+    for name, hist, ks, vs in taken:
+        for k, v in zip(ks, vs, strict=True):
             if hist:
                 yield name, _encode(list(k)).decode(), _encode([*v[:-1], _scalar(v[-1])]).decode()
             else:
@@ -104,7 +104,7 @@ class Checkpointer:
         # Values are taken now (histogram cells copied: the loop keeps updating them) and encoded
         # on the store thread: the loop pays one reference per changed series, and no encoded copy
         # of a large family is ever whole in memory.
-        taken: list[tuple[str, bool, list[tuple[tuple[str, ...], Any]]]] = []
+        taken: list[tuple[str, bool, list[tuple[str, ...]], list[Any]]] = []  # name, histogram, keys, values
         count = 0
         for name in names:
             fam = self.metrics.families.get(name)
@@ -116,18 +116,20 @@ class Checkpointer:
             series, hist = fam.series, fam.kind == HISTOGRAM
             if rewrite or self.written.get(name) is not fam:
                 delta.drop.append(name)
-                rows = [(k, v[:]) for k, v in series.items()] if hist else list(series.items())
+                # two flat lists (8 bytes a series each), not a tuple per series
+                ks, vs = list(series), [v[:] for v in series.values()] if hist else list(series.values())
             else:
-                rows = []
+                ks, vs = [], []
                 for k in keys:
                     v = series.get(k)
                     if v is None:
                         delta.delete.append((name, _encode(list(k)).decode()))
                     else:
-                        rows.append((k, v[:] if hist else v))
-            if rows:
-                taken.append((name, hist, rows))
-                count += len(rows)
+                        ks.append(k)
+                        vs.append(v[:] if hist else v)
+            if ks:
+                taken.append((name, hist, ks, vs))
+                count += len(ks)
         delta.drop += [name for name in self.written if name not in written]
         delta.upsert, delta.upserts = _encoded(taken), count
         doc = _encode(
