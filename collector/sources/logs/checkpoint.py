@@ -95,9 +95,17 @@ class Checkpointer:
         self.last_doc: bytes | None = None  # the document the store holds
 
     def take(
-        self, names: Iterable[str], streams: list[dict[str, Any]], patterns: list[str]
+        self,
+        names: Iterable[str],
+        streams: list[dict[str, Any]],
+        patterns: list[str],
+        consumer: Any = None,
     ) -> Pending | None:
-        """The checkpoint of this instant (no await here), or None when the store already holds it."""
+        """The checkpoint of this instant (no await here), or None when the store already holds it.
+
+        `consumer` is JSON-ready state the line consumer keeps between lines (a join's pending
+        requests); it is part of the document, so it is written whenever it changed.
+        """
         delta = SeriesDelta()
         written: dict[str, Family | None] = {}
         signatures: dict[str, Any] = {}
@@ -133,7 +141,13 @@ class Checkpointer:
         delta.drop += [name for name in self.written if name not in written]
         delta.upsert, delta.upserts = _encoded(taken), count
         doc = _encode(
-            {"version": CHECKPOINT_VERSION, "patterns": patterns, "streams": streams, "families": signatures}
+            {
+                "version": CHECKPOINT_VERSION,
+                "patterns": patterns,
+                "streams": streams,
+                "families": signatures,
+                "consumer": consumer,
+            }
         )
         if not delta and doc == self.last_doc:
             return None

@@ -183,8 +183,15 @@ class LogsSource:
         return [*self.consumer.family_names(), *tailer.checkpoint_families()]
 
     async def _checkpoint(self, tailer: Tailer) -> None:
-        # Offsets and metric changes taken together between two steps (no await in take()).
-        pending = self.checkpointer.take(self._families(tailer), tailer.snapshot(), list(self.settings.paths))
+        # Offsets, metric changes and the state a consumer keeps between lines (a join's pending
+        # requests) taken together between two steps (no await in take()).
+        consumer_state = getattr(self.consumer, "checkpoint_state", None)
+        pending = self.checkpointer.take(
+            self._families(tailer),
+            tailer.snapshot(),
+            list(self.settings.paths),
+            consumer_state() if consumer_state is not None else None,
+        )
         began = time.monotonic()
         if pending is None:  # the store already holds exactly this state: nothing to write
             self.last_checkpoint = began
@@ -220,6 +227,9 @@ class LogsSource:
                 rows = await self.ctx.store.series_rows(OWNER, decode_row)
             restored = self.checkpointer.restore(data, rows)
             tailer.restore(restored.streams)
+            restore_consumer = getattr(self.consumer, "restore_state", None)
+            if restore_consumer is not None:
+                restore_consumer(data.get("consumer"))
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             for name in self._families(tailer):  # nothing half-restored stays
                 fam = self.ctx.metrics.families.get(name)
