@@ -137,7 +137,13 @@ def _v1_from_v2(db: Path) -> None:
             )
         for fam, sig in doc["families"].items():
             metrics.setdefault(fam, {**sig, "series": []})
-        v1 = {"version": 1, "patterns": doc["patterns"], "streams": doc["streams"], "metrics": metrics}
+        v1 = {
+            "version": 1,
+            "patterns": doc["patterns"],
+            "streams": doc["streams"],
+            "metrics": metrics,
+            "consumer": doc.get("consumer"),
+        }
         conn.execute("UPDATE kv SET value=? WHERE owner='logs'", (json.dumps(v1).encode(),))
         conn.execute("DELETE FROM series")
 
