@@ -236,3 +236,21 @@ async def test_a_restart_restores_what_each_update_path_changed(tmp_path: Path, 
                 assert value(m, "app_queue_depth", level="info") == want
             assert value(m, "app_lines_by_level_total", level="info") == 5 * (round_ + 1)
             assert value(m, "app_i_count", level="info") == 5 * (round_ + 1)
+
+
+async def test_a_rules_file_raising_max_series_keeps_every_series_across_a_restart(tmp_path: Path) -> None:
+    """15,000 label values under a rule with `max_series: 20000` (the default limit is 10,000): none
+    folds into __overflow__, and a restart restores all of them from their rows."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - metric: app_ids_total\n    type: counter\n    help: Per id.\n"
+        "    labels:\n      id: {from: id}\n    max_series: 20000\n"
+    )
+    log = tmp_path / "app.log"
+    append(log, b"".join(b'{"id":"u%d"}\n' % i for i in range(15_000)))
+    settings = logs_settings(tmp_path, str(tmp_path / "*.log"), rules=str(rules))
+    for _ in range(2):
+        async with serve(settings, SOURCES) as run:
+            m = await run.wait_for(lambda m: len(m.get("app_ids_total", [])) == 15_000, timeout=60)
+            assert {s.labels["id"] for s in m["app_ids_total"]} == {f"u{i}" for i in range(15_000)}
+            assert all(s.value == 1 for s in m["app_ids_total"])
