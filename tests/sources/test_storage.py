@@ -27,7 +27,7 @@ def test_a_database_of_the_first_release_gets_the_added_columns_and_keeps_its_ro
 
 
 def test_every_stateful_source_declares_the_tables_it_uses() -> None:
-    declared = {name: getattr(cls, "storage", ()) for name, cls in SOURCES.items()}
+    declared = {name: getattr(ref.load(), "storage", ()) for name, ref in SOURCES.items()}
     tables: dict[str, set[str]] = {}
     for name, steps in declared.items():
         conn = sqlite3.connect(":memory:")
