@@ -79,7 +79,8 @@ def build_app(
             clock=clock,
         )
         runtime.sources.append((cls(ctx), ctx))
-        self_metrics.source_up.labels(name).set(0)
+        self_metrics.init_source(name, tuple(getattr(cls, "error_reasons", ())))
+    self_metrics.init_families(sorted(metrics.families))
 
     # Bodies over the limit fail to read (413); collector.web counts them.
     app = web.Application(client_max_size=settings.http.max_body_bytes)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,8 +23,8 @@ from prometheus_client.core import GaugeMetricFamily
 
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
-from collector.source import SourceContext
-from collector.sources.logs.scan import FileObs, scan
+from collector.source import SourceContext, Table
+from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import Tailer
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
@@ -38,6 +39,11 @@ class LogsSource:
     """Tails `COLLECTOR_LOGS__PATHS` and counts each complete line exactly once."""
 
     name = "logs"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = (
+        "permission_denied", "not_regular", "open_failed", "read_failed", "checkpoint_failed",
+        "checkpoint_unreadable",
+    )  # fmt: skip
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -52,6 +58,9 @@ class LogsSource:
         self.tailer: Tailer | None = None
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
         self.wake = asyncio.Event()
+        # Status page: when each stream last had nothing unread (monotonic), for its lag in seconds.
+        self._caught_up: dict[Key, float] = {}
+        self._last_scan: Scan | None = None
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -85,8 +94,9 @@ class LogsSource:
                 # `start_at` only for files present at the first start (or the first start of a pattern).
                 return self.settings.start_at == "end" and (first_start or fo.pattern not in known_patterns)
 
-            found = await asyncio.to_thread(scan, patterns, {}, self.settings.start_at == "end")
+            found, missing = await asyncio.to_thread(_scan, patterns, {}, self.settings.start_at == "end")
             tailer.apply(found, time.monotonic(), start_end)
+            self._report(found, missing)
             tailer.update_gauges()
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
@@ -99,14 +109,16 @@ class LogsSource:
                 await self._read_all(tailer)
                 tailer.expire(time.monotonic())
                 tailer.update_gauges()
+                self._note_lag(tailer)
                 if self._checkpoint_due():
                     await self._checkpoint(tailer)
                 await self._wait()
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
-                found = await asyncio.to_thread(scan, patterns, tailer.open_fds(), False)
+                found, missing = await asyncio.to_thread(_scan, patterns, tailer.open_fds(), False)
                 tailer.apply(found, time.monotonic(), never)
+                self._report(found, missing)
                 watcher.follow(found.roots)
             clean = True
         finally:
@@ -143,6 +155,85 @@ class LogsSource:
         finally:
             stop.cancel()
             wake.cancel()
+
+    # -- health and status ------------------------------------------------------------------------
+    def _report(self, found: Scan, missing: set[str]) -> None:
+        """Degraded while a pattern matches no file (saying whether its directory exists) or a matched
+        file cannot be followed; each problem is logged once when it begins and once when it ends."""
+        self._last_scan = found
+        matched = {fo.pattern for fo in found.files.values() if fo.error is None}
+        for pattern in self.settings.paths:
+            key = f"pattern:{pattern}"
+            if pattern in matched:
+                self.ctx.recovered(key)
+            elif pattern in missing:
+                self.ctx.degraded(key, f"directory {fixed_base(pattern)} does not exist (pattern {pattern})")
+            else:
+                self.ctx.degraded(key, f"pattern {pattern} matches no file")
+        bad = {f"file:{path}": fo for path, fo in found.files.items() if fo.error is not None}
+        for key in [k for k in self.ctx.status.problems if k.startswith("file:") and k not in bad]:
+            self.ctx.recovered(key)
+        for key, fo in list(bad.items())[:10]:  # a bounded number of reasons, however many files
+            self.ctx.degraded(key, f"cannot follow {fo.path}: {fo.detail or fo.error}")
+
+    def _note_lag(self, tailer: Tailer) -> None:
+        now = time.monotonic()
+        for key, s in tailer.streams.items():
+            if s.size <= s.offset or key not in self._caught_up:
+                self._caught_up[key] = now
+        for key in [k for k in self._caught_up if k not in tailer.streams]:
+            del self._caught_up[key]
+
+    def status_tables(self) -> list[Table]:
+        """Followed files (offset, size, lag, rotations, errors) and the rule metrics with their counts."""
+        tables = []
+        tailer = self.tailer
+        now = time.monotonic()
+        rows: list[list[Any]] = []
+        if tailer is not None:
+            for key, s in sorted(tailer.streams.items(), key=lambda kv: kv[1].path):
+                behind = max(0, s.size - s.offset) if s.tied_to is None else 0
+                since = self._caught_up.get(key, now)
+                note = "copy (read if the original is truncated)" if s.tied_to is not None else ""
+                if s.gone_since is not None:
+                    note = "rotated away or deleted; draining"
+                elif s.fd is None:
+                    note = "from the checkpoint; not found yet"
+                rotations = int(tailer.rotations.series.get((s.path,), 0))
+                lag_s = round(now - since, 1) if behind else 0.0
+                rows.append([s.path, s.offset, s.size, behind, lag_s, rotations, note])
+            scan_files = self._last_scan.files if self._last_scan is not None else {}
+            for path, fo in sorted(scan_files.items()):
+                if fo.error is not None:
+                    rows.append([path, None, None, None, None, None, f"{fo.error}: {fo.detail}"])
+        tables.append(
+            Table(
+                "Followed files",
+                ["path", "offset", "size", "lag_bytes", "lag_seconds", "rotations", "last_error"],
+                rows,
+                note=f"patterns: {', '.join(self.settings.paths)}",
+            )
+        )
+        consumer = self.consumer
+        compiled = getattr(consumer, "_compiled", None)
+        families = getattr(compiled, "families", None)
+        if families is None and consumer is not None:
+            families = {n: self.ctx.metrics.families[n] for n in consumer.family_names()}
+        lines = tailer.lines.series if tailer is not None else {}
+        if families:
+            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in families.values()]
+            tables.append(
+                Table(
+                    "Rules",
+                    ["metric", "type", "series", "matches"],
+                    rule_rows,
+                    note=f"presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
+                    f"{self.settings.rules or 'none'}; lines parsed {int(lines.get(('parsed',), 0))}, "
+                    f"unmatched {int(lines.get(('unmatched',), 0))}, invalid JSON "
+                    f"{int(lines.get(('invalid_json',), 0))}",
+                )
+            )
+        return tables
 
     # -- checkpoint -------------------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:
@@ -208,6 +299,21 @@ class LogsSource:
 
     def checkpoint_age(self) -> float | None:
         return None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
+
+
+def _scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> tuple[Scan, set[str]]:
+    """`scan`, plus the patterns whose leading directory does not exist (worker thread: it stats)."""
+    found = scan(patterns, open_fds, want_end)
+    missing = {p for p in patterns if not os.path.isdir(fixed_base(p))}
+    return found, missing
+
+
+def _total(fam: Any) -> float:
+    """Matches a rule metric counted: the sum of its counter series, or of its histogram counts."""
+    total = 0.0
+    for v in fam.series.values():
+        total += sum(v[:-1]) if isinstance(v, list) else v  # histogram: [per-bucket counts..., sum]
+    return round(total, 3)
 
 
 class _CheckpointAge:
