@@ -62,7 +62,10 @@ def build_app(
         clock: wall clock handed to sources (tests may freeze it).
     """
     self_metrics = SelfMetrics()
-    metrics = MetricState(on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc())
+    metrics = MetricState(
+        on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc(),
+        on_family=lambda name: self_metrics.series_overflow.labels(name).inc(0),  # 0 from the start
+    )
     store = StateStore(
         settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc()
     )
@@ -82,7 +85,6 @@ def build_app(
         )
         runtime.sources.append((cls(ctx), ctx))
         self_metrics.init_source(name, tuple(getattr(cls, "error_reasons", ())))
-    self_metrics.init_families(sorted(metrics.families))
 
     # Bodies over the limit fail to read (413); collector.web counts them.
     app = web.Application(client_max_size=settings.http.max_body_bytes)

@@ -212,11 +212,18 @@ class MetricState:
 
     Args:
         on_overflow: passed to every family created here (counts folded label sets).
+        on_family: called with the name of each new family that has labels (and so can overflow), so the
+            overflow counter can exist at 0 for it.
     """
 
-    def __init__(self, on_overflow: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_overflow: Callable[[str], None] | None = None,
+        on_family: Callable[[str], None] | None = None,
+    ) -> None:
         self.families: dict[str, Family] = {}
         self.on_overflow = on_overflow
+        self.on_family = on_family
 
     def family(
         self,
@@ -243,6 +250,8 @@ class MetricState:
             existing.max_series = max_series
             return existing
         self.families[name] = fam
+        if self.on_family is not None and fam.labelnames:
+            self.on_family(name)
         return fam
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = (), **kw: Any) -> Family:

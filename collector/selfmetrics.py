@@ -95,11 +95,6 @@ class SelfMetrics:
         for reason in error_reasons:
             self.source_errors.labels(source, reason).inc(0)
 
-    def init_families(self, names: list[str]) -> None:
-        """`collector_series_overflow_total` at 0 for each metric family known at start-up."""
-        for name in names:
-            self.series_overflow.labels(name).inc(0)
-
     def set_source_state(self, source: str, state: str) -> None:
         """`collector_source_up` and the one-hot `collector_source_state` for `source`."""
         self.source_up.labels(source).set(1 if state in ("running", "degraded") else 0)
