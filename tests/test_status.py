@@ -56,7 +56,11 @@ def broken_settings(tmp_path: Path) -> tuple[Any, dict[str, Any]]:
     settings = make_settings(
         tmp_path,
         process={"pid": pid, "interval": 0.2},
-        stripe={"api_key": "sk_test_unreachable", "api_base": f"http://127.0.0.1:{api}", "poll_interval": 0.2},
+        stripe={
+            "api_key": "sk_test_unreachable",
+            "api_base": f"http://127.0.0.1:{api}",
+            "poll_interval": 0.2,
+        },
         websocket={"targets": [{"url": f"ws://127.0.0.1:{ws}/ws", "name": "app"}], "interval": 0.2},
         logs={"paths": [pattern], "poll_interval": 0.2},
     )
