@@ -163,6 +163,9 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
                     and value(s, "probe_websocket_success", target="app-ws") == 1
                 )
             )
+            with app_log.open("a") as fh:  # a line no rule uses, in a batch of its own
+                fh.write(json.dumps({"level": "info", "message": "cache_warmed", "keys": 12}) + "\n")
+            await run.wait_for(lambda s: value(s, "collector_log_lines_total", result="unmatched") == 1)
             assert (await deliver(run.url, event("payment_intent.succeeded")))[0] == 200
             assert (await deliver(run.url, event("charge.refunded")))[0] == 200
             assert (await post(run.url, b'{"id": "evt_forged"}', "t=1,v1=00"))[0] == 400
@@ -188,6 +191,8 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
     assert sources["process"]["reasons"].startswith(f"app process not found (pid {pid}) (since ")
     assert all(sources[n]["state"] == "running" for n in ("logs", "stripe", "github", "websocket"))
 
+    [unmatched] = page.rows("logs-unmatched-lines")
+    assert unmatched["line"] == '{"level": "info", "message": "cache_warmed", "keys": 12}'
     [followed] = page.rows("logs-followed-files")
     assert followed["path"] == str(app_log)
     size = app_log.stat().st_size

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -61,6 +62,7 @@ class LogsSource:
         # Status page: when each stream last had nothing unread (monotonic), for its lag in seconds.
         self._caught_up: dict[Key, float] = {}
         self._last_scan: Scan | None = None
+        self.unmatched: deque[tuple[float, str]] = deque(maxlen=5)  # (time, line) no rule matched
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -70,7 +72,7 @@ class LogsSource:
         assert self.consumer is not None
         s = self.settings
         return Tailer(
-            self.consumer,
+            _Sampler(self.consumer, self.unmatched, self.ctx.clock),
             self.ctx.metrics,
             self.ctx.log,
             s.max_line_bytes,
@@ -233,6 +235,15 @@ class LogsSource:
                     f"{int(lines.get(('invalid_json',), 0))}",
                 )
             )
+        tables.append(
+            Table(
+                "Unmatched lines",
+                ["time", "line"],
+                [[t, text] for t, text in self.unmatched],
+                note="samples of lines no rule used (taken at most every 5 s from batches no line of "
+                "which matched)",
+            )
+        )
         return tables
 
     # -- checkpoint -------------------------------------------------------------------------------
@@ -314,6 +325,47 @@ def _total(fam: Any) -> float:
     for v in fam.series.values():
         total += sum(v[:-1]) if isinstance(v, list) else v  # histogram: [per-bucket counts..., sum]
     return round(total, 3)
+
+
+class _Sampler:
+    """The consumer the tailer feeds, keeping a few recent lines that no rule used for the status page.
+
+    A batch's result only counts its unmatched lines, so a sample is taken only from a batch in which
+    no line matched (then its first line is one): at most one every `SAMPLE_EVERY` seconds, one
+    comparison per batch otherwise.
+    """
+
+    SAMPLE_EVERY = 5.0
+
+    def __init__(self, inner: LineConsumer, samples: deque[tuple[float, str]], clock: Any) -> None:
+        self.inner = inner
+        self.samples = samples
+        self.clock = clock
+        self.next_at = 0.0
+
+    def family_names(self) -> Any:
+        return self.inner.family_names()
+
+    def consume(self, lines: Any) -> Any:
+        result = self.inner.consume(lines)
+        if result.unmatched and not result.parsed and lines:
+            self._sample(bytes(lines[0][:300]))
+        return result
+
+    def consume_buffer(self, buf: bytes | memoryview, count: int) -> Any:
+        fast = getattr(self.inner, "consume_buffer", None)
+        if fast is None:
+            return None  # the tailer splits the chunk and calls consume()
+        result = fast(buf, count)
+        if result is not None and result.unmatched and not result.parsed:
+            self._sample(bytes(buf[:300]).split(b"\n", 1)[0])
+        return result
+
+    def _sample(self, line: bytes) -> None:
+        now = self.clock()
+        if now >= self.next_at:
+            self.next_at = now + self.SAMPLE_EVERY
+            self.samples.appendleft((now, line.decode("utf-8", "replace")))
 
 
 class _CheckpointAge:

@@ -251,14 +251,7 @@ class WebSocketSource:
             self.metrics.failures.inc((label, result.reason or "error"))
         else:
             self.metrics.record(label, result)
-        self.ctx.record(
-            "probes",
-            target=label,
-            result="success" if result.reason is None else result.reason,
-            status_code=result.status_code,
-            **{f"{ph}_ms": round(result.phases[ph] * 1000, 1) for ph in PHASES},
-            failure=result.detail[:200],
-        )
+        self._record(label, result)
         url = self._urls.get(label, label)
         if result.reason is not None:
             # Logged once when the target starts failing (and once when it recovers), not per probe.
@@ -273,6 +266,17 @@ class WebSocketSource:
             )
         else:
             self.ctx.recovered(f"target:{label}")
+
+    def _record(self, target: str, result: ProbeResult) -> None:
+        """One probe for the status page's recent probes (a bounded ring)."""
+        self.ctx.record(
+            "probes",
+            target=target[:200],
+            result="success" if result.reason is None else result.reason,
+            status_code=result.status_code,
+            **{f"{ph}_ms": round(result.phases[ph] * 1000, 1) for ph in PHASES},
+            failure=result.detail[:200],
+        )
 
     # -- /probe -----------------------------------------------------------------------------------
     def _plan_for(self, target: str) -> Plan | None:
@@ -316,6 +320,7 @@ class WebSocketSource:
         async with self.probe_slots:
             result = await self._guarded(lambda p: probe_once(p, timeout), plan)
         self.requests.inc(("success" if result.success else "failure",))
+        self._record(f"/probe {plan.label}", result)
         if result.reason is not None:
             self.log_first(
                 f"probe:{result.reason}",
