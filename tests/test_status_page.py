@@ -133,6 +133,9 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
         }
     ] * 5
     app_log.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    # A line still being written (no newline yet) is not read: that file lags by its bytes.
+    partial = b'{"level": "info", "message": "http_req'
+    (logs / "worker.log").write_bytes(partial)
     pid = missing_pid()
     async with ws_server(echo) as ws_port:
         settings = make_settings(
@@ -193,7 +196,14 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
 
     [unmatched] = page.rows("logs-unmatched-lines")
     assert unmatched["line"] == '{"level": "info", "message": "cache_warmed", "keys": 12}'
-    [followed] = page.rows("logs-followed-files")
+    followed, lagging = page.rows("logs-followed-files")
+    assert lagging["path"] == str(logs / "worker.log")
+    assert (lagging["offset"], lagging["size"], lagging["lag bytes"]) == (
+        "0",
+        str(len(partial)),
+        str(len(partial)),
+    )
+    assert float(lagging["lag seconds"]) > 0
     assert followed["path"] == str(app_log)
     size = app_log.stat().st_size
     assert (followed["offset"], followed["size"], followed["lag bytes"], followed["lag seconds"]) == (
