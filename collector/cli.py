@@ -38,7 +38,7 @@ def _command(argv: Sequence[str]) -> str | None:
 
 def _configured(env_file: str) -> bool:
     """Whether any setting could differ from its default: a `COLLECTOR_*` variable or an env file."""
-    return os.path.exists(env_file) or any(k.upper().startswith("COLLECTOR_") for k in os.environ)
+    return os.path.isfile(env_file) or any(k.upper().startswith("COLLECTOR_") for k in os.environ)
 
 
 def _common(
@@ -109,9 +109,9 @@ def _env_file(args: argparse.Namespace) -> tuple[str, bool]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser(_command(sys.argv[1:] if argv is None else argv)).parse_args(argv)
     env_file, explicit = _env_file(args)
-    if explicit and not os.path.isfile(env_file):
+    if explicit and (not os.path.exists(env_file) or os.path.isdir(env_file)):  # /dev/null: "none"
         how = "--env-file" if getattr(args, "env_file", None) is not None else "COLLECTOR_ENV_FILE"
-        print(f"collector: env file {env_file!r} ({how}) does not exist or is not a file", file=sys.stderr)
+        print(f"collector: env file {env_file!r} ({how}) does not exist or is a directory", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "replay" and not _configured(env_file):
         from collector.replay import run_replay

@@ -94,6 +94,7 @@ def test_a_missing_env_file_is_an_error_unless_it_is_the_default(tmp_path: Path)
         assert result.stderr.startswith("collector: env file 'nope.env' (")
         assert "does not exist" in result.stderr
     assert _run(["check-config"], {}, tmp_path).returncode == 0  # no .env here: fine, it is optional
+    assert _run(["--env-file", "/dev/null", "check-config"], {}, tmp_path).returncode == 0  # "no env file"
 
 
 def test_every_setting_is_a_flag_before_or_after_the_subcommand(tmp_path: Path) -> None:
