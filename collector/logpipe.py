@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from collector.metrics import MetricState
     from collector.settings import LogsSettings
 
-__all__ = ["RESULTS", "BatchResult", "LineConsumer", "build_consumer", "valid_utf8"]
+__all__ = ["RESULTS", "BatchResult", "LineConsumer", "bad_line_reason", "build_consumer", "valid_utf8"]
 
 #: Every line ends in exactly one of these (`too_long` is decided by the tailer, the rest by the consumer).
 RESULTS = ("parsed", "unmatched", "invalid_json", "invalid_utf8", "too_long")
@@ -30,6 +30,15 @@ def valid_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def bad_line_reason(line: bytes) -> str:
+    """`invalid_utf8` or `invalid_json` for a line the JSON decoder refused.
+
+    Decided from the bytes, not from the decoder's exception: msgspec up to 0.18 raised
+    UnicodeDecodeError for invalid UTF-8, later releases raise DecodeError for it.
+    """
+    return "invalid_json" if valid_utf8(line) else "invalid_utf8"
 
 
 @dataclass

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import BatchResult, valid_utf8
+from collector.logpipe import BatchResult, bad_line_reason
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -217,10 +217,8 @@ class LineDecoder:
                 continue
             except msgspec.ValidationError:
                 obj = self._reshape(line)  # valid JSON whose shape differs where a rule looks
-            except UnicodeDecodeError:
-                obj = "invalid_utf8"
-            except msgspec.DecodeError:
-                obj = "invalid_json" if valid_utf8(line) else "invalid_utf8"
+            except (msgspec.DecodeError, UnicodeDecodeError):
+                obj = bad_line_reason(line)
             if isinstance(obj, str):
                 if obj == "invalid_utf8":
                     result.invalid_utf8 += 1
@@ -236,10 +234,8 @@ class LineDecoder:
         """Decode generically, drop values whose type a nested path cannot read, then convert."""
         try:
             data = msgspec.json.decode(line)
-        except UnicodeDecodeError:
-            return "invalid_utf8"
-        except msgspec.DecodeError:
-            return "invalid_json"
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return bad_line_reason(line)
         if not isinstance(data, dict):
             return "not_object"
         return msgspec.convert(_prune(data, self._tree), self.root)
