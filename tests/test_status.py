@@ -148,3 +148,18 @@ async def test_counters_exist_at_zero_from_start_up(tmp_path: Path) -> None:
         samples = await run.wait_for(lambda s: value(s, "collector_source_up", source="logs") == 1)
         assert value(samples, "collector_series_overflow_total", metric="collector_log_read_lines_total") == 0
         assert value(samples, "collector_series_overflow_total", metric="app_process_up") is None  # no labels
+
+
+async def test_github_api_unreachable_degrades_the_github_source(tmp_path: Path) -> None:
+    port = closed_port()
+    gh = {
+        "token": "ghp_x",
+        "repositories": ["octo/shop"],
+        "api_url": f"http://127.0.0.1:{port}",
+        "poll_interval": 1,
+    }
+    async with serve(make_settings(tmp_path, github=gh)) as run:
+        h = await until(run, lambda h: h["sources"]["github"]["state"] == "degraded")
+        [reason] = h["sources"]["github"]["reasons"]
+        assert reason.startswith("GitHub API unreachable since ") and "(1 failed poll): octo/shop: " in reason
+        assert (await run.get("/health/ready"))[0] == 200

@@ -144,7 +144,7 @@ class Poller:
             failing_since: float | None = None
             failures = 0
             while not self.ctx.stop.is_set():
-                errors = []
+                errors: list[tuple[Exception, str]] = []
                 for repo in self.settings.repositories:
                     if self.ctx.stop.is_set():
                         return
@@ -162,7 +162,7 @@ class Poller:
                             "rate_limited" if isinstance(exc, gidgethub.RateLimitExceeded) else "api_error"
                         )
                         self.ctx.error(reason, f"{repo}: {type(exc).__name__}: {exc}")
-                        errors.append(f"{repo}: {type(exc).__name__}: {exc}")
+                        errors.append((exc, f"{repo}: {type(exc).__name__}: {exc}"))
                         self.log_first(
                             f"poll:{repo}:{type(exc).__name__}",
                             "GitHub API poll failed; retrying next interval",
@@ -172,11 +172,14 @@ class Poller:
                 if errors:
                     failures += 1
                     failing_since = failing_since or self.ctx.clock()
-                    what = "unreachable" if any("ClientConnector" in e for e in errors) else "failing"
+                    unreachable = all(
+                        isinstance(e, aiohttp.ClientConnectionError | TimeoutError) for e, _t in errors
+                    )
+                    what = "unreachable" if unreachable else "failing"
                     self.ctx.degraded(
                         "api",
                         f"GitHub API {what} since {time.strftime('%H:%M:%S', time.gmtime(failing_since))} "
-                        f"({failures} failed poll{'s' if failures > 1 else ''}): {errors[0]}",
+                        f"({failures} failed poll{'s' if failures > 1 else ''}): {errors[0][1]}",
                     )
                 else:
                     failing_since, failures = None, 0
