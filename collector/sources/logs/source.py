@@ -34,6 +34,8 @@ __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 OWNER = "logs"
 CHECKPOINT_KEY = "checkpoint"
 CHECKPOINT_VERSION = 1
+#: Followed files the status page lists (the most behind first when there are more).
+MAX_FILE_ROWS = 200
 
 
 class LogsSource:
@@ -208,12 +210,20 @@ class LogsSource:
             for path, fo in sorted(scan_files.items()):
                 if fo.error is not None:
                     rows.append([path, None, None, None, None, None, f"{fo.error}: {fo.detail}"])
+        shown = (
+            sorted(rows, key=lambda r: -(r[3] or 0))[:MAX_FILE_ROWS] if len(rows) > MAX_FILE_ROWS else rows
+        )
+        more = (
+            f"; {len(rows) - len(shown)} more not shown (the most behind are)"
+            if len(shown) < len(rows)
+            else ""
+        )
         tables.append(
             Table(
                 "Followed files",
                 ["path", "offset", "size", "lag_bytes", "lag_seconds", "rotations", "last_error"],
-                rows,
-                note=f"patterns: {', '.join(self.settings.paths)}",
+                shown,
+                note=f"patterns: {', '.join(self.settings.paths)}{more}",
             )
         )
         consumer = self.consumer
@@ -222,6 +232,8 @@ class LogsSource:
         if families is None and consumer is not None:
             families = {n: self.ctx.metrics.families[n] for n in consumer.family_names()}
         lines = tailer.lines.series if tailer is not None else {}
+        loaded = getattr(consumer, "rules_loaded", None)  # the rules engine's collector_rules_loaded gauge
+        n_rules = int(loaded.series.get((), 0)) if loaded is not None else 0
         if families:
             rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in families.values()]
             tables.append(
@@ -229,7 +241,7 @@ class LogsSource:
                     "Rules",
                     ["metric", "type", "series", "matches"],
                     rule_rows,
-                    note=f"presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
+                    note=f"{n_rules} rules; presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
                     f"{self.settings.rules or 'none'}; lines parsed {int(lines.get(('parsed',), 0))}, "
                     f"unmatched {int(lines.get(('unmatched',), 0))}, invalid JSON "
                     f"{int(lines.get(('invalid_json',), 0))}",
