@@ -7,7 +7,9 @@ import asyncio
 import html
 import json
 import logging
+import shutil
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -148,6 +150,10 @@ async def test_counters_exist_at_zero_from_start_up(tmp_path: Path) -> None:
         samples = await run.wait_for(lambda s: value(s, "collector_source_up", source="logs") == 1)
         assert value(samples, "collector_series_overflow_total", metric="collector_log_read_lines_total") == 0
         assert value(samples, "collector_series_overflow_total", metric="app_process_up") is None  # no labels
+        if shutil.which("promtool"):
+            _s, _h, body = await run.get("/metrics")
+            lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+            assert (lint.returncode, lint.stdout + lint.stderr) == (0, b"")
 
 
 async def test_github_api_unreachable_degrades_the_github_source(tmp_path: Path) -> None:
