@@ -152,7 +152,9 @@ async def test_counters_exist_at_zero_from_start_up(tmp_path: Path) -> None:
         assert value(samples, "collector_series_overflow_total", metric="app_process_up") is None  # no labels
         if shutil.which("promtool"):
             _s, _h, body = await run.get("/metrics")
-            lint = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
+            lint = subprocess.run(
+                ["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30
+            )
             assert (lint.returncode, lint.stdout + lint.stderr) == (0, b"")
 
 
