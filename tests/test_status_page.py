@@ -118,6 +118,19 @@ async def github_ping(url: str) -> int:
         return r.status
 
 
+async def ci_deployment(url: str, token: str) -> int:
+    body = {
+        "repository": "octo/shop",
+        "environment": "production",
+        "sha": "abc123",
+        "status": "success",
+        "id": "ci-1",
+    }
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as s, s.post(url + "/deployments", json=body, headers=headers) as r:
+        return r.status
+
+
 async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -144,6 +157,7 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
             logs={"paths": [str(logs / "*.log")], "preset": ["winston"], "start_at": "beginning"},
             stripe={"webhook_secrets": [SECRET]},
             github={"webhook_secret": GITHUB_SECRET},
+            deployments={"token": "ci-token"},
             websocket={
                 "targets": [{"url": f"ws://127.0.0.1:{ws_port}/ws", "name": "app-ws"}],
                 "interval": 0.3,
@@ -173,6 +187,8 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
             assert (await deliver(run.url, event("charge.refunded")))[0] == 200
             assert (await post(run.url, b'{"id": "evt_forged"}', "t=1,v1=00"))[0] == 400
             assert await github_ping(run.url) == 200
+            assert await ci_deployment(run.url, "ci-token") == 201
+            assert await ci_deployment(run.url, "wrong") == 401
 
             dom = (await chromium("--dump-dom", "--virtual-time-budget=2000", run.url + "/")).decode()
             ARTIFACTS.mkdir(exist_ok=True)
@@ -189,10 +205,12 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
     page.feed(dom)
 
     sources = {r["source"]: r for r in page.rows("sources")}
-    assert set(sources) == {"process", "logs", "stripe", "github", "websocket"}
+    assert set(sources) == {"process", "logs", "stripe", "github", "deployments", "websocket"}
     assert sources["process"]["state"] == "degraded"
     assert sources["process"]["reasons"].startswith(f"app process not found (pid {pid}) (since ")
-    assert all(sources[n]["state"] == "running" for n in ("logs", "stripe", "github", "websocket"))
+    assert all(
+        sources[n]["state"] == "running" for n in ("logs", "stripe", "github", "deployments", "websocket")
+    )
 
     [unmatched] = page.rows("logs-unmatched-lines")
     assert unmatched["line"] == '{"level": "info", "message": "cache_warmed", "keys": 12}'
@@ -219,12 +237,16 @@ async def test_status_page_in_chromium_shows_sources_files_deliveries_and_probes
     deliveries = page.rows("recent-deliveries")
     seen = [(d["source"], d["type"], d["status"], d["code"]) for d in deliveries]
     assert seen == [
+        ("deployments", "deployment", "rejected", "401"),
+        ("deployments", "deployment", "accepted", "201"),
         ("github", "ping", "accepted", "200"),
         ("stripe", "unknown", "signature_failed", "400"),
         ("stripe", "charge.refunded", "processed", "200"),
         ("stripe", "payment_intent.succeeded", "processed", "200"),
     ]
-    assert deliveries[1]["reason"].startswith("signature_")
+    assert deliveries[0]["reason"] == "missing or wrong bearer token"
+    assert deliveries[1]["id"] == "ci:ci-1"
+    assert deliveries[3]["reason"].startswith("signature_")
 
     probes = page.rows("recent-probes")
     assert probes and all(p["target"] == "app-ws" and p["result"] == "success" for p in probes)
