@@ -64,7 +64,7 @@ class GitHubSource:
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
         "missing_signature", "invalid_signature", "bad_request", "bad_payload", "store", "api_error",
-        "rate_limited",
+        "rate_limited", "deployment_order",
     )  # fmt: skip
 
     def __init__(self, ctx: SourceContext) -> None:

@@ -267,12 +267,15 @@ class LogsSource:
         """Offsets and metric state taken together between two steps (no await here)."""
         assert self.consumer is not None
         names = [*self.consumer.family_names(), *tailer.checkpoint_families()]
+        # state a consumer keeps between lines (a join's pending requests) goes with the offsets
+        consumer_state = getattr(self.consumer, "checkpoint_state", None)
         return msgspec.json.encode(
             {
                 "version": CHECKPOINT_VERSION,
                 "patterns": list(self.settings.paths),
                 "streams": tailer.snapshot(),
                 "metrics": self.ctx.metrics.snapshot(names),
+                "consumer": consumer_state() if consumer_state is not None else None,
             }
         )
 
@@ -304,6 +307,9 @@ class LogsSource:
                 raise ValueError(f"unknown checkpoint version {data.get('version')!r}")
             skipped = self.ctx.metrics.restore(data.get("metrics", {}))
             tailer.restore(list(data.get("streams", [])))
+            restore_consumer = getattr(self.consumer, "restore_state", None)
+            if restore_consumer is not None:
+                restore_consumer(data.get("consumer"))
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
