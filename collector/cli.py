@@ -148,8 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"collector: warning: {line}", file=sys.stderr)
         return 0
     from collector.logsetup import setup_logging
+    from collector.redact import Redactor
 
-    setup_logging(settings.log_level, settings.log_format, settings.log_level_libraries)
+    setup_logging(
+        settings.log_level,
+        Redactor.from_settings(settings),
+        fmt=settings.log_format,
+        libraries=settings.log_level_libraries,
+    )
     for line in typos:
         log.warning(line)
     try:

@@ -6,9 +6,17 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LIBRARY_LOGGERS", "JsonFormatter", "LogFirst", "TextFormatter", "setup_logging"]
+__all__ = [
+    "LIBRARY_LOGGERS",
+    "JsonFormatter",
+    "LogFirst",
+    "RedactingHandler",
+    "TextFormatter",
+    "setup_logging",
+]
 
 #: Third-party loggers held at `COLLECTOR_LOG_LEVEL_LIBRARIES` (WARNING by default): watchfiles logs
 #: "1 change detected" per write to a watched log (and feeds itself when our own log is watched),
@@ -64,15 +72,35 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if (not text or any(c in text for c in ' "=')) else text
 
 
-def setup_logging(level: str = "INFO", fmt: str = "json", libraries: str = "WARNING") -> None:
-    """Send every record to stderr, one JSON object (`fmt="json"`) or one text line (`"text"`) each.
+class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that passes each formatted record (message, extra fields, traceback) through
+    `redact` before writing it: third-party loggers (websockets prints every request header at DEBUG)
+    cannot print a secret, whatever the formatter."""
+
+    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
+        super().__init__(stream)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def setup_logging(
+    level: str = "INFO",
+    redact: Callable[[str], str] | None = None,
+    fmt: str = "json",
+    libraries: str = "WARNING",
+) -> None:
+    """Send every record to stderr, one JSON object (`fmt="json"`) or one text line (`"text"`) each,
+    secrets masked.
 
     Args:
         level: the collector's own level (`COLLECTOR_LOG_LEVEL`).
+        redact: masks secrets in each formatted record (`collector.redact.Redactor`).
         fmt: `json` or `text` (`COLLECTOR_LOG_FORMAT`).
         libraries: level of the third-party loggers in `LIBRARY_LOGGERS` (`COLLECTOR_LOG_LEVEL_LIBRARIES`).
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = RedactingHandler(sys.stderr, redact or (lambda text: text))
     handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

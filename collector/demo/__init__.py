@@ -240,7 +240,14 @@ def run_demo(args: argparse.Namespace, settings: Any = None, env_file: str | Non
         given = settings is not None and "listen" in settings.model_fields_set
         args.listen = settings.listen if given else DEMO_LISTEN
     if settings is not None:
-        setup_logging("INFO", settings.log_format, settings.log_level_libraries)
+        from collector.redact import Redactor
+
+        setup_logging(
+            "INFO",
+            Redactor.from_settings(settings),
+            fmt=settings.log_format,
+            libraries=settings.log_level_libraries,
+        )
     else:
         setup_logging("INFO")
 
