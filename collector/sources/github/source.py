@@ -60,6 +60,11 @@ class GitHubSource:
     shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
     #: The tables and migrations of the shared history (applied once at start by the engine).
     storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = (
+        "missing_signature", "invalid_signature", "bad_request", "bad_payload", "store", "api_error",
+        "rate_limited", "deployment_order",
+    )  # fmt: skip
 
     def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx
@@ -133,6 +138,7 @@ class GitHubSource:
             )
         if event == "ping":
             self._count(event, "accepted")
+            self._record(event, "accepted", 200, delivery, "ping")
             return web.json_response({"status": "pong"})
         if request.content_type == "application/x-www-form-urlencoded":
             body = (parse_qs(body.decode("utf-8", "replace")).get("payload") or [""])[0].encode()
@@ -143,6 +149,7 @@ class GitHubSource:
         if isinstance(result, str):
             status = "unsupported" if result == "unsupported" else "ignored"
             self._count(event, status)
+            self._record(event, status, 202, delivery, result)
             return web.json_response({"status": status, "reason": result}, status=202)
         try:
             applied = await self.engine.apply(result, delivery)
@@ -154,12 +161,24 @@ class GitHubSource:
             )
         status = "accepted" if applied else "duplicate"
         self._count(event, status)
+        self._record(event, status, 200, delivery, "")
         return web.json_response({"status": status})
+
+    def _record(self, event: str, status: str, code: int, delivery: str, reason: str) -> None:
+        self.ctx.record(
+            "deliveries",
+            type=event[:64] or "unknown",
+            status=status,
+            code=code,
+            id=delivery[:64],
+            reason=reason,
+        )
 
     def _reject(
         self, event: str, status: str, code: int, msg: str, delivery: str, count_error: bool = True
     ) -> web.Response:
         self._count(event, status)
+        self._record(event, status, code, delivery, msg)
         if count_error:
             self.ctx.error(status, msg)
         self.log_first(
