@@ -33,6 +33,7 @@ class SourceStatus:
     last_error: str | None = None
     last_error_at: float | None = None
     restarts: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)  # source-specific (logs: pending files)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +43,7 @@ class SourceStatus:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "restarts": self.restarts,
+            **self.detail,
         }
 
 
@@ -58,9 +60,14 @@ class SourceContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Callable[[], float] = time.time
     status: SourceStatus = field(default_factory=SourceStatus)
+    # Set once the source's metric families hold their restored values: /metrics serves the shared
+    # families only when every source has set it, so no scrape sees a counter below a value served
+    # before a restart. `started()` sets it; a source that restores may set it earlier.
+    restored: asyncio.Event = field(default_factory=asyncio.Event)
 
     def started(self) -> None:
         """Tell the supervisor the source is up (readiness flips once every source has said so)."""
+        self.restored.set()
         self.status.state = "running"
         self.status.started_at = self.clock()
         self.self_metrics.source_up.labels(self.name).set(1)

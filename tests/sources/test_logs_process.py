@@ -120,12 +120,13 @@ def test_lines_after_the_last_checkpoint_are_reread_once_after_kill_9_and_kept_o
     log = logdir / "app.log"
     log.touch()
     # One checkpoint at start, then none for 5 minutes: everything read before the kill is re-read.
+    # (Not scraped before the kill: a scrape makes what it serves durable first.)
     env = _env(tmp_path, COLLECTOR_LOGS__CHECKPOINT_INTERVAL="300")
     first = CollectorProcess(env, tmp_path)
     try:
         _ready(first)
         append(log, lines(1000))
-        _wait(first, lambda m: level_count(m) == 1000)
+        time.sleep(3.0)  # read within milliseconds; this machine may be loaded
         first.kill()
     finally:
         if first.proc.poll() is None:

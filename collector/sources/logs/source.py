@@ -24,7 +24,7 @@ from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
 from collector.source import SourceContext
 from collector.sources.logs.scan import FileObs, scan
-from collector.sources.logs.tailer import Tailer
+from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 
@@ -51,6 +51,8 @@ class LogsSource:
             self.consumer_error = exc
         self.tailer: Tailer | None = None
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
+        self.checkpointed_changes = -1  # `tailer.changes` at the last checkpoint taken
+        self.checkpoint_ok = True  # the last checkpoint write succeeded
         self.wake = asyncio.Event()
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
@@ -72,7 +74,10 @@ class LogsSource:
 
     async def run(self) -> None:
         if self.consumer is None:
-            self.consumer = build_consumer(self.settings, self.ctx.metrics, self.ctx.log)
+            try:
+                self.consumer = build_consumer(self.settings, self.ctx.metrics, self.ctx.log)
+            except ValueError:
+                raise
         tailer = self.tailer = self._new_tailer()
         clean = False
         tasks: list[asyncio.Task[None]] = []
@@ -85,9 +90,12 @@ class LogsSource:
                 # `start_at` only for files present at the first start (or the first start of a pattern).
                 return self.settings.start_at == "end" and (first_start or fo.pattern not in known_patterns)
 
-            found = await asyncio.to_thread(scan, patterns, {}, self.settings.start_at == "end")
+            found = await asyncio.to_thread(
+                scan, patterns, {}, self.settings.start_at == "end", tailer.look_dirs(patterns)
+            )
             tailer.apply(found, time.monotonic(), start_end)
             tailer.update_gauges()
+            self._report_pending(tailer)
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
             watcher = _Watcher(self, found.roots)
@@ -101,12 +109,17 @@ class LogsSource:
                 tailer.update_gauges()
                 if self._checkpoint_due():
                     await self._checkpoint(tailer)
-                await self._wait()
+                if not any(p.why == "truncated" for p in tailer.pending):
+                    # (a truncated file's copy is looked for at once, before the next rotation moves it)
+                    await self._wait()
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
-                found = await asyncio.to_thread(scan, patterns, tailer.open_fds(), False)
+                found = await asyncio.to_thread(
+                    scan, patterns, tailer.open_fds(), False, tailer.look_dirs(patterns)
+                )
                 tailer.apply(found, time.monotonic(), never)
+                self._report_pending(tailer)
                 watcher.follow(found.roots)
             clean = True
         finally:
@@ -120,6 +133,10 @@ class LogsSource:
             if clean:
                 await self._checkpoint(tailer)
             tailer.close()
+
+    def _report_pending(self, tailer: Tailer) -> None:
+        """/health lists files whose unread bytes are owed but cannot be read yet."""
+        self.ctx.status.detail["pending_files"] = tailer.pending_report()
 
     async def _read_all(self, tailer: Tailer) -> None:
         async def between() -> None:
@@ -158,16 +175,49 @@ class LogsSource:
                 "version": CHECKPOINT_VERSION,
                 "patterns": list(self.settings.paths),
                 "streams": tailer.snapshot(),
+                "pending": tailer.snapshot_pending(),
+                "finished": tailer.snapshot_finished(),
+                "saved_at": self.ctx.clock(),
                 "metrics": self.ctx.metrics.snapshot(names),
             }
         )
 
+    def _write_checkpoint(self, tailer: Tailer) -> asyncio.Future[None]:
+        """Take the state now (between two steps) and queue its write; the store thread keeps the order."""
+        self.checkpointed_changes = tailer.changes
+        return self.ctx.store.put_nowait(OWNER, [(CHECKPOINT_KEY, self._state(tailer))])
+
+    def held_families(self) -> list[str]:
+        """Families restored from the checkpoint: not served before the restore (see `durable_render`)."""
+        names = list(self.consumer.family_names()) if self.consumer is not None else []
+        return [*names, *CHECKPOINT_FAMILIES]
+
+    def before_scrape(self) -> asyncio.Future[None] | None:
+        """Called by /metrics right before it renders (no await in between): make what it serves durable.
+
+        A scrape then never shows a count that a crash could take back, so after a restart no counter
+        is ever below a value served before (Prometheus would read that as a reset). Nothing is written
+        when nothing changed since the last checkpoint.
+        """
+        tailer = self.tailer
+        if tailer is None or self.ctx.status.state != "running" or not self.ctx.store.is_open:
+            return None
+        if tailer.changes == self.checkpointed_changes and self.checkpoint_ok:
+            return None
+        write = self._write_checkpoint(tailer)
+        write.add_done_callback(self._scrape_checkpoint_done)
+        return write
+
+    def _scrape_checkpoint_done(self, write: asyncio.Future[None]) -> None:
+        self.checkpoint_ok = not write.cancelled() and write.exception() is None
+
     async def _checkpoint(self, tailer: Tailer) -> None:
-        blob = self._state(tailer)
         began = time.monotonic()
         try:
-            await self.ctx.store.put(OWNER, [(CHECKPOINT_KEY, blob)])
+            await self._write_checkpoint(tailer)
+            self.checkpoint_ok = True
         except Exception as exc:
+            self.checkpoint_ok = False
             self.ctx.self_metrics.store_errors.labels("logs_checkpoint").inc()
             self.ctx.error("checkpoint_failed", str(exc))
             tailer.log_first("checkpoint_failed", "cannot write the logs checkpoint", error=str(exc))
@@ -182,6 +232,7 @@ class LogsSource:
             (first start, patterns already used at the last checkpoint)
         """
         raw = await self.ctx.store.get(OWNER, CHECKPOINT_KEY)
+        self.ctx.restored.set()  # from here on our families hold restored values (or a first start's)
         if raw is None:
             return True, set()
         try:
@@ -189,7 +240,13 @@ class LogsSource:
             if data.get("version") != CHECKPOINT_VERSION:
                 raise ValueError(f"unknown checkpoint version {data.get('version')!r}")
             skipped = self.ctx.metrics.restore(data.get("metrics", {}))
-            tailer.restore(list(data.get("streams", [])))
+            saved_at = data.get("saved_at")
+            tailer.restore(
+                list(data.get("streams", [])),
+                list(data.get("pending", [])),
+                list(data.get("finished", [])),
+                float(saved_at) if saved_at is not None else None,
+            )
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
