@@ -219,6 +219,18 @@ class Collector:
         except OSError:
             return None
 
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until /health/ready says ready (the logs source restored and made its first checkpoint)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self.port}/health/ready"
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    if resp.status == 200:
+                        return
+            time.sleep(0.05)
+        raise RuntimeError(f"collector not ready after {timeout}s: {self.stderr_tail()}")
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -361,8 +373,11 @@ class Cycle:
         res = Result(self.scenario, self.config, self.seed)
         scraper = Scraper(self.collector)
         try:
-            self.writer.start()
+            # The first start must see the log directory as it was before the first line: files that
+            # exist at a first start are only read if the patterns match them.
             self.collector.start()
+            self.collector.wait_ready()
+            self.writer.start()
             scraper.start()
             SCENARIOS[self.scenario](self)
             self.sleep(0.3, 0.8)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import BatchResult, valid_utf8
+from collector.logpipe import NOT_JSON, BatchResult, lenient_json, valid_utf8
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -105,7 +105,7 @@ class LineDecoder:
         for line in bytes(buf[:SAMPLE_BYTES]).split(b"\n")[:SAMPLE_LINES]:
             try:
                 data = msgspec.json.decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
                 continue
             if isinstance(data, dict):
                 _walk(data, "", self._order, seen)
@@ -193,7 +193,7 @@ class LineDecoder:
             objs = self._batch(b"\n".join(lines))
             if len(objs) == len(lines):
                 return objs
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass
         return self._decode_each(lines, result)
 
@@ -204,7 +204,7 @@ class LineDecoder:
             self.learn(buf)
         try:
             objs = self._batch(buf)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         return objs if len(objs) == count else None
 
@@ -219,8 +219,8 @@ class LineDecoder:
                 obj = self._reshape(line)  # valid JSON whose shape differs where a rule looks
             except UnicodeDecodeError:
                 obj = "invalid_utf8"
-            except msgspec.DecodeError:
-                obj = "invalid_json" if valid_utf8(line) else "invalid_utf8"
+            except (msgspec.DecodeError, RecursionError):
+                obj = self._reshape(line) if valid_utf8(line) else "invalid_utf8"
             if isinstance(obj, str):
                 if obj == "invalid_utf8":
                     result.invalid_utf8 += 1
@@ -238,8 +238,10 @@ class LineDecoder:
             data = msgspec.json.decode(line)
         except UnicodeDecodeError:
             return "invalid_utf8"
-        except msgspec.DecodeError:
-            return "invalid_json"
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            data = lenient_json(line)  # valid JSON msgspec refuses: lone surrogate escapes, 1e400, depth
+            if data is NOT_JSON:
+                return "invalid_json"
         if not isinstance(data, dict):
             return "not_object"
         return msgspec.convert(_prune(data, self._tree), self.root)
