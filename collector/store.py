@@ -68,11 +68,15 @@ class StateStore:
     Args:
         path: the database file; parents are created.
         on_reset: called with the reason when a corrupt file is moved aside.
+        busy_timeout: seconds to wait for a lock held by another process before failing (retried).
     """
 
-    def __init__(self, path: Path, on_reset: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_reset: Callable[[str], None] | None = None, busy_timeout: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.on_reset = on_reset
+        self.busy_timeout = busy_timeout  # seconds to wait for another process's lock
         # SQLite connections belong to the thread that made them: one worker does all the I/O.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
         self._conn: sqlite3.Connection | None = None
@@ -131,7 +135,9 @@ class StateStore:
                 raise StoreError(f"cannot create a fresh state store at {self.path}: {exc2}") from exc2
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -139,7 +145,7 @@ class StateStore:
                 raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
             # NORMAL in WAL mode: a crash of the process never loses a committed transaction.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             check = conn.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
                 raise _CheckFailed(f"quick_check failed: {check[:3]}")
