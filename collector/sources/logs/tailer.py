@@ -101,8 +101,11 @@ CHECKPOINT_FAMILIES = (
     "collector_log_lost_bytes_total",
     "collector_log_losses_total",
 )
-#: Closed streams remembered (identity + final offset), so a rotated file met again is not re-read.
-MAX_FINISHED = 64
+#: Closed streams remembered (identity + final offset), so a rotated file met again (renamed, or
+#: compressed by a later rotation) is not read again. A few rotations' worth; kept in the checkpoint.
+MAX_FINISHED = 16
+#: Bytes of a closed stream's fingerprint kept: its first line identifies it (timestamps).
+FINISHED_FP_BYTES = 256
 #: Offset of a file known in full without being read (present at the first start, before `start_at`).
 ALL = 1 << 62
 #: Bounded reasons of `collector_log_lost_bytes_total` / `collector_log_losses_total`.
@@ -543,6 +546,7 @@ class Tailer:
             fam.remove((path,))
 
     def _finish(self, s: Stream) -> None:
+        s.fp = Fingerprint(s.fp.head[:FINISHED_FP_BYTES])
         self.finished = [*[f for f in self.finished if f.key != s.key][-(MAX_FINISHED - 1) :], s]
 
     def expire(self, now: float) -> None:
