@@ -199,7 +199,9 @@ class Collector:
         self.proc = subprocess.Popen(
             [*(_DROP_DAC if os.geteuid() == 0 else []), sys.executable, "-m", "collector"],
             env=env,
-            cwd=REPO,
+            # CHAOS_COLLECTOR_DIR: run another checkout's `collector` package (e.g. an older commit's,
+            # to see the campaign catch what it fixed); by default this repository's.
+            cwd=os.environ.get("CHAOS_COLLECTOR_DIR", str(REPO)),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
             preexec_fn=child,
@@ -321,6 +323,7 @@ class Cycle:
         self.collector = Collector(self.work, live if config == "live" else live + "*", self.rng)
         self.writer = Writer(self.logdir, self.rng)
         self.rotations = 0
+        self.notes: list[str] = []
 
     # helpers the scenarios use
     def sleep(self, lo: float, hi: float) -> None:
@@ -389,7 +392,7 @@ class Cycle:
             scraper.join()
             self._judge(res, final)
             res.decreased = scraper.decreased
-            res.notes += scraper.examples
+            res.notes += scraper.examples + self.notes
         finally:
             scraper.stop_flag.set()
             self.writer.stop_flag.set()
@@ -570,16 +573,23 @@ def delete_recreate(c: Cycle) -> None:
 
 
 def inode_reuse(c: Cycle) -> None:
-    """Down: delete the file, create a new one (the file system may hand it the same inode)."""
+    """Down: the file's inode ends up holding other content (deleted and re-created, which the file
+    system may give the same inode, or truncated and rewritten in place: the same inode for sure)."""
     c.sleep(0.5, 1.2)
     c.collector.sigterm() if c.rng.random() < 0.5 else c.collector.kill9()
+    log = c.logdir / "app.log"
+    before = log.stat().st_ino
     c.writer.paused.set()
     with c.writer.lock:
         c.writer._finish_partial()
-    (c.logdir / "app.log").unlink()
+        if c.rng.random() < 0.5:
+            log.unlink()
+        else:
+            os.truncate(log, 0)
     c.writer.reopen()
     c.writer.paused.clear()
     c.sleep(0.2, 0.5)
+    c.notes.append(f"inode {'reused' if log.stat().st_ino == before else 'new'}")
     c.collector.start()
 
 
@@ -694,6 +704,7 @@ def campaign(
             f"counted={res.counted} lost={res.lost} doubled={res.doubled} vanished={res.vanished} "
             f"gone_uncounted={res.gone_uncounted} loss_events={res.loss_events} "
             f"decreased={res.decreased} {res.seconds}s{'' if res.ok else '  FAIL'}"
+            + "".join(f" [{n}]" for n in res.notes if len(n) < 60)
         )
         for note in res.notes if not res.ok else []:
             out("      " + note.replace("\n", "\n      "))

@@ -53,6 +53,7 @@ class LogsSource:
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
         self.checkpointed_changes = -1  # `tailer.changes` at the last checkpoint taken
         self.checkpoint_ok = True  # the last checkpoint write succeeded
+        self.scanned_at = 0.0  # wall time the last scan began (checkpointed: see Tailer._first_look)
         self.wake = asyncio.Event()
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
@@ -90,6 +91,7 @@ class LogsSource:
                 # `start_at` only for files present at the first start (or the first start of a pattern).
                 return self.settings.start_at == "end" and (first_start or fo.pattern not in known_patterns)
 
+            self.scanned_at = self.ctx.clock()
             found = await asyncio.to_thread(
                 scan, patterns, {}, self.settings.start_at == "end", tailer.look_dirs(patterns)
             )
@@ -115,6 +117,7 @@ class LogsSource:
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
+                self.scanned_at = self.ctx.clock()
                 found = await asyncio.to_thread(
                     scan, patterns, tailer.open_fds(), False, tailer.look_dirs(patterns)
                 )
@@ -177,7 +180,8 @@ class LogsSource:
                 "streams": tailer.snapshot(),
                 "pending": tailer.snapshot_pending(),
                 "finished": tailer.snapshot_finished(),
-                "saved_at": self.ctx.clock(),
+                # Files modified since the last scan began may hold lines no checkpoint has seen.
+                "saved_at": self.scanned_at,
                 "metrics": self.ctx.metrics.snapshot(names),
             }
         )

@@ -346,6 +346,7 @@ class Tailer:
         candidates = [fo for fo in (*scan.files.values(), *scan.others.values()) if fo.key[1]]
         held: set[Key] = set()
         still: list[Stream] = []
+        replaced: set[int] = set()
         # The same inode with the same first bytes first (renamed, or the file itself), then copies.
         for p in self.pending:
             fo = next(
@@ -358,6 +359,8 @@ class Tailer:
             elif fo is not None and fo.fd is not None and p.fp.matches(fo.prefix) and fo.size >= p.offset:
                 self._attach(p, fo, scan, now, seen)
             else:
+                if fo is not None:
+                    replaced.add(id(p))  # its inode now holds other content: truncated, or reused
                 still.append(p)
         self.pending = []
         for p in still:
@@ -389,7 +392,7 @@ class Tailer:
                 held.update(c.key for c in short)
                 self.pending.append(p)
             elif state == "ok" or (state is None and p.why == "truncated"):
-                self._lost(p)
+                self._lost(p, "truncated" if id(p) in replaced else None)
             else:
                 if state is not None and p.why != "truncated":
                     p.why = "missing" if state == "missing" else "unreadable"
@@ -445,11 +448,14 @@ class Tailer:
             self.log.info("reading a file rotated while the collector was down", extra={"path": fo.path})
             self._attach(p, fo, scan, now, set())
 
-    def _lost(self, p: Stream) -> None:
-        reason = "truncated" if p.why == "truncated" else "deleted"
+    def _lost(self, p: Stream, reason: str | None = None) -> None:
+        """Count and log content that exists in no file. A checkpointed file always counts (what was
+        written after the checkpoint is unknown); a truncation seen while running only with unread bytes."""
         nbytes = max(0, p.size - p.offset)
-        if reason == "truncated" and nbytes == 0:
-            return  # truncated exactly at our offset: nothing was unread
+        if reason is None:
+            if p.why == "truncated" and nbytes == 0:
+                return  # truncated while running exactly at our offset: nothing was unread
+            reason = "truncated" if p.why == "truncated" else "deleted"
         self.lost_bytes.inc((reason,), nbytes)
         self.losses.inc((reason,))
         self.changes += 1
