@@ -420,7 +420,7 @@ class Cycle:
                 last = m
                 enough = sum(counts.values()) >= truth_total
                 behind = m.get("collector_log_behind_bytes", 0.0)
-                if enough and behind == 0 and time.monotonic() - stable_since > (2.0 if enough else 6.0):
+                if enough and behind == 0 and time.monotonic() - stable_since > 1.5:
                     break
                 if not enough and time.monotonic() - stable_since > 8.0:
                     break
