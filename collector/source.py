@@ -102,6 +102,12 @@ class Source(Protocol):
         """Work until `ctx.stop` is set; call `ctx.started()` once working; flush state before returning."""
         ...
 
+    # Optional, read by `collector.server.durable_render` (getattr):
+    #   held_families() -> list[str]: families restored from the store, left out of /metrics until
+    #       `ctx.restored` is set (a scrape must never see a restored counter below a served value).
+    #   before_scrape() -> asyncio.Future | None: called right before /metrics renders, with no await
+    #       in between; queue a write of the state the served values come from (the response waits).
+
 
 async def supervise(source: Source, ctx: SourceContext, max_backoff: float = 60.0) -> None:
     """Run a source until stop, restarting it with exponential backoff when it fails."""

@@ -110,6 +110,8 @@ FINISHED_FP_BYTES = 256
 ALL = 1 << 62
 #: Bounded reasons of `collector_log_lost_bytes_total` / `collector_log_losses_total`.
 LOSS_REASONS = ("deleted", "truncated", "unfinished_line")
+#: Seconds a possible copy shorter than a pending stream's fingerprint is waited for (a slow copier).
+COPY_WAIT = 30.0
 #: Bounded reasons of `collector_log_pending_files`.
 PENDING_REASONS = ("missing", "unreadable", "copying", "truncated")
 
@@ -385,16 +387,20 @@ class Tailer:
                 )
                 self._attach(p, copy, scan, now, seen)
                 continue
-            short = [c for c in candidates if c.error is None and p.fp.ties(c.prefix)]
+            short = [
+                c for c in candidates if c.error is None and c.key not in self.streams and p.fp.ties(c.prefix)
+            ]
             state = scan.dirs.get(os.path.dirname(p.path))
-            if short:
+            if p.why != "copying":
+                p.gone_since = now  # (pending streams use it for: copying since)
+            if short and now - (p.gone_since or now) < COPY_WAIT:
                 p.why = "copying"  # a copy shorter than our fingerprint: still being written
                 held.update(c.key for c in short)
                 self.pending.append(p)
             elif state == "ok" or (state is None and p.why == "truncated"):
                 self._lost(p, "truncated" if id(p) in replaced else None)
             else:
-                if state is not None and p.why != "truncated":
+                if state is not None:
                     p.why = "missing" if state == "missing" else "unreadable"
                 self.pending.append(p)
         return held
