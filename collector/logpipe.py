@@ -25,6 +25,7 @@ __all__ = [
     "RESULTS",
     "BatchResult",
     "LineConsumer",
+    "bad_line_reason",
     "build_consumer",
     "lenient_json",
     "valid_utf8",
@@ -41,6 +42,15 @@ def valid_utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def bad_line_reason(line: bytes) -> str:
+    """`invalid_utf8` or `invalid_json` for a line the JSON decoder refused.
+
+    Decided from the bytes, not from the decoder's exception: msgspec up to 0.18 raised
+    UnicodeDecodeError for invalid UTF-8, later releases raise DecodeError for it.
+    """
+    return "invalid_json" if valid_utf8(line) else "invalid_utf8"
 
 
 #: `lenient_json`'s answer for a line that is not JSON.

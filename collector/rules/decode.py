@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import NOT_JSON, BatchResult, lenient_json, valid_utf8
+from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -217,10 +217,9 @@ class LineDecoder:
                 continue
             except msgspec.ValidationError:
                 obj = self._reshape(line)  # valid JSON whose shape differs where a rule looks
-            except UnicodeDecodeError:
-                obj = "invalid_utf8"
-            except (msgspec.DecodeError, RecursionError):
-                obj = self._reshape(line) if valid_utf8(line) else "invalid_utf8"
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # valid JSON msgspec refuses (a lone surrogate escape, 1e400, depth) is reshaped too
+                obj = self._reshape(line) if bad_line_reason(line) == "invalid_json" else "invalid_utf8"
             if isinstance(obj, str):
                 if obj == "invalid_utf8":
                     result.invalid_utf8 += 1
@@ -236,9 +235,9 @@ class LineDecoder:
         """Decode generically, drop values whose type a nested path cannot read, then convert."""
         try:
             data = msgspec.json.decode(line)
-        except UnicodeDecodeError:
-            return "invalid_utf8"
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            if bad_line_reason(line) == "invalid_utf8":
+                return "invalid_utf8"
             data = lenient_json(line)  # valid JSON msgspec refuses: lone surrogate escapes, 1e400, depth
             if data is NOT_JSON:
                 return "invalid_json"
