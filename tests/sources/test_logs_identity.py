@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
@@ -158,3 +159,22 @@ async def test_an_inode_holding_other_content_after_a_restart_is_read_from_0_and
         m = await run.wait_for(lambda m: level_count(m, "warn") == 300)
         assert level_count(m) == 100
         assert value(m, "collector_log_losses_total", reason="truncated") == 1
+
+
+async def test_a_copy_shorter_than_the_offset_is_read_from_the_offset_not_taken_for_a_truncation(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "app.log"
+    append(log, lines(100))
+    async with serve(logs_settings(tmp_path, str(log)), SOURCES) as run:
+        await run.wait_for(lambda m: level_count(m) == 100)
+        # copytruncate where the app wrote (and we read) past the moment of the copy: the copy holds
+        # less than we read, so nothing is read from it, now or later.
+        (tmp_path / "app.log.1").write_bytes(log.read_bytes()[: len(lines(60))])
+        os.truncate(log, 0)
+        append(log, lines(7, "error"))
+        await run.wait_for(lambda m: level_count(m, "error") == 7)
+        for _ in range(10):  # several scans: the copy is never read from its start
+            m = await run.metrics()
+            assert level_count(m) == 100
+            await asyncio.sleep(0.1)

@@ -407,7 +407,9 @@ class Tailer:
 
     def _attach(self, p: Stream, fo: FileObs, scan: Scan, now: float, seen: set[Key]) -> None:
         s = Stream(fo.path, fo.dev, fo.ino, Fingerprint.of(fo.prefix), p.offset, p.skipping)
-        s.size = max(fo.size, p.offset) if fo.codec is None else p.offset
+        # The size as seen, even below the offset: a copy made before our last read is shorter than
+        # our offset, and "shrunk below an offset it once reached" must not take it for a truncation.
+        s.size = fo.size if fo.codec is None else p.offset
         if fo.codec is not None:
             try:
                 s.zf, s.codec = Decompressed(fo.path, fo.codec), fo.codec
