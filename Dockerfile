@@ -2,18 +2,24 @@
 # collector: Prometheus sidecar for web apps. Build: docker build -t collector:latest .
 # Stage 1 builds a virtualenv with the collector and its dependencies; stage 2 copies only that venv
 # onto a slim Python base and runs it as an unprivileged user.
-ARG PYTHON_VERSION=3.11
+# The base image is pinned by digest (an image index: amd64 and arm64), so a rebuild gets the same bytes.
+# To bump it: `docker buildx imagetools inspect python:3.11-slim` (or `crane digest python:3.11-slim`)
+# prints the tag's current index digest; put it in both FROM lines, rebuild, and run `make test`.
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# Exactly the tested versions: every artifact checked against the lock's hashes, nothing resolved here.
+COPY requirements/runtime.txt ./requirements/
+RUN python -m venv /opt/collector \
+ && /opt/collector/bin/pip install --require-hashes --no-deps -r requirements/runtime.txt
 COPY pyproject.toml README.md ./
 COPY collector ./collector
-RUN python -m venv /opt/collector \
- && /opt/collector/bin/pip install --upgrade pip==24.3.1 \
- && /opt/collector/bin/pip install .
+# setuptools (the build backend, pinned in the lock) is not needed at run time.
+RUN /opt/collector/bin/pip install --no-deps --no-build-isolation . \
+ && /opt/collector/bin/pip uninstall --yes setuptools
 
-FROM python:${PYTHON_VERSION}-slim
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 ARG VERSION=dev
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="collector" \

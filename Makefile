@@ -1,14 +1,25 @@
 # Two commands for a fresh machine (Python 3.11+ with pip): `make run` and `make test`.
+# Both build .venv from the hash-pinned lock (requirements/test.txt), from nothing, whenever the lock
+# or pyproject.toml changed, so every machine runs exactly the versions that were tested.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+LOCK   := requirements/test.txt
+PIP    := -m pip install --quiet --disable-pip-version-check
+# pip-tools version that wrote the lock; `make lock` uses it, so a refresh changes versions, not format.
+PIP_TOOLS := pip-tools==7.6.2
+UV        := uv==0.13.9
+COMPILE   := --quiet --strip-extras --generate-hashes --allow-unsafe --all-build-deps \
+             --no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 
-.PHONY: run run-local test lint clean
+.PHONY: run run-local test lint lock test-latest test-lowest clean
 
-$(BIN)/collector: pyproject.toml
+$(BIN)/collector: pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python $(PIP) --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python $(PIP) --no-deps --no-build-isolation -e .
+	$(BIN)/python tools/lockcheck.py $(LOCK) >/dev/null
 	@touch $@
 
 # Run the collector with a built-in synthetic app (logs, WebSocket, signed Stripe and GitHub events):
@@ -20,13 +31,43 @@ run: $(BIN)/collector
 run-local: $(BIN)/collector
 	$(BIN)/collector --env-file config/local.env
 
-# Lint, then the whole test suite.
+# Check the venv against the lock (prints the versions under test), lint, then the whole suite.
 test: $(BIN)/collector
+	$(BIN)/python tools/lockcheck.py $(LOCK)
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 
 lint: $(BIN)/collector
 	$(BIN)/ruff check .
 
+# Refresh the lock to the newest releases pyproject.toml's ranges allow (commit both files after
+# `make test` passes). The runtime lock is what the Docker image installs; the test lock adds the test
+# extras with the same runtime versions.
+lock:
+	rm -rf .venv-tools && $(PYTHON) -m venv .venv-tools && .venv-tools/bin/python $(PIP) $(PIP_TOOLS)
+	.venv-tools/bin/pip-compile $(COMPILE) --upgrade -o requirements/runtime.txt pyproject.toml
+	.venv-tools/bin/pip-compile $(COMPILE) --upgrade --extra test -c requirements/runtime.txt \
+	    -o requirements/test.txt pyproject.toml
+
+# The whole suite on the newest releases the ranges allow, in a venv of its own: finds the next upstream
+# change here before a user who `pip install`s the package does.
+test-latest:
+	rm -rf .venv-latest && $(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python $(PIP) --upgrade pip
+	.venv-latest/bin/python $(PIP) --upgrade --upgrade-strategy eager -e '.[test]'
+	.venv-latest/bin/python -m pip freeze --exclude-editable | tr '\n' ' ' && echo
+	.venv-latest/bin/ruff check .
+	.venv-latest/bin/pytest -q
+
+# The suite on the lowest versions pyproject.toml admits for every direct dependency (uv's
+# lowest-direct resolution): proves the lower bounds. Lint is left to the locked ruff (`make test`):
+# older ruff releases know other rules.
+test-lowest:
+	rm -rf .venv-tools .venv-lowest && $(PYTHON) -m venv .venv-tools && .venv-tools/bin/python $(PIP) $(UV)
+	.venv-tools/bin/uv venv --quiet --python $(PYTHON) .venv-lowest
+	.venv-tools/bin/uv pip install --quiet --python .venv-lowest/bin/python --resolution lowest-direct -e '.[test]'
+	.venv-tools/bin/uv pip freeze --python .venv-lowest/bin/python --exclude-editable | tr '\n' ' ' && echo
+	.venv-lowest/bin/pytest -q
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-latest .venv-lowest .venv-tools data .pytest_cache .ruff_cache

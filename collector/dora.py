@@ -8,11 +8,13 @@ Definitions (docs/dora.md has the long form and how they differ from Four Keys a
   give the same answer.
 - lead time for changes: success time minus the commit time of each commit the deployment brought
   (since the previous successful deployment of the same environment); non-positive values are dropped.
-- change failure rate: deployments that ended `failure`/`error`, plus successful deployments followed by
-  an incident (the latest successful deployment of the repository before the incident opened), over all
-  deployments that ended in the window.
-- failed-deployment recovery time: from the first failed deployment of a streak to the next successful
-  deployment of that environment; from an incident's opening to its close.
+- change failure rate (`ChangeFailure`, DORA's by default): successful deployments that caused an
+  incident (the latest successful deployment of the incident's environment before it opened) over
+  successful deployments (`incidents`: DORA, Four Keys, DevLake); or failed deployment runs
+  (`failure`/`error`) over deployments that ended (`deployments`); or both over all that ended (`both`).
+- failed-deployment recovery time, by cause: `incident` (opened -> closed, in the incident's
+  environment) and `failed_deployment` (the first failed deployment of a streak -> the next success of
+  that environment); the headline median follows the change failure definition.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal
 
 __all__ = [
+    "CAUSES",
     "DAY",
+    "DEFAULT_ENVIRONMENT",
     "FAILED",
     "LEAD_TIME_BUCKETS",
     "RECOVERY_TIME_BUCKETS",
     "TERMINAL",
     "WINDOWS",
+    "ChangeFailure",
     "Deployment",
     "EnvReport",
     "Incident",
@@ -46,6 +52,12 @@ DAY = 86_400.0
 WINDOWS: dict[str, float] = {"1d": DAY, "7d": 7 * DAY, "30d": 30 * DAY}
 TERMINAL = frozenset({"success", "failure", "error"})
 FAILED = frozenset({"failure", "error"})
+#: What counts as a change failure: incidents (DORA, Four Keys, DevLake), failed runs, or both.
+ChangeFailure = Literal["incidents", "deployments", "both"]
+#: Recovery time causes (the `cause` label).
+CAUSES = ("incident", "failed_deployment")
+#: The environment an incident concerns when it does not say (DORA measures production).
+DEFAULT_ENVIRONMENT = "production"
 #: 1 min .. 30 days, the range the DORA report's lead-time answers span.
 LEAD_TIME_BUCKETS = (
     60.0,
@@ -98,11 +110,12 @@ class Push:
 
 @dataclass(frozen=True, slots=True)
 class Incident:
-    """An issue carrying the incident label: opened, and closed when `closed_at` is set."""
+    """An issue carrying the incident label: opened, closed when `closed_at` is set, in `environment`."""
 
     number: int
     opened_at: float
     closed_at: float | None = None
+    environment: str = DEFAULT_ENVIRONMENT
 
 
 @dataclass(slots=True)
@@ -111,21 +124,25 @@ class WindowKeys:
 
     deployments: int = 0  # successful deployments
     ended: int = 0  # deployments that ended (success, failure, error)
-    failed: int = 0  # failed deployments plus successes followed by an incident
+    failed: int = 0  # change failures by the definition in use
+    considered: int = 0  # the change failure rate's denominator by the definition in use
     frequency_per_day: float = 0.0
     change_failure_ratio: float | None = None
     lead_time_median_seconds: float | None = None
     recovery_time_median_seconds: float | None = None
+    recovery_by_cause: dict[str, float | None] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "deployments": self.deployments,
             "deployments_ended": self.ended,
             "failed_deployments": self.failed,
+            "change_failure_denominator": self.considered,
             "deployment_frequency_per_day": self.frequency_per_day,
             "change_failure_rate": self.change_failure_ratio,
             "lead_time_for_changes_median_seconds": self.lead_time_median_seconds,
             "failed_deployment_recovery_time_median_seconds": self.recovery_time_median_seconds,
+            "recovery_time_median_seconds_by_cause": dict(self.recovery_by_cause),
             "bands": {
                 "deployment_frequency": band("deployment_frequency", self.frequency_per_day),
                 "change_failure_rate": band("change_failure_rate", self.change_failure_ratio),
@@ -143,7 +160,7 @@ class EnvReport:
 
     counts: dict[str, int] = field(default_factory=dict)  # terminal state -> deployments, all history
     lead_times: list[float] = field(default_factory=list)  # all history
-    recovery_times: list[float] = field(default_factory=list)  # all history
+    recovery_times: dict[str, list[float]] = field(default_factory=dict)  # cause -> all history
     last_success_at: float | None = None
     windows: dict[str, WindowKeys] = field(default_factory=dict)
 
@@ -153,11 +170,14 @@ def parse_time(value: str | float | int | None) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+        t = float(value)
+    else:
+        try:
+            t = datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except (ValueError, OverflowError, OSError):  # naive times before 1970 can overflow localtime
+            return None
+    # Finite and between 1970 and year ~5138: anything else is not a deployment's time.
+    return t if 0.0 <= t < 1e11 else None
 
 
 def merge_deployment(old: Deployment | None, new: Deployment) -> Deployment:
@@ -224,77 +244,95 @@ def analyze_repo(
     incidents: Iterable[Incident],
     now: float,
     windows: Mapping[str, float] = WINDOWS,
+    change_failure: ChangeFailure = "incidents",
+    incidents_tracked: bool = True,
 ) -> dict[str, EnvReport]:
     """The four keys of every environment of one repository.
 
     Args:
         deployments: environment -> its deployments (any order).
         pushes: the repository's pushes (commit times for lead time).
-        incidents: the repository's incidents (empty when the incident source is off).
+        incidents: the repository's incidents, each naming its environment.
         now: the end of every window, Unix seconds.
         windows: window name -> length in seconds.
+        change_failure: what a change failure is (`ChangeFailure`); the headline recovery time follows it.
+        incidents_tracked: False when no incident source is configured: an incident-based rate is then
+            unknown (None), never a misleading 0.
     """
     index = _commit_index(pushes)
     ended = {
         env: sorted((d for d in deps if d.terminal), key=lambda d: (d.state_at, d.key))
         for env, deps in deployments.items()
     }
-    # An incident is blamed on the repository's latest successful deployment before it opened.
-    successes = sorted(
-        ((d.state_at, env, d.key) for env, deps in ended.items() for d in deps if d.state == "success"),
-    )
+    # An incident is blamed on the latest successful deployment OF ITS ENVIRONMENT before it opened
+    # (DORA: a change to production that led to degraded service); a staging success is never blamed
+    # for a production incident.
     blamed: set[tuple[str, str]] = set()
     incident_recoveries: dict[str, list[tuple[float, float]]] = {}  # env -> (closed_at, seconds)
     for inc in incidents:
-        culprit = None
-        for at, env, key in successes:
-            if at > inc.opened_at:
-                break
-            culprit = (env, key)
-        if culprit is None:
-            continue
-        blamed.add(culprit)
+        env = inc.environment
         if inc.closed_at is not None and inc.closed_at > inc.opened_at:
-            incident_recoveries.setdefault(culprit[0], []).append(
-                (inc.closed_at, inc.closed_at - inc.opened_at)
-            )
+            incident_recoveries.setdefault(env, []).append((inc.closed_at, inc.closed_at - inc.opened_at))
+        culprit = None
+        for d in ended.get(env, ()):
+            if d.state_at > inc.opened_at:
+                break
+            if d.state == "success":
+                culprit = d.key
+        if culprit is not None:
+            blamed.add((env, culprit))
 
+    use_incidents = change_failure in ("incidents", "both")
+    use_runs = change_failure in ("deployments", "both")
     reports: dict[str, EnvReport] = {}
     for env, deps in ended.items():
         rep = EnvReport()
         lead: list[tuple[float, float]] = []  # (deployed at, seconds)
-        recov: list[tuple[float, float]] = list(incident_recoveries.get(env, ()))
-        changes: list[tuple[float, bool]] = []  # (ended at, counted as a change failure)
+        recov: dict[str, list[tuple[float, float]]] = {
+            "incident": sorted(incident_recoveries.get(env, ())),
+            "failed_deployment": [],
+        }
+        changes: list[tuple[float, bool, bool]] = []  # (ended at, is a success, counted as a change failure)
         previous_sha: str | None = None
         failing_since: float | None = None
         for d in deps:
             rep.counts[d.state] = rep.counts.get(d.state, 0) + 1
             if d.state in FAILED:
-                changes.append((d.state_at, True))
+                changes.append((d.state_at, False, use_runs))
                 if failing_since is None:
                     failing_since = d.state_at
                 continue
-            changes.append((d.state_at, (env, d.key) in blamed))
+            changes.append((d.state_at, True, use_incidents and (env, d.key) in blamed))
             commits = d.commits if d.commits is not None else brought_commits(d.sha, previous_sha, index)
             lead.extend((d.state_at, d.state_at - t) for _sha, t in commits if d.state_at - t > 0)
             if failing_since is not None:
-                recov.append((d.state_at, d.state_at - failing_since))
+                recov["failed_deployment"].append((d.state_at, d.state_at - failing_since))
                 failing_since = None
             previous_sha = d.sha
             rep.last_success_at = d.state_at
         rep.lead_times = [s for _t, s in lead]
-        rep.recovery_times = [s for _t, s in sorted(recov)]
+        rep.recovery_times = {cause: [s for _t, s in recov[cause]] for cause in CAUSES}
+        headline = [
+            c for c in CAUSES if (c == "incident" and use_incidents) or (c != "incident" and use_runs)
+        ]
         for name, length in windows.items():
             start = now - length
             wk = WindowKeys()
-            in_window = [failed for t, failed in changes if start < t <= now]
+            in_window = [(ok, failed) for t, ok, failed in changes if start < t <= now]
             wk.ended = len(in_window)
-            wk.failed = sum(in_window)
-            wk.deployments = sum(1 for d in deps if d.state == "success" and start < d.state_at <= now)
+            wk.deployments = sum(1 for ok, _f in in_window if ok)
+            wk.failed = sum(1 for _ok, failed in in_window if failed)
+            # Four Keys and DevLake divide by deployments (successes); counting failed runs needs them all.
+            wk.considered = wk.ended if use_runs else wk.deployments
+            known = incidents_tracked or not use_incidents or use_runs
+            wk.change_failure_ratio = wk.failed / wk.considered if wk.considered and known else None
             wk.frequency_per_day = wk.deployments / (length / DAY)
-            wk.change_failure_ratio = wk.failed / wk.ended if wk.ended else None
             wk.lead_time_median_seconds = _median([s for t, s in lead if start < t <= now])
-            wk.recovery_time_median_seconds = _median([s for t, s in recov if start < t <= now])
+            for cause in CAUSES:
+                wk.recovery_by_cause[cause] = _median([s for t, s in recov[cause] if start < t <= now])
+            wk.recovery_time_median_seconds = _median(
+                [s for cause in headline for t, s in recov[cause] if start < t <= now]
+            )
             rep.windows[name] = wk
         reports[env] = rep
     return reports

@@ -132,6 +132,8 @@ class LineConsumer(Protocol):
 
     # Optional: `async def run(self, stop: asyncio.Event) -> None` for background work such as
     # hot-reloading a rules file; the logs source runs it alongside the tailer when present.
+    # Optional: `checkpoint_state() -> JSON-ready data` and `restore_state(data)` for state kept
+    # between lines (a join's pending requests): checkpointed in the same transaction as the offsets.
 
 
 def build_consumer(settings: LogsSettings, metrics: MetricState, log: logging.Logger) -> LineConsumer:

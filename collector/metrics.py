@@ -62,6 +62,7 @@ class Family:
         "_template",
         "_text",
         "buckets",
+        "fold",
         "help",
         "kind",
         "labelnames",
@@ -91,6 +92,9 @@ class Family:
         self.max_series = max_series
         self.on_overflow = on_overflow
         self.overflow_key: tuple[str, ...] = (OVERFLOW,) * len(self.labelnames)
+        # per label: folded into __overflow__ past the series limit? Bounded labels (status_code,
+        # method) are kept, so totals per status stay exact and error alerts see errors in an attack.
+        self.fold: tuple[bool, ...] = (True,) * len(self.labelnames)
         # series: label values -> number (an int while only whole counts were added: exact at any size,
         # and rendered ~2x faster than a float), or for histograms [count per bucket..., count above last, sum]
         self.series: dict[tuple[str, ...], Any] = {}
@@ -107,13 +111,26 @@ class Family:
         return (self.name, self.kind, self.labelnames, self.buckets)
 
     # -- updates (hot path) -----------------------------------------------------------------------
+    def fold_only(self, labelnames: Sequence[str]) -> None:
+        """Past the series limit fold only these labels (all of them when none is named)."""
+        fold = tuple(name in labelnames for name in self.labelnames)
+        self.fold = fold if any(fold) else (True,) * len(self.labelnames)
+
+    @property
+    def folded(self) -> tuple[str, ...]:
+        """The labels the series limit folds."""
+        return tuple(n for n, f in zip(self.labelnames, self.fold, strict=True) if f)
+
     def admit(self, labels: tuple[str, ...]) -> tuple[str, ...]:
-        """Return the key a new label set is stored under: itself, or the overflow key past the limit."""
+        """Return the key a new label set is stored under: itself, or past the limit the set with its
+        unbounded labels folded to `__overflow__` (the bounded ones kept: at most their product more)."""
         if labels in self.series or len(self.series) < self.max_series or not self.labelnames:
             return labels
         if self.on_overflow is not None:
             self.on_overflow(self.name)
-        return self.overflow_key
+        if all(self.fold):
+            return self.overflow_key
+        return tuple(OVERFLOW if f else v for f, v in zip(self.fold, labels, strict=True))
 
     def inc(self, labels: tuple[str, ...] = (), amount: float = 1) -> None:
         series = self.series

@@ -25,7 +25,15 @@ from collector.rules.decode import plain_lines
 if TYPE_CHECKING:
     from collector.settings import LogsSettings, Settings
 
-__all__ = ["LogsDefaults", "ReplayStats", "add_parser", "read_batches", "replay", "run_replay"]
+__all__ = [
+    "LogsDefaults",
+    "ReplayStats",
+    "add_parser",
+    "duration_warnings",
+    "read_batches",
+    "replay",
+    "run_replay",
+]
 
 CHUNK = 1 << 20  # bytes read at a time, as the tailer does
 BIG_CHUNK = 4 << 20  # the fast path's reads: fewer batches, the per-batch work amortised
@@ -68,6 +76,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     )
     p.add_argument("--format", choices=("text", "openmetrics"), default="text", help="exposition format")
     p.add_argument("--check", action="store_true", help="only validate the rules; exit 0 or 2")
+    p.add_argument(
+        "--explain",
+        type=Path,
+        metavar="FILE",
+        help="for each line of FILE: which rule matched, its labels and update, or why each rule did not",
+    )
+    p.add_argument("--explain-lines", type=int, default=50, metavar="N", help="lines --explain shows (50)")
+    p.add_argument(
+        "--show-compiled", action="store_true", help="print the Python code the rules compile to, then exit"
+    )
 
 
 def read_batches(fh: BinaryIO, max_line_bytes: int, stats: ReplayStats) -> Iterator[list[bytes]]:
@@ -170,6 +188,32 @@ def replay(files: Sequence[str], rules: LineConsumer, max_line_bytes: int) -> Re
     return totals
 
 
+def duration_warnings(presets: Sequence[str], metrics: MetricState, parsed: int) -> list[str]:
+    """A preset's latency histogram that stayed empty while its requests were counted: say which
+    fields it looked for (the app may log its duration under another name, or not at all)."""
+    from collector.rules.presets import DURATION_FIELDS
+
+    requests = metrics.families.get("http_requests_total")
+    counted = sum(requests.series.values()) if requests is not None else 0
+    if not parsed or not counted:
+        return []
+    hist = metrics.families.get("http_request_duration_seconds")
+    observed = sum(c[-2] + sum(c[:-2]) for c in hist.series.values()) if hist is not None else 0
+    out = []
+    for name in presets:
+        fields = DURATION_FIELDS.get(name.strip().lower())
+        if fields is None:
+            continue
+        if not fields:
+            out.append(f"preset {name}: this log format carries no request duration; no latency histogram")
+        elif not observed:
+            out.append(
+                f"preset {name}: {counted:.0f} requests counted but none had a duration field "
+                f"({', '.join(fields)}): http_request_duration_seconds is empty; log one of them"
+            )
+    return out
+
+
 def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     """The `replay` command: exit 0, or 2 when the rules are invalid, 1 when a file cannot be read.
 
@@ -196,6 +240,21 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
         rules = ruleset._compiled.plan.rules
         print(f"rules OK: {len(rules)} rules, {len(ruleset._compiled.families)} metrics")
         return 0
+    if args.show_compiled or args.explain is not None:
+        from collector.rules.explain import explain, show_compiled
+
+        if args.show_compiled:
+            print(show_compiled(ruleset._compiled))
+        if args.explain is not None:
+            try:
+                data = args.explain.read_bytes()
+            except OSError as exc:
+                print(f"collector: cannot read {args.explain}: {exc.strerror}", file=sys.stderr)
+                return 1
+            for text in explain(ruleset._compiled, data.split(b"\n"), args.explain_lines, time.time()):
+                print(text)
+        if not args.files:
+            return 0
     if not args.files:
         print("collector: replay needs at least one FILE (or --check)", file=sys.stderr)
         return EXIT_RULES
@@ -210,6 +269,8 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     families = [metrics.families[n] for n in ruleset.family_names() if n in metrics.families]
     sys.stdout.write(render_document(families, openmetrics))
     r, lines = totals.result, totals.lines
+    for warning in duration_warnings(presets, metrics, r.parsed):
+        print(f"collector: warning: {warning}", file=sys.stderr)
     print(
         f"collector: replayed {lines} lines in {elapsed:.3f} s ({lines / elapsed if elapsed else 0:,.0f} lines/s): "
         f"parsed {r.parsed}, unmatched {r.unmatched}, invalid_json {r.invalid_json}, "

@@ -81,11 +81,12 @@ def test_four_keys_of_a_scripted_history() -> None:
     ]
     # a5's commits come from the API (compare): explicit, not from pushes
     d[4] = dep("5", "a5", "success", NOW - 10 * H, (("a5", NOW - 13 * H),))
-    rep = analyze_repo({"production": d}, pushes, [], NOW)["production"]
+    rep = analyze_repo({"production": d}, pushes, [], NOW, change_failure="deployments")["production"]
     assert rep.counts == {"success": 3, "failure": 1, "error": 1}
     # a1: 1h; a4 brought a4 (1h), a3 (3.5h), a2 (5h) since a1; a5: 3h
     assert sorted(rep.lead_times) == [H, H, 3 * H, 3.5 * H, 5 * H]
-    assert rep.recovery_times == [4 * H]  # from the first failure of the streak (80h) to a4 (76h)
+    # from the first failure of the streak (80h) to a4 (76h)
+    assert rep.recovery_times == {"incident": [], "failed_deployment": [4 * H]}
     assert rep.last_success_at == NOW - 10 * H
     w1, w7 = rep.windows["1d"], rep.windows["7d"]
     assert (w1.deployments, w1.ended, w1.failed, w1.frequency_per_day) == (1, 1, 0, 1.0)
@@ -114,8 +115,63 @@ def test_incident_blames_the_latest_success_and_counts_its_recovery() -> None:
     # incident 7 and 9 follow deployment 2 (the latest success before them); 8 precedes every deployment
     assert prod.windows["7d"].failed == 1
     assert prod.windows["7d"].change_failure_ratio == 0.5
-    assert prod.recovery_times == [2 * H]
+    assert prod.recovery_times == {"incident": [2 * H], "failed_deployment": []}
+    # incidents name no environment: production's; prod-eu has none
     assert eu.windows["7d"].change_failure_ratio == 0.0
+    assert eu.recovery_times == {"incident": [], "failed_deployment": []}
+
+
+def test_a_production_incident_during_a_staging_success_is_attributed_to_production() -> None:
+    deps = {
+        "production": [dep("p1", "a", "success", NOW - 30 * H)],
+        "staging": [dep("s1", "b", "success", NOW - 3 * H)],  # the latest success of the repository
+    }
+    incidents = [Incident(1, NOW - 2 * H, NOW - H, "production"), Incident(2, NOW - 2 * H, None, "staging")]
+    reps = analyze_repo(deps, [], incidents[:1], NOW)
+    assert reps["production"].windows["7d"].change_failure_ratio == 1.0
+    assert reps["production"].recovery_times["incident"] == [H]
+    assert reps["staging"].windows["7d"].change_failure_ratio == 0.0
+    assert reps["staging"].recovery_times["incident"] == []
+    # an incident labelled staging is staging's
+    reps = analyze_repo(deps, [], incidents[1:], NOW)
+    assert reps["staging"].windows["7d"].change_failure_ratio == 1.0
+    assert reps["production"].windows["7d"].change_failure_ratio == 0.0
+
+
+def test_with_the_incident_definition_a_failed_deploy_job_alone_does_not_raise_the_rate() -> None:
+    deps = {"production": [dep("1", "a", "success", NOW - 5 * H), dep("2", "b", "error", NOW - 4 * H)]}
+    rates = {
+        cf: analyze_repo(deps, [], [], NOW, change_failure=cf)["production"].windows["1d"]
+        for cf in ("incidents", "deployments", "both")
+    }
+    assert (rates["incidents"].change_failure_ratio, rates["incidents"].considered) == (0.0, 1)
+    assert rates["deployments"].change_failure_ratio == 0.5
+    assert rates["both"].change_failure_ratio == 0.5
+    # incidents not tracked at all: the incident-based rate is unknown, not 0
+    untracked = analyze_repo(deps, [], [], NOW, incidents_tracked=False)["production"].windows["1d"]
+    assert untracked.change_failure_ratio is None
+
+
+def test_each_definition_counts_its_own_failures_and_recovery() -> None:
+    deps = {
+        "production": [
+            dep("1", "a", "success", NOW - 10 * H),
+            dep("2", "b", "failure", NOW - 9 * H),
+            dep("3", "c", "success", NOW - 8 * H),  # recovers the failed run in 1 h
+            dep("4", "d", "success", NOW - 6 * H),  # causes incident 1 (3 h to close)
+        ]
+    }
+    incidents = [Incident(1, NOW - 5 * H, NOW - 2 * H)]
+    got = {}
+    for cf in ("incidents", "deployments", "both"):
+        w = analyze_repo(deps, [], incidents, NOW, change_failure=cf)["production"].windows["1d"]
+        got[cf] = (w.failed, w.considered, w.change_failure_ratio, w.recovery_time_median_seconds)
+        assert w.recovery_by_cause == {"incident": 3 * H, "failed_deployment": H}
+    assert got == {
+        "incidents": (1, 3, 1 / 3, 3 * H),  # Four Keys / DevLake: deployments with an incident / deployments
+        "deployments": (1, 4, 1 / 4, H),
+        "both": (2, 4, 2 / 4, 2 * H),
+    }
 
 
 def test_empty_window_has_no_ratio_and_zero_frequency() -> None:

@@ -187,7 +187,7 @@ def test_a_non_numeric_value_is_counted_and_logged_once(
     with caplog.at_level(logging.WARNING, logger="test.rules"):
         rs.consume(lines({"d": "fast"}, {"d": True}, {"d": 0.5}, {"d": "slow"}))
     s = scrape(m)
-    assert value(s, "collector_log_value_errors_total", metric="d_seconds") == 3
+    assert value(s, "collector_log_value_errors_total", metric="d_seconds", reason="not_a_number") == 3
     assert value(s, "d_seconds_count") == 1
     assert len([r for r in caplog.records if "not a usable number" in r.getMessage()]) == 1
 
@@ -202,7 +202,7 @@ def test_overflow_folds_new_label_sets_and_keeps_totals_exact(
     hits = {x.labels["path"]: x.value for x in s["hits_total"]}
     assert hits == {"/p0": 10, "/p1": 10, "/p2": 10, OVERFLOW: 70}
     assert sum(hits.values()) == 100
-    assert value(s, "collector_log_series_overflow_total", metric="hits_total") == 70
+    assert value(s, "collector_log_series_overflow_total", metric="hits_total", label="path") == 70
     assert len([r for r in caplog.records if "series limit" in r.getMessage()]) == 1
 
 

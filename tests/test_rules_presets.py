@@ -33,7 +33,10 @@ ROUTES = {
 }
 
 
-def route(raw: str) -> str:
+def route(raw: str, status: int = 200, template: bool = False) -> str:
+    """The preset's route label: a 404/405 with no logged template is the one `unmatched` series."""
+    if status in (404, 405) and not template:
+        return "unmatched"
     path = raw.split("?")[0]
     return ROUTES.get(path, path)
 
@@ -74,12 +77,13 @@ def expected_http(preset: str) -> dict[str, Any]:
         if got is None:
             continue
         method, path, status, seconds, size = got
-        requests[(method, route(path), str(status))] += 1
+        r = route(path, status, template=preset == "winston")  # only winston's sample logs `route`
+        requests[(method, r, str(status))] += 1
         if status >= 400:
-            errors[(method, route(path), f"{str(status)[0]}xx")] += 1
-        durations[(method, route(path))].append(seconds)
+            errors[(method, r, f"{str(status)[0]}xx")] += 1
+        durations[(method, r)].append(seconds)
         if size is not None:
-            sizes[(method, route(path))].append(size)
+            sizes[(method, r)].append(size)
     return {"requests": requests, "errors": errors, "durations": durations, "sizes": sizes}
 
 

@@ -95,6 +95,8 @@ def collector_env(
         "github": {
             "COLLECTOR_GITHUB__WEBHOOK_SECRET": GITHUB_SECRET,
             "COLLECTOR_GITHUB__RECOMPUTE_INTERVAL": "2",
+            # The demo sends no incidents: count its failed deployments so the rate panel has data.
+            "COLLECTOR_GITHUB__CHANGE_FAILURE": "both",
         },
     }
     env = {"COLLECTOR_DATA_DIR": str(data_dir)}

@@ -66,9 +66,11 @@ class _Observe:
         stamps: dict[tuple[str, ...], float] | None,
         now: list[float],
         on_bad_value: Callable[[str, Any], None],
+        on_missing: Callable[[str, int], None] | None = None,
     ) -> None:
         self.fam, self.scale, self.stamps, self.now = fam, scale, stamps, now
         self.on_bad_value = on_bad_value
+        self.on_missing = on_missing
         self.values: Values = {}
         self.bucket = partial(bisect_left, fam.buckets)
 
@@ -80,14 +82,18 @@ class _Observe:
         if types <= _NUMBER:
             return list(map(float, raw))  # whole numbers (`"duration_ms":5`), converted in C
         out = []
+        missing = 0
         for value in raw:
             if value is None:
+                missing += 1  # a matched line without the value field
                 continue
             number = value if value.__class__ is float else to_number(value)
             if number is None:
                 self.on_bad_value(self.fam.name, value)
             else:
                 out.append(number)
+        if missing and self.on_missing is not None:
+            self.on_missing(self.fam.name, missing)
         return out
 
     def flush(self) -> None:
@@ -229,6 +235,7 @@ def generate_batch(
     seen: dict[str, dict[tuple[str, ...], float]],
     now: list[float],
     on_bad_value: Callable[[str, Any], None],
+    on_missing: Callable[[str, int], None] | None = None,
 ) -> Callable[[list[Any]], int]:
     """`apply(objs) -> lines used` for groups `metas` (per-line functions `fns`); `index` maps a
     discriminator value to a group number, `fallback` is the group of any other value (-1: none)."""
@@ -286,7 +293,7 @@ def generate_batch(
             ob = None
             if spec.action == "observe":
                 assert spec.value is not None
-                ob = _Observe(fam, spec.value.scale, seen.get(fam.name), now, on_bad_value)
+                ob = _Observe(fam, spec.value.scale, seen.get(fam.name), now, on_bad_value, on_missing)
                 observers.append(ob)
             obs.append(ob)
         group = _Group(meta, obs, seen, now)
@@ -314,6 +321,9 @@ def generate_batch(
     tail += [f"    {const(ob.flush, 'O')}()" for ob in observers]
     tail += trims
     text = "\n".join([*head, *loop, *tail, "    return n"]) + "\n"
+    from collector.rules.codegen import register_source
+
+    register_source("<rules batch>", text)
     exec(compile(text, "<rules batch>", "exec"), ns)
     fn_: Callable[[list[Any]], int] = ns["apply"]
     fn_.__doc__ = text  # the generated source, for debugging

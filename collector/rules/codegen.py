@@ -17,10 +17,10 @@ from typing import Any
 
 from collector.metrics import COUNTER, Family
 from collector.rules.decode import LineDecoder
-from collector.rules.normalize import NORMALIZERS, label_text, to_number
+from collector.rules.normalize import NORMALIZERS, Budget, TemplateMatcher, label_text, status_code, to_number
 from collector.rules.schema import LabelSpec, RuleSpec
 
-__all__ = ["GroupMeta", "generate_group", "label_converter"]
+__all__ = ["GroupMeta", "field_label", "generate_group", "label_converter"]
 
 #: Label caches are cleared past this size (raw URLs are unbounded; the label values they map to are not).
 CACHE_LIMIT = 4096
@@ -61,6 +61,37 @@ def label_converter(spec: LabelSpec, cache: dict[Any, str]) -> Callable[[Any], s
     return convert
 
 
+def field_label(spec: LabelSpec, budget: Budget | None) -> Callable[[Any, Any, Any], str]:
+    """(raw field, raw template, raw status) -> label text, for labels with template/status/budget.
+
+    A logged template wins; else the URL matched against the configured templates; else a 404/405 is
+    `unmatched` (a scanner's URLs make one series); else the normalised field. The budget comes last,
+    so constants (`unmatched`, the default) never use it up.
+    """
+    norm = NORMALIZERS[spec.normalize] if spec.normalize else label_text
+    mapping = dict(spec.mapping)
+    allow, other, default, unmatched = spec.allow, spec.other, spec.default, spec.unmatched
+    match = TemplateMatcher(spec.templates).match if spec.templates else None
+    admit = budget.admit if budget is not None else None
+
+    def convert(raw: Any, template: Any, status: Any) -> str:
+        text = norm(template) if template.__class__ is str and template else None
+        if text is None and match is not None and raw.__class__ is str:
+            text = match(raw)
+        if text is None:
+            if unmatched is not None and status_code(status) in ("404", "405"):
+                return unmatched
+            text = norm(raw)
+            if text is None:
+                return default
+        text = mapping.get(text, text)
+        if allow is not None and text not in allow:
+            text = other
+        return admit(text) if admit is not None else text
+
+    return convert
+
+
 def forms(value: Any) -> set[Any]:
     """A value and its other JSON spellings (200 and "200"), so `status: 200` matches nginx's strings."""
     out = {value}
@@ -73,14 +104,29 @@ def forms(value: Any) -> set[Any]:
     return out
 
 
+_GROUPS = itertools.count(1)
+
+
+def register_source(filename: str, src: str) -> None:
+    """Put generated source in linecache, so a traceback through it shows the generated lines."""
+    import linecache
+
+    linecache.cache[filename] = (len(src), None, src.splitlines(keepends=True), filename)
+
+
 class _Gen:
-    def __init__(self, dec: LineDecoder) -> None:
+    def __init__(self, dec: LineDecoder, budgets: dict[LabelSpec, Budget] | None = None) -> None:
         self.dec = dec
+        self.budgets = budgets if budgets is not None else {}
         self.ns: dict[str, Any] = {"_num": to_number, "_bisect": bisect_left, "_label_text": label_text}
         self.ids = itertools.count()
         self.reads: dict[tuple[str, ...], str] = {}
         self.read_lines: list[str] = []
         self.labels: dict[LabelSpec, str] = {}
+        # reads only tested for presence (`exists`) enter the cache key as None/True, not their value:
+        # `duration_ms: {exists: true}` must not make every distinct duration a new cache entry
+        self.exists_used: set[str] = set()
+        self.used: set[str] = set()
 
     def const(self, value: Any, prefix: str) -> str:
         name = f"{prefix}{next(self.ids)}"
@@ -113,7 +159,21 @@ class _Gen:
             return self.const(spec.const, "k")
         if spec in self.labels:
             return self.labels[spec]  # computed unconditionally at the top: reuse it
+        body.append(f"{indent}# label {spec.name} <- {', '.join(spec.template + spec.paths) or 'constant'}")
+        if spec.fields:  # several fields or a budget: computed in prep only, so no per-label cache
+            args = [self.read(p) if p else "None" for p in (spec.paths, spec.template, spec.status)]
+            self.used.update(a for a in args if a != "None")
+            budget = self.budgets.get(spec)
+            if budget is None and spec.max_values:
+                budget = self.budgets[spec] = Budget(spec.max_values, spec.other)
+            fn = self.const(field_label(spec, budget), "F")
+            var = f"l{next(self.ids)}"
+            body.append(f"{indent}{var} = {fn}({', '.join(args)})")
+            if eager:
+                self.labels[spec] = var
+            return var
         raw = self.read(spec.paths)
+        self.used.add(raw)
         cache: dict[Any, str] = {}
         c, v = self.const(cache, "C"), self.const(label_converter(spec, cache), "V")
         d = self.const(spec.default, "D")
@@ -139,6 +199,7 @@ class _Gen:
             return f"(not {self.predicate(match[1])})"
         _c, path, op, arg = match
         raw = self.read((path,))
+        (self.exists_used if op == "exists" else self.used).add(raw)
         if op in ("equals", "in", "not_equals", "not_in"):
             values = (arg,) if op.endswith("equals") else arg
             s = self.const(frozenset(set().union(*(forms(x) for x in values))), "S")
@@ -162,6 +223,8 @@ def generate_group(
     seen: dict[str, dict[tuple[str, ...], float]],
     now: list[float],
     on_bad_value: Callable[[str, Any], None],
+    budgets: dict[LabelSpec, Budget] | None = None,
+    on_missing: Callable[[str, int], None] | None = None,
 ) -> Callable[[Any], bool]:
     """Compile rules (spec, residual match, family, family label order) into `fn(line) -> matched`.
 
@@ -169,7 +232,7 @@ def generate_group(
     the tuple of raw fields they read (pure, so its result is cached per raw tuple); `group(line)`
     reads the fields, looks the tuple up, and only does the per-line work: values and updates.
     """
-    g = _Gen(dec)
+    g = _Gen(dec, budgets)
     g.ns["NOW"] = now
     prep: list[str] = []
     # Labels of rules without a residual match are needed on every line of the group: share them.
@@ -181,6 +244,7 @@ def generate_group(
     for spec, match, _fam, names in rules:
         ind = "    "
         kvar = f"k{next(g.ids)}"
+        prep.append(f"{ind}# {spec.where}: {kvar} = its series key, None when it does not match")
         keys.append(kvar)
         if match is not None:
             prep.append(f"{ind}{kvar} = None")
@@ -190,30 +254,43 @@ def generate_group(
         lvars = [g.label(by_name[n], ind, prep, eager=match is None) for n in names]
         prep.append(f"{ind}{kvar} = " + ("(" + "".join(f"{v}, " for v in lvars) + ")" if lvars else "()"))
     raw_vars = list(g.reads.values())  # everything matches and labels depend on: the cache key
-    raw = "(" + "".join(f"{v}, " for v in raw_vars) + ")"
+    presence = g.exists_used - g.used
+    targets = "(" + "".join(f"{v}, " for v in raw_vars) + ")"
+    raw = (
+        "("
+        + "".join(f"(None if {v} is None else True), " if v in presence else f"{v}, " for v in raw_vars)
+        + ")"
+    )
     cache: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     g.ns["E"] = cache
     result = "(" + "".join(f"{k}, " for k in keys) + ")"
     prep_src = [
         "def prep(raw):",
-        f"    {raw} = raw" if raw_vars else "    pass",
+        f"    {targets} = raw" if raw_vars else "    pass",
         *prep,
         f"    if len(E) >= {CACHE_LIMIT}:",
         "        E.clear()",  # raw values may be unbounded (URLs); what they map to is not
         f"    E[raw] = res = {result}",
         "    return res",
     ]
-    body: list[str] = [f"    e = E.get({raw})", "    if e is None:", f"        e = prep({raw})"]
+    body: list[str] = [f"    rk = {raw}", "    e = E.get(rk)", "    if e is None:", "        e = prep(rk)"]
     value_vars: list[str | None] = []
     for j, (spec, _match, fam, _names) in enumerate(rules):
         ind = "    "
-        body += [f"{ind}k = e[{j}]", f"{ind}if k is not None:"]
+        body += [
+            f"{ind}# {spec.where}: {spec.action} {fam.name}",
+            f"{ind}k = e[{j}]",
+            f"{ind}if k is not None:",
+        ]
         ind += "    "
         value_vars.append(g.read(spec.value.paths) if spec.value is not None else None)
         if spec.value is not None:
             rv = g.read(spec.value.paths)
             bad = g.const(lambda value, _m=fam.name: on_bad_value(_m, value), "B")
             neg = " or v < 0.0" if fam.kind == COUNTER else ""
+            if on_missing is not None:  # a matched line without its value field: counted, not silent
+                miss = g.const(lambda _m=fam.name: on_missing(_m, 1), "M")
+                body += [f"{ind}if {rv} is None:", f"{ind}    {miss}()"]
             body += [
                 f"{ind}if {rv} is not None:",
                 f"{ind}    v = {rv} if {rv}.__class__ is float else _num({rv})",
@@ -252,10 +329,23 @@ def generate_group(
         if fam.name in seen:
             body.append(f"{ind}{g.const(seen[fam.name], 'E')}[k] = NOW[0]")
         body.append(f"{ind}hit = True")
+    legend = [f"# {var} <- {' or '.join(paths)}" for paths, var in g.reads.items()]
     src = "\n".join(
-        [*prep_src, "", "def group(o):", "    hit = False", *g.read_lines, *body, "    return hit", ""]
+        [
+            *legend,
+            *prep_src,
+            "",
+            "def group(o):",
+            "    hit = False",
+            *g.read_lines,
+            *body,
+            "    return hit",
+            "",
+        ]
     )
-    code = compile(src, "<rules group>", "exec")
+    filename = f"<rules group {next(_GROUPS)}>"
+    register_source(filename, src)
+    code = compile(src, filename, "exec")
     exec(code, g.ns)
     fn: Callable[[Any], bool] = g.ns["group"]
     fn.__doc__ = src  # the generated source, for debugging (`print(fn.__doc__)`)

@@ -17,7 +17,9 @@ from collector.metrics import Family, MetricState
 from collector.rules.batch import generate_batch
 from collector.rules.codegen import forms, generate_group
 from collector.rules.decode import LineDecoder
-from collector.rules.schema import RulesError, RuleSpec
+from collector.rules.normalize import Budget
+from collector.rules.schema import LabelSpec, RulesError, RuleSpec
+from collector.rules.stages import Extract, Join, JoinSpec, StageSpec, build_stages
 
 __all__ = ["Compiled", "FamilyDef", "Plan", "build", "plan"]
 
@@ -35,6 +37,7 @@ class FamilyDef:
     buckets: tuple[float, ...]
     max_series: int
     expire_after: float | None
+    unbounded: set[str] = field(default_factory=set)  # labels the series limit folds (route, not status)
 
     def signature(self) -> tuple[Any, ...]:
         return (self.name, self.kind, self.labelnames, self.buckets)
@@ -47,6 +50,7 @@ class Plan:
     rules: list[RuleSpec]
     families: dict[str, FamilyDef]
     discriminator: str | None
+    stages: list[StageSpec] = field(default_factory=list)
 
 
 @dataclass
@@ -62,9 +66,18 @@ class Compiled:
     seen: dict[str, dict[tuple[str, ...], float]] = field(default_factory=dict)  # idle expiry
     now: list[float] = field(default_factory=lambda: [0.0])  # batch time, read by expiring rules
     apply: Callable[[list[Any]], int] = lambda objs: 0  # decoded batch -> lines some rule used
+    stages: list[Extract | Join] = field(default_factory=list)  # run on decoded lines before `apply`
+    budgets: dict[LabelSpec, Budget] = field(default_factory=dict)  # label value budgets, shared
+    groups: list[Rule] = field(default_factory=list)  # the generated functions (--show-compiled)
 
 
-def plan(rules: Sequence[RuleSpec], metrics: MetricState, owned: set[str], max_series: int) -> Plan:
+def plan(
+    rules: Sequence[RuleSpec],
+    metrics: MetricState,
+    owned: set[str],
+    max_series: int,
+    stages: Sequence[StageSpec] = (),
+) -> Plan:
     """Merge rules per metric and check them against families that rules did not create.
 
     Raises:
@@ -81,8 +94,10 @@ def plan(rules: Sequence[RuleSpec], metrics: MetricState, owned: set[str], max_s
             families[rule.metric] = FamilyDef(
                 rule.metric, rule.kind, rule.help, labelnames, rule.buckets,
                 rule.max_series or max_series, rule.expire_after,
+                {lb.name for lb in rule.labels if not lb.bounded},
             )  # fmt: skip
             continue
+        fam.unbounded |= {lb.name for lb in rule.labels if not lb.bounded}
         where = first[rule.metric].where
         if fam.kind != rule.kind:
             errors.append(f"{rule.where}: type: {rule.kind} but {where} makes it a {fam.kind}")
@@ -101,7 +116,7 @@ def plan(rules: Sequence[RuleSpec], metrics: MetricState, owned: set[str], max_s
             errors.append(f"{first[name].where}: metric: {name} is already a {existing.kind} elsewhere")
     if errors:
         raise RulesError(errors)
-    return Plan(list(rules), families, _discriminator(rules))
+    return Plan(list(rules), families, _discriminator(rules), list(stages))
 
 
 def _keys(rule: RuleSpec) -> list[tuple[str, tuple[Any, ...]]]:
@@ -125,6 +140,7 @@ def build(
     metrics: MetricState,
     on_overflow: Callable[[str], None],
     on_bad_value: Callable[[str, Any], None],
+    on_missing: Callable[[str, int], None] | None = None,
 ) -> Compiled:
     """Register the planned families (keeping values of unchanged ones) and compile the rules."""
     families: dict[str, Family] = {}
@@ -134,12 +150,21 @@ def build(
             metrics.unregister(fd.name)  # redefined by a reload: its old values cannot carry over
         fam = metrics.family(fd.name, fd.kind, fd.help, fd.labelnames, fd.buckets or None, fd.max_series)
         fam.on_overflow = on_overflow
+        fam.fold_only(sorted(fd.unbounded))
         families[fd.name] = fam
     paths = set().union(*(r.paths() for r in p.rules))
     if p.discriminator:
         paths.add(p.discriminator)
     values = {path for r in p.rules if r.value is not None for path in r.value.paths}
-    decoder = LineDecoder(paths, literal_paths=paths - values)  # numbers are not learnt as strings
+    stage_paths = set().union(*(s.paths() for s in p.stages)) if p.stages else set()
+    # join keys (reqId) and extracted strings are unique per line: never learnt as Literals
+    unique = {
+        path
+        for st in p.stages
+        for path in (st.key if isinstance(st, JoinSpec) else (*st.source, *st.regex.groupindex))
+    }
+    decoder = LineDecoder(paths | stage_paths, literal_paths=paths - values - unique)
+    budgets: dict[LabelSpec, Budget] = {}
     seen = {fd.name: {} for fd in p.families.values() if fd.expire_after}
     now = [0.0]
     prepared = []  # (spec, residual match, family, label order, discriminator values or None)
@@ -154,7 +179,7 @@ def build(
         fn = groups.get(indices)
         if fn is None:
             fn = groups[indices] = generate_group(
-                [prepared[i][:4] for i in indices], decoder, seen, now, on_bad_value
+                [prepared[i][:4] for i in indices], decoder, seen, now, on_bad_value, budgets, on_missing
             )
         return fn
 
@@ -168,6 +193,9 @@ def build(
     disc = decoder.getter([p.discriminator]) if p.discriminator else None
     fallback = group(always) if always else _no_rule
     compiled = Compiled(p, decoder, disc, table, fallback, families, seen, now)
+    compiled.stages = build_stages(p.stages, decoder)
+    compiled.budgets = budgets
+    compiled.groups = list(groups.values())
     attr = decoder.attr(p.discriminator) if p.discriminator else None
     fns = list(groups.values())
     if fns:  # one loop over the batch, commuting updates gathered per batch: collector.rules.batch
@@ -175,7 +203,9 @@ def build(
         index = {k: number[id(fn)] for k, fn in table.items()}
         fb = number[id(fallback)] if always else -1
         metas = [fn.meta for fn in fns]  # type: ignore[attr-defined]
-        compiled.apply = generate_batch(metas, fns, index, fb, attr, disc, seen, now, on_bad_value)
+        compiled.apply = generate_batch(
+            metas, fns, index, fb, attr, disc, seen, now, on_bad_value, on_missing
+        )
     else:
         compiled.apply = _batch_loop(attr, disc, table, fallback)
     return compiled

@@ -208,6 +208,11 @@ class LineDecoder:
             return None
         return objs if len(objs) == count else None
 
+    def decode_one(self, line: bytes) -> Any:
+        """One line with the plain fields (None when it is not a usable object): explain, restores."""
+        out = self._decode_each([line], BatchResult())
+        return out[0] if out else None
+
     def _decode_each(self, lines: Sequence[bytes], result: BatchResult) -> list[Any]:
         out = []
         decode = self._decoder.decode

@@ -19,15 +19,16 @@ from typing import TYPE_CHECKING, Any
 
 from collector.logpipe import BatchResult
 from collector.logsetup import LogFirst
-from collector.metrics import Family, MetricState
+from collector.metrics import OVERFLOW, Family, MetricState
 from collector.rules.compile import Compiled, build, plan
-from collector.rules.presets import preset_rules
+from collector.rules.presets import preset_rules, preset_stages
 from collector.rules.schema import RulesError, RuleSpec, parse_text
+from collector.rules.stages import Join, StageSpec, parse_stages
 
 if TYPE_CHECKING:
     import asyncio  # imported where used: `collector replay` never starts an event loop
 
-__all__ = ["RuleSet", "load_specs"]
+__all__ = ["RuleSet", "load_specs", "load_stages"]
 
 #: Families created by rules, per metric state: a rule set rebuilt after a source restart may reuse
 #: them (and keep their values), but rules can never write into a family another part owns.
@@ -57,6 +58,28 @@ def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str
     if not specs:
         raise RulesError(["no rules: set COLLECTOR_LOGS__PRESET or COLLECTOR_LOGS__RULES"])
     return specs
+
+
+def load_stages(
+    presets: Sequence[str], rules_text: str | None, rules_origin: str = "rules"
+) -> list[StageSpec]:
+    """The extract/join stages of the presets, then of the rules file (validated by `load_specs`).
+
+    Raises:
+        RulesError: invalid stages.
+    """
+    import yaml
+
+    stages: list[StageSpec] = []
+    for name in presets:
+        stages.extend(preset_stages(name))
+    if rules_text is not None:
+        try:
+            data = yaml.safe_load(rules_text)
+        except yaml.YAMLError:
+            data = None  # load_specs reported it
+        stages.extend(parse_stages(data, rules_origin))
+    return stages
 
 
 class RuleSet:
@@ -96,13 +119,29 @@ class RuleSet:
         self._core_overflow = metrics.on_overflow  # the collector-wide overflow counter, kept too
         self.overflow = metrics.counter(
             "collector_log_series_overflow_total",
-            "Updates folded into a log metric's __overflow__ series because it reached its series limit.",
-            ["metric"],
+            "Updates whose unbounded label (route, ...) was folded into __overflow__ because the log "
+            "metric reached its series limit; bounded labels (method, status_code) stay as logged.",
+            ["metric", "label"],
         )
         self.value_errors = metrics.counter(
             "collector_log_value_errors_total",
-            "Lines a rule matched whose value field was not a usable number (counted, then skipped).",
-            ["metric"],
+            "Lines a rule matched whose value field was missing or not a usable number (counted, skipped).",
+            ["metric", "reason"],
+        )
+        self.label_budget = metrics.counter(
+            "collector_log_label_values_overflow_total",
+            "New values of a label past its value budget, replaced by one constant (counted once per "
+            "distinct raw value seen; the other labels of those lines stay as logged).",
+            ["label"],
+        )
+        self.extract_misses = metrics.counter(
+            "collector_log_extract_misses_total",
+            "Lines an extract stage selected whose field did not match its regex (no fields extracted).",
+        )
+        self.join_lines = metrics.counter(
+            "collector_log_join_total",
+            "Two-line joins (Fastify's incoming request + request completed), by outcome.",
+            ["outcome"],
         )
         self.reload_failures = metrics.counter(
             "collector_rules_reload_failures_total",
@@ -122,7 +161,40 @@ class RuleSet:
     # -- LineConsumer ----------------------------------------------------------------------------
     def family_names(self) -> list[str]:
         """Rule families plus the line-driven error counters (checkpointed with the offsets)."""
-        return [*self._compiled.families, self.overflow.name, self.value_errors.name]
+        return [
+            *self._compiled.families, self.overflow.name, self.value_errors.name,
+            self.label_budget.name, self.join_lines.name, self.extract_misses.name,
+        ]  # fmt: skip
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What is pending between lines (a join's started requests), checkpointed with the offsets."""
+        return {"joins": [[st.spec.key, st.state()] for st in self._compiled.stages if isinstance(st, Join)]}
+
+    def restore_state(self, data: Any) -> None:
+        """Load `checkpoint_state()`; a join whose key changed starts empty."""
+        rows = {tuple(key): state for key, state in (data or {}).get("joins", [])}
+        for st in self._compiled.stages:
+            if isinstance(st, Join) and tuple(st.spec.key) in rows:
+                st.restore(rows[tuple(st.spec.key)])
+        self._seed_budgets(self._compiled)  # the restored series' values count against the budgets
+
+    @staticmethod
+    def _seed_budgets(c: Compiled) -> None:
+        """Admit the label values the families already hold (restored or kept across a reload), so a
+        restart or reload never grants a label a fresh budget on top of the values it already has."""
+        for spec, budget in c.budgets.items():
+            constants = {spec.default, spec.other, spec.unmatched, OVERFLOW}
+            users = {rule.metric for rule in c.plan.rules if spec in rule.labels}  # not other `method`s
+            held = {
+                key[fam.labelnames.index(spec.name)]
+                for name, fam in c.families.items()
+                if name in users
+                for key in fam.series
+            }
+            for value in sorted(held - constants - budget.values):
+                if len(budget.values) >= budget.limit:
+                    break
+                budget.values.add(value)
 
     def consume(self, lines: Sequence[bytes]) -> BatchResult:
         """Decode and apply a batch synchronously; bad lines are counted, never raised."""
@@ -155,13 +227,39 @@ class RuleSet:
                 gc.enable()
 
     def _apply(self, c: Compiled, objs: list[Any], result: BatchResult) -> BatchResult:
-        c.now[0] = self.clock()
-        parsed = c.apply(objs)
+        now = c.now[0] = self.clock()
+        n = len(objs)
+        consumed = self._stages(c, objs, now) if c.stages else 0  # join start lines count as used
+        parsed = c.apply(objs) + consumed
         result.parsed = parsed
-        result.unmatched = len(objs) - parsed
+        result.unmatched = n - parsed
         for fam in c.families.values():
             fam.touch()
+        if c.budgets:
+            for spec, budget in c.budgets.items():
+                if budget.refused:
+                    self.label_budget.inc((spec.name,), budget.refused)
+                    budget.refused = 0
         return result
+
+    def _stages(self, c: Compiled, objs: list[Any], now: float) -> int:
+        """Run extract and join stages in place on `objs`; how many start lines a join consumed."""
+        consumed = 0
+        for st in c.stages:
+            if isinstance(st, Join):
+                kept, used = st.apply(objs, now)
+                objs[:] = kept
+                consumed += used
+                for outcome, count in st.outcomes.items():
+                    if count:
+                        self.join_lines.inc((outcome,), count)
+                        st.outcomes[outcome] = 0
+            else:
+                st.apply(objs)
+                if st.failed:
+                    self.extract_misses.inc((), st.failed)
+                    st.failed = 0
+        return consumed
 
     async def run(self, stop: asyncio.Event) -> None:
         """Hot-reload the rules file and expire idle series until `stop` is set."""
@@ -203,9 +301,13 @@ class RuleSet:
     def _compile(self, text: str | None, specs: list[RuleSpec] | None = None) -> Compiled:
         if specs is None:
             specs = load_specs(self.presets, text, str(self.rules_path))
+        stages = load_stages(self.presets, text, str(self.rules_path))
         owned = _OWNED.setdefault(self.metrics, set())
-        p = plan(specs, self.metrics, owned, self.max_series)
-        compiled = build(p, self.metrics, self._on_overflow, self._on_bad_value)
+        p = plan(specs, self.metrics, owned, self.max_series, stages)
+        compiled = build(p, self.metrics, self._on_overflow, self._on_bad_value, self._on_missing)
+        if hasattr(self, "_compiled"):  # a reload: requests already started stay pending
+            self._carry_joins(self._compiled, compiled)
+        self._seed_budgets(compiled)
         mine = set(self._compiled.families) if hasattr(self, "_compiled") else set()
         for name in mine - set(compiled.families):
             self.metrics.unregister(name)  # a metric the new rules no longer define
@@ -253,21 +355,39 @@ class RuleSet:
         )
         return True
 
+    @staticmethod
+    def _carry_joins(old: Compiled, new: Compiled) -> None:
+        joins = {st.spec: st for st in old.stages if isinstance(st, Join)}
+        for st in new.stages:
+            if isinstance(st, Join) and st.spec in joins:
+                st.pending = joins[st.spec].pending
+
     # -- guards ----------------------------------------------------------------------------------
     def _on_overflow(self, metric: str) -> None:
-        self.overflow.inc((metric,))
+        fam = self.metrics.families.get(metric)
+        for label in fam.folded if fam is not None else ("",):
+            self.overflow.inc((metric, label))
         if self._core_overflow is not None:
             self._core_overflow(metric)
-        fam = self.metrics.families.get(metric)
         self._log_first(
             f"overflow:{metric}",
-            "log metric reached its series limit; new label sets fold into __overflow__",
+            "log metric reached its series limit; its unbounded labels of new label sets fold into __overflow__",
             metric=metric,
+            labels=list(fam.folded) if fam else None,
             max_series=fam.max_series if fam else None,
         )
 
+    def _on_missing(self, metric: str, count: int) -> None:
+        self.value_errors.inc((metric, "missing"), count)
+        self._log_first(
+            f"missing:{metric}", "log lines matched a rule but lack its value field; counted, not observed",
+            metric=metric,
+        )  # fmt: skip
+
     def _on_bad_value(self, metric: str, raw: Any) -> None:
-        self.value_errors.inc((metric,))
+        from collector.rules.normalize import to_number
+
+        self.value_errors.inc((metric, "negative" if to_number(raw) is not None else "not_a_number"))
         self._log_first(
             f"value:{metric}", "log line matched a rule but its value is not a usable number",
             metric=metric, value=repr(raw)[:100],

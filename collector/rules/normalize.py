@@ -12,6 +12,10 @@ from typing import Any
 
 __all__ = [
     "NORMALIZERS",
+    "OTHER",
+    "UNMATCHED",
+    "Budget",
+    "TemplateMatcher",
     "http_method",
     "label_text",
     "route_template",
@@ -29,6 +33,18 @@ _HEX = re.compile(r"^(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{8,}$")  # hex run with a d
 _HEX_IN = re.compile(r"(?<![0-9a-zA-Z])[0-9a-fA-F]{16,}(?![0-9a-zA-Z])")  # app.<hash>.js
 _TOKEN = re.compile(r"^(?=.*[0-9])(?=.*[a-zA-Z])[A-Za-z0-9_=+-]{20,}$")  # base64url ids, tokens
 _EMAIL = re.compile(r"^[^@/]+@[^@/]+$")
+_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?([T ][0-9:.]+Z?)?$")
+# A slug: three or more words joined by - or _ (`why-we-moved-to-rust`), or two or more with a digit
+# in one of them (`release-2024`). Two plain words (`old-page`) look like a static route and stay.
+_SLUG = re.compile(
+    r"^(?:[a-z0-9]+(?:[-_][a-z0-9]+){2,}|(?=[a-z0-9_-]*[0-9])[a-z0-9]+(?:[-_][a-z0-9]+)+)$", re.I
+)
+#: Segments longer than this are ids or tokens whatever their shape (no route names its parts so).
+LONG_SEGMENT = 40
+#: The route of requests no route matched (404/405 without a logged template): one series, not one per URL.
+UNMATCHED = "unmatched"
+#: What a label value past its value budget becomes (see `Budget`).
+OTHER = "other"
 #: Keep at most this many path segments; deeper paths end in `/...` (crawlers invent deep paths).
 MAX_SEGMENTS = 8
 
@@ -91,7 +107,15 @@ def http_method(value: Any) -> str | None:
 def _segment(seg: str) -> str:
     if not seg or seg[0] == ":" or seg == "*":
         return seg  # empty, or already a template (`:id`, `*`)
-    if _NUMBER.match(seg) or _UUID.match(seg) or _HEX.match(seg) or _TOKEN.match(seg) or _EMAIL.match(seg):
+    if _DATE.match(seg):
+        return ":date"
+    if _NUMBER.match(seg) or _UUID.match(seg) or _HEX.match(seg):
+        return ":id"
+    if _SLUG.match(seg):  # before tokens: a long slug with a digit is still a slug
+        return ":slug"
+    if _TOKEN.match(seg) or _EMAIL.match(seg):
+        return ":id"
+    if len(seg) > LONG_SEGMENT:
         return ":id"
     return _HEX_IN.sub(":hash", seg) if len(seg) >= 16 else seg
 
@@ -113,6 +137,60 @@ def route_template(value: Any) -> str | None:
     if len(segments) > MAX_SEGMENTS + 1:
         segments = [*segments[: MAX_SEGMENTS + 1], "..."]
     return "/".join(_segment(s) for s in segments)
+
+
+class Budget:
+    """The distinct values one label may take; past `limit`, new values become `other`.
+
+    Shared by every rule that computes the same label, so `route` means the same in every family. The
+    values admitted stay admitted (a value seen before never flips to `other`).
+    """
+
+    __slots__ = ("limit", "other", "refused", "values")
+
+    def __init__(self, limit: int, other: str = OTHER) -> None:
+        self.limit = limit
+        self.other = other
+        self.values: set[str] = set()
+        self.refused = 0  # new values replaced by `other` (each distinct raw value once per cache life)
+
+    def admit(self, text: str) -> str:
+        values = self.values
+        if text in values:
+            return text
+        if len(values) < self.limit:
+            values.add(text)
+            return text
+        self.refused += 1
+        return self.other
+
+
+_PARAM = re.compile(r"^(?::\w+|\{[^/}]+\}|<[^/>]+>|\*)$")  # :id, {id}, <int:id>, *
+
+
+class TemplateMatcher:
+    """Match a URL path against route templates (`/users/:id`, `/users/{id}`, `/users/<id>`).
+
+    Templates with more literal segments win (`/users/me` before `/users/:id`). Used for loggers that
+    only log the URL: the app's templates list or OpenAPI `paths` name the routes.
+    """
+
+    def __init__(self, templates: tuple[str, ...]) -> None:
+        compiled = []
+        for t in templates:
+            parts = t.split("?", 1)[0].rstrip("/").split("/") or [""]
+            literal = sum(1 for p in parts if not _PARAM.match(p))
+            rx = "/".join("[^/]+" if _PARAM.match(p) else re.escape(p) for p in parts)
+            compiled.append((-literal, t, re.compile(f"^{rx}/?$")))
+        compiled.sort(key=lambda c: c[0])
+        self.templates = [(t, rx.match) for _n, t, rx in compiled]
+
+    def match(self, path: str) -> str | None:
+        path = path.split("?", 1)[0].split("#", 1)[0]
+        for template, m in self.templates:
+            if m(path):
+                return template
+        return None
 
 
 def _lower(value: Any) -> str | None:

@@ -21,6 +21,7 @@ from collector.rules.normalize import NORMALIZERS
 __all__ = [
     "DEFAULT_DURATION_BUCKETS",
     "DEFAULT_SIZE_BUCKETS",
+    "STAGE_KEYS",
     "LabelSpec",
     "RuleSpec",
     "RulesError",
@@ -41,7 +42,12 @@ RULE_KEYS = {
     "name", "metric", "type", "help", "match", "labels", "value", "action", "buckets",
     "max_series", "expire_after", "floor",
 }  # fmt: skip
-LABEL_KEYS = {"from", "value", "normalize", "map", "allow", "other", "default"}
+LABEL_KEYS = {
+    "from", "value", "normalize", "map", "allow", "other", "default",
+    "template", "status", "unmatched", "max_values", "templates", "openapi",
+}  # fmt: skip
+#: Label normalisers whose output is a small fixed set: the series limit never folds these labels.
+BOUNDED_NORMALIZERS = frozenset({"status_code", "status_class", "http_method"})
 GAUGE_ACTIONS = ("set", "inc", "dec")
 
 
@@ -65,6 +71,21 @@ class LabelSpec:
     allow: frozenset[str] | None = None  # values outside it become `other`
     other: str = "other"
     default: str = ""  # when the field is missing
+    template: tuple[str, ...] = ()  # fields holding a logged route template: used first when present
+    status: tuple[str, ...] = ()  # the status code field, for `unmatched`
+    unmatched: str | None = None  # the value for a 404/405 without a template (one series for scanners)
+    max_values: int | None = None  # value budget: past it, new values become `other`
+    templates: tuple[str, ...] = ()  # route templates (list or OpenAPI paths) URLs are matched against
+
+    @property
+    def fields(self) -> bool:
+        """Does the value depend on more than the one field (template, status, budget, templates)?"""
+        return bool(self.template or self.status or self.max_values or self.templates)
+
+    @property
+    def bounded(self) -> bool:
+        """Is the label's value set small and fixed (never folded by the series limit)?"""
+        return self.const is not None or self.allow is not None or self.normalize in BOUNDED_NORMALIZERS
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,7 @@ class RuleSpec:
         """Every field path the rule reads (what the decoder must extract)."""
         out: set[str] = set()
         for label in self.labels:
-            out.update(label.paths)
+            out.update(label.paths, label.template, label.status)
         if self.value is not None:
             out.update(self.value.paths)
         _match_paths(self.match, out)
@@ -165,9 +186,11 @@ def parse_rules(data: Any, origin: str) -> list[RuleSpec]:
         RulesError: one line per problem, naming the origin, rule and field.
     """
     if isinstance(data, dict):
-        extra = set(data) - {"rules"}
+        extra = set(data) - {"rules", *STAGE_KEYS}
         if extra:
-            raise RulesError([f"{origin}: unknown top-level key(s) {sorted(extra)}; expected 'rules'"])
+            raise RulesError(
+                [f"{origin}: unknown top-level key(s) {sorted(extra)}; expected rules, extract or join"]
+            )
         data = data.get("rules")
     if not isinstance(data, list) or not data:
         raise RulesError([f"{origin}: expected a non-empty list under 'rules'"])
@@ -359,8 +382,10 @@ def _labels(raw: Any, ctx: _Ctx) -> tuple[LabelSpec, ...]:
         if allow is not None and (not isinstance(allow, list) or not allow):
             ctx.err(f"{key}.allow", "expected a non-empty list of allowed values")
             allow = None
+        extra = _label_extras(spec, ctx, key)
         out.append(
             LabelSpec(
+                **extra,
                 name=str(name),
                 paths=paths,
                 const=str(spec["value"]) if "value" in spec else None,
@@ -372,6 +397,55 @@ def _labels(raw: Any, ctx: _Ctx) -> tuple[LabelSpec, ...]:
             )
         )
     return tuple(out)
+
+
+def _label_extras(spec: dict[str, Any], ctx: _Ctx, key: str) -> dict[str, Any]:
+    """The route-bounding keys of a label: template, status + unmatched, max_values, templates/openapi."""
+    out: dict[str, Any] = {}
+    if "template" in spec:
+        out["template"] = _paths(spec["template"], ctx, f"{key}.template")
+    if "status" in spec:
+        out["status"] = _paths(spec["status"], ctx, f"{key}.status")
+    if "unmatched" in spec:
+        if not spec.get("status"):
+            ctx.err(f"{key}.unmatched", "needs status: the field holding the status code")
+        out["unmatched"] = _text(spec["unmatched"])
+    if "max_values" in spec:
+        mv = spec["max_values"]
+        if not isinstance(mv, int) or isinstance(mv, bool) or mv < 1:
+            ctx.err(f"{key}.max_values", f"must be a positive integer, not {mv!r}")
+        else:
+            out["max_values"] = mv
+    templates: list[str] = []
+    if "templates" in spec:
+        raw = spec["templates"]
+        if not isinstance(raw, list) or not all(isinstance(t, str) and t.startswith("/") for t in raw):
+            ctx.err(f"{key}.templates", "expected a list of route templates starting with /")
+        else:
+            templates += raw
+    if "openapi" in spec:
+        templates += _openapi_paths(spec["openapi"], ctx, f"{key}.openapi")
+    if templates:
+        out["templates"] = tuple(templates)
+    return out
+
+
+def _openapi_paths(raw: Any, ctx: _Ctx, key: str) -> list[str]:
+    """The `paths` of an OpenAPI (3.x, or Swagger 2 with `basePath`) document, JSON or YAML."""
+    if not isinstance(raw, str):
+        ctx.err(key, "expected the path of an OpenAPI document")
+        return []
+    try:
+        doc = yaml.safe_load(Path(raw).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        ctx.err(key, f"cannot read the OpenAPI document: {exc}")
+        return []
+    paths = doc.get("paths") if isinstance(doc, dict) else None
+    if not isinstance(paths, dict) or not paths:
+        ctx.err(key, f"{raw}: no `paths` in the OpenAPI document")
+        return []
+    base = str(doc.get("basePath", "")).rstrip("/")
+    return [base + str(p) for p in paths if str(p).startswith("/")]
 
 
 def _text(value: Any) -> str:
@@ -425,3 +499,7 @@ def _buckets(raw: Any, metric: str, kind: str, ctx: _Ctx) -> tuple[float, ...]:
         ctx.err("buckets", "must be strictly ascending")
         return ()
     return bounds
+
+
+#: Top-level keys of a rules document besides `rules` (parsed by collector.rules.stages).
+STAGE_KEYS = ("extract", "join")

@@ -247,6 +247,21 @@ class GitHubSettings(SourceSettings):
     incident_label: str | None = Field(
         default=None, description="Issue label marking incidents (issues events); unset: no incidents."
     )
+    incident_environment_prefix: str = Field(
+        default="environment:",
+        min_length=1,
+        description="Label prefix naming the environment an incident concerns (environment:staging).",
+    )
+    incident_default_environment: str = Field(
+        default="production",
+        min_length=1,
+        description="Environment of an incident without such a label.",
+    )
+    change_failure: Literal["incidents", "deployments", "both"] = Field(
+        default="incidents",
+        description="Change failures: deployments that caused an incident (DORA, Four Keys, DevLake), "
+        "failed deployment runs, or both. Also chooses the headline recovery time.",
+    )
     deploy_workflows: CommaList = Field(
         default_factory=list,
         description="Workflow names or file names whose completed runs count as deployments.",
@@ -303,6 +318,10 @@ class DeploymentsSettings(SourceSettings):
     config_fields: ClassVar[tuple[str, ...]] = ("token",)
 
     token: SecretStr | None = Field(default=None, description="Bearer token CI sends to POST /deployments.")
+    change_failure: Literal["incidents", "deployments", "both"] = Field(
+        default="incidents",
+        description="As COLLECTOR_GITHUB__CHANGE_FAILURE, when the github source is off (it wins when on).",
+    )
 
 
 class HttpSettings(BaseModel):
@@ -370,6 +389,10 @@ class StripeSettings(SourceSettings):
     )
     reconcile_interval: float = Field(
         default=0.0, ge=0, le=7 * 86400, description="Seconds between subscription reconciliations (0: off)."
+    )
+    refetch_on_tie: bool = Field(
+        default=True,
+        description="With api_key: re-read a subscription from the API when two of its events share a second.",
     )
 
     @field_validator("webhook_secrets")

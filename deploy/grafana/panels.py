@@ -1,7 +1,10 @@
 """The panels of the collector's Grafana dashboards: what each shows, as PromQL (rendered by dashboards.py).
 
-Queries use `$service` (the scrape target's `service` label), `$__rate_interval` and `$__range`; every
-metric and label name must be one the collector exposes (tests/deploy/test_grafana.py checks).
+Queries use `$service`, `$job` and `$instance` (the scrape target's labels), `$__rate_interval` and
+`$__range`; every metric and label name must be one the collector exposes or a recording rule records
+(tests/deploy/test_grafana.py checks). The heaviest HTTP queries read the recording rules of
+deploy/prometheus/rules/recording.rules.yml. A description naming an alert ("HighErrorRate fires ...")
+gets a link to that alert's runbook.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from dataclasses import dataclass, field
 
 __all__ = ["DASHBOARDS", "Dashboard", "Panel"]
 
-S = '{service=~"$service"}'  # the selector every query carries
+S = '{service=~"$service",job=~"$job",instance=~"$instance"}'  # the selector every query carries
+# Recorded series (deploy/prometheus/rules/recording.rules.yml) keep job and service, not instance.
+RS = '{service=~"$service",job=~"$job"}'
+RECORDED = "Recorded by collector-recording (5m rate; the instance filter does not apply)."
 R = "$__rate_interval"
 
 
@@ -44,7 +50,6 @@ def _q(metric: str, labels: str = "") -> str:
     return f"{metric}{sel(labels)}"
 
 
-HTTP_5XX = _q("http_requests_total", 'status_code=~"5.."')
 AUTH_FAILED = _q("auth_attempts_total", 'outcome=~"fail|failed|failure"')
 W7 = sel('window="7d"')
 
@@ -55,19 +60,21 @@ HTTP = Dashboard(
     [
         Panel(
             "Requests per second by status",
-            [(f"sum by (status_code) (rate({_q('http_requests_total')}[{R}]))", "{{status_code}}")],
+            [(f"sum by (status_code) (job_service_status_code:http_requests:rate5m{RS})", "{{status_code}}")],
             "reqps",
+            description=RECORDED,
         ),
         Panel(
             "5xx error ratio",
             [
                 (
-                    f"sum(rate({HTTP_5XX}[{R}])) / sum(rate({_q('http_requests_total')}[{R}]))",
+                    f'sum(job_service_status_code:http_requests:rate5m{RS[:-1]},status_code=~"5.."}}) '
+                    f"/ sum(job_service_status_code:http_requests:rate5m{RS})",
                     "5xx",
                 )
             ],
             "percentunit",
-            description="HighErrorRate fires above 5% for 5 minutes.",
+            description="HighErrorRate fires above 5% for 5 minutes. " + RECORDED,
         ),
         Panel(
             "Errors per second by class",
@@ -78,23 +85,25 @@ HTTP = Dashboard(
             "Latency p50 / p95 / p99",
             [
                 (
-                    f"histogram_quantile({q}, sum by (le) (rate({_q('http_request_duration_seconds_bucket')}[{R}])))",
+                    f"histogram_quantile({q}, sum by (le) (job_service_le:http_request_duration_seconds_bucket:rate5m{RS}))",
                     f"p{int(q * 100)}",
                 )
                 for q in (0.5, 0.95, 0.99)
             ],
             "s",
-            description="HighResponseTime fires when p95 stays above 2 s for 10 minutes.",
+            description="HighResponseTime fires when p95 stays above 2 s for 10 minutes. " + RECORDED,
         ),
         Panel(
             "p95 latency by route",
             [
                 (
-                    f"histogram_quantile(0.95, sum by (le, route) (rate({_q('http_request_duration_seconds_bucket')}[{R}])))",
+                    "histogram_quantile(0.95, sum by (le, route) "
+                    f"(job_service_route_le:http_request_duration_seconds_bucket:rate5m{RS}))",
                     "{{route}}",
                 )
             ],
             "s",
+            description=RECORDED,
         ),
         Panel(
             "Top routes by traffic",
@@ -321,7 +330,9 @@ STRIPE = Dashboard(
             "Webhooks by status",
             [(f"sum by (status) (rate({_q('stripe_webhooks_total')}[{R}]))", "{{status}}")],
             "ops",
-            description="StripeWebhookFailures fires on any signature_failed, invalid or error delivery.",
+            description="StripeWebhookProcessingErrors pages when more than 5% of signed deliveries are "
+            "answered 500; StripeWebhooksMissing when none verifies for an hour; WebhookSignatureFailures "
+            "is a ticket for sustained signature_failed/invalid requests.",
         ),
         Panel(
             "Time since last Stripe event",
@@ -396,8 +407,16 @@ WEBSOCKET = Dashboard(
         ),
         Panel(
             "App: open WebSocket connections",
-            [(f"sum({_q('websocket_connections_active')})", "open")],
+            [
+                (f"sum({_q('websocket_connections_active')})", "open"),
+                (
+                    'avg_over_time(service:websocket_connections_active:sum{service=~"$service"}[5m])',
+                    "5m mean",
+                ),
+            ],
             "short",
+            description="The gauge jumps with every connect and disconnect; WebSocketConnectionDrop compares "
+            "the 5-minute mean with the mean of the 30 minutes before.",
         ),
         Panel(
             "App: connections accepted per second",
@@ -568,7 +587,7 @@ COLLECTOR = Dashboard(
                 (f"max(app_process_virtual_memory_bytes{S})", "virtual"),
             ],
             "bytes",
-            description="HighMemoryUsage fires above 1 GiB resident for 10 minutes.",
+            description="HighMemoryUsage fires above 90% of the container's memory limit for 5 minutes.",
         ),
         Panel(
             "App file descriptors",

@@ -1,7 +1,9 @@
 """Generate deploy/kubernetes/prometheusrule.yaml from deploy/prometheus/rules/*.yml: `python prometheusrule.py [--check]`.
 
 The Prometheus Operator's PrometheusRule carries the very same groups, so Kubernetes and plain
-Prometheus alert identically. `--check` exits 1 when the committed file is stale (CI runs it).
+Prometheus alert identically. `--runbook-base URL` makes the relative runbook links
+(`docs/runbooks.md#...`) absolute, e.g. `--runbook-base https://github.com/<org>/<repo>/blob/main/`,
+for UIs that show runbook_url as a link (the committed file keeps them relative). `--check` exits 1 when the committed file is stale (CI runs it).
 """
 
 from __future__ import annotations
@@ -31,12 +33,19 @@ def _literal(dumper: yaml.SafeDumper, value: _Literal) -> yaml.Node:
 yaml.SafeDumper.add_representer(_Literal, _literal)
 
 
-def render() -> str:
-    """The PrometheusRule manifest text for every rules file."""
+def render(runbook_base: str = "") -> str:
+    """The PrometheusRule manifest text for every rules file.
+
+    Args:
+        runbook_base: prefix for relative `runbook_url` annotations ("" keeps them relative).
+    """
     groups: list[dict[str, Any]] = []
     for path in sorted(RULES.glob("*.yml")):
         for group in yaml.safe_load(path.read_text())["groups"]:
             for rule in group["rules"]:
+                url = rule.get("annotations", {}).get("runbook_url", "")
+                if url and "://" not in url:
+                    rule["annotations"]["runbook_url"] = runbook_base + url
                 if "\n" in rule["expr"]:
                     rule["expr"] = _Literal(rule["expr"])
             groups.append(group)
@@ -45,6 +54,7 @@ def render() -> str:
         "kind": "PrometheusRule",
         "metadata": {
             "name": "collector",
+            "namespace": "collector",
             "labels": {"app.kubernetes.io/name": "collector", "role": "alert-rules"},
         },
         "spec": {"groups": groups},
@@ -56,8 +66,12 @@ def render() -> str:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
-    text = render()
-    if parser.parse_args().check:
+    parser.add_argument("--runbook-base", default="", help="prefix for the relative runbook links")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write (default: the committed file)")
+    args = parser.parse_args()
+    text = render(args.runbook_base)
+    OUT = args.out
+    if args.check:
         stale = not OUT.exists() or OUT.read_text() != text
         if stale:
             print(f"stale: {OUT} (run python {Path(__file__).name})", file=sys.stderr)

@@ -26,9 +26,15 @@ DEPLOY = REPO / "deploy"
 RULES_DIR = DEPLOY / "prometheus" / "rules"
 DASHBOARD_DIR = DEPLOY / "grafana" / "dashboards"
 #: Labels Prometheus adds to every scraped series (the scrape config's target labels).
-TARGET_LABELS = {"job", "instance", "service"}
+TARGET_LABELS = {"job", "instance", "service", "collector"}
 #: Grafana's variables, replaced by concrete values before PromQL sees a query.
-GRAFANA_VARS = {"$__rate_interval": "1m", "$__range": "5m", "$service": ".*"}
+GRAFANA_VARS = {
+    "$__rate_interval": "1m",
+    "$__range": "5m",
+    "$service": ".*",
+    "$job": ".*",
+    "$instance": ".*",
+}
 #: Families the demo declares but has no sample of (nothing goes wrong in a healthy demo); the name
 #: check for them is that the collector's code still defines them.
 EMPTY_IN_DEMO = {
@@ -60,6 +66,25 @@ def alert_rules() -> list[dict[str, Any]]:
         for group in yaml.safe_load(path.read_text())["groups"]:
             out.extend(r for r in group["rules"] if "alert" in r)
     return out
+
+
+def recording_rules() -> dict[str, dict[str, Any]]:
+    """Every recording rule of the shipped rules files, by the name it records."""
+    out = {}
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            out.update({r["record"]: r for r in group["rules"] if "record" in r})
+    return out
+
+
+def recorded_labels(name: str) -> set[str]:
+    """The labels a recording rule's series carry: its outermost aggregation's `by` list."""
+    node = pp.parse(recording_rules()[name]["expr"])
+    while isinstance(node, pp.BinaryExpr | pp.ParenExpr):
+        node = node.lhs if isinstance(node, pp.BinaryExpr) else node.expr
+    if isinstance(node, pp.AggregateExpr) and node.modifier is not None:
+        return set(node.modifier.labels)
+    return set()
 
 
 def dashboards_module() -> Any:

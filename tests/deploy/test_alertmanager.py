@@ -34,7 +34,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_amtool_check_config_is_clean() -> None:
     res = amtool("check-config", str(CONFIG))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS" in res.stdout and "3 receivers" in res.stdout and "1 inhibit rules" in res.stdout
+    assert "SUCCESS" in res.stdout and "3 receivers" in res.stdout and "3 inhibit rules" in res.stdout
 
 
 @pytest.mark.parametrize("severity", sorted(RECEIVER))
@@ -80,10 +80,34 @@ def test_slack_url_comes_from_a_file_and_grouping_inhibition_and_repeat_match_th
     }
     assert cfg["route"]["group_by"] == ["alertname", "service"]
     assert cfg["route"]["repeat_interval"] == "12h"
-    (inhibit,) = cfg["inhibit_rules"]
-    assert inhibit["source_matchers"] == ['severity="critical"']
-    assert inhibit["target_matchers"] == ['severity="warning"']
-    assert "alertname" in inhibit["equal"]
+    inhibits = {r["source_matchers"][0]: r for r in cfg["inhibit_rules"]}
+    assert set(inhibits) == {
+        'alertname="ServiceDown"',
+        'alertname="CollectorDown"',
+        'alertname="CollectorGlobalAbsent"',
+    }
+    names = {r["alert"] for r in alert_rules()}
+    for rule in cfg["inhibit_rules"]:
+        (target,) = rule["target_matchers"]
+        muted = set(target.removeprefix('alertname=~"').removesuffix('"').split("|"))
+        assert muted <= names, muted - names  # no typo silently mutes nothing
+        assert "cluster" in rule["equal"]  # never across clusters sharing one Alertmanager
+    # a down app mutes its symptoms, per service
+    assert "WebSocketConnectionDrop" in inhibits['alertname="ServiceDown"']["target_matchers"][0]
+    assert inhibits['alertname="ServiceDown"']["equal"] == ["cluster", "service"]
+
+
+def _dead_app_alerts() -> list[dict[str, Any]]:
+    """The alerts promtool says the shipped rules fire when the app dies (deploy/prometheus/tests)."""
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "tests" / "app.test.yml").read_text())["tests"]
+    (case,) = [t for t in tests if t["name"].startswith("when the app dies")]
+    out = []
+    for check in case["alert_rule_test"]:
+        for exp in check["exp_alerts"]:
+            labels = {"alertname": check["alertname"], **exp["exp_labels"]}
+            out.append({"labels": labels, "annotations": exp["exp_annotations"]})
+    assert {a["labels"]["alertname"] for a in out} == {"ServiceDown", "WebSocketConnectionDrop"}
+    return out
 
 
 class _FakeSlack(BaseHTTPRequestHandler):
@@ -102,7 +126,7 @@ class _FakeSlack(BaseHTTPRequestHandler):
         pass
 
 
-def test_real_alertmanager_sends_each_severity_to_its_channel_and_critical_inhibits_warning(
+def test_real_alertmanager_pages_once_for_a_dead_app_and_routes_each_severity(
     tmp_path: Path,
 ) -> None:
     slack = ThreadingHTTPServer(("127.0.0.1", 0), _FakeSlack)
@@ -112,6 +136,7 @@ def test_real_alertmanager_sends_each_severity_to_its_channel_and_critical_inhib
     cfg = yaml.safe_load(CONFIG.read_text())
     # the shipped config, with the secret file in the temp dir and short waits so the test is quick
     cfg["global"]["slack_api_url_file"] = str(url_file)
+    cfg["templates"] = [str(DEPLOY / "alertmanager" / "templates" / "*.tmpl")]
     cfg["route"] |= {"group_wait": "1s", "group_interval": "1s"}
     (tmp_path / "am.yml").write_text(yaml.safe_dump(cfg))
     port = free_port()
@@ -128,14 +153,18 @@ def test_real_alertmanager_sends_each_severity_to_its_channel_and_critical_inhib
         stderr=(tmp_path / "am.log").open("wb"),
     )
     base = f"http://127.0.0.1:{port}/api/v2"
+    # the dead app's two alerts exactly as promtool computes them, a symptom of another service (not
+    # muted: inhibition is per service) and a ticket
     alerts = [
-        {"labels": {"alertname": "HighErrorRate", "service": "app", "severity": "critical"}},
-        {"labels": {"alertname": "HighErrorRate", "service": "app", "severity": "warning"}},
-        {"labels": {"alertname": "HighMemoryUsage", "service": "app", "severity": "warning"}},
-        {"labels": {"alertname": "Watchdog", "service": "app", "severity": "info"}},
+        *_dead_app_alerts(),
+        {"labels": {"alertname": "WebSocketConnectionDrop", "service": "calm", "severity": "warning"}},
+        {"labels": {"alertname": "WebhookSignatureFailures", "service": "app", "severity": "info"}},
     ]
     for a in alerts:
-        a["annotations"] = {"summary": f"{a['labels']['alertname']} summary", "runbook_url": "https://x/#y"}
+        a.setdefault(
+            "annotations",
+            {"summary": f"{a['labels']['alertname']} summary", "runbook_url": "docs/runbooks.md#x"},
+        )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -152,7 +181,7 @@ def test_real_alertmanager_sends_each_severity_to_its_channel_and_critical_inhib
             time.sleep(0.2)
         with urllib.request.urlopen(base + "/alerts", timeout=5) as resp:
             state = {
-                (a["labels"]["alertname"], a["labels"]["severity"]): a["status"]
+                (a["labels"]["alertname"], a["labels"]["severity"], a["labels"]["service"]): a["status"]
                 for a in json.loads(resp.read())
             }
     finally:
@@ -160,13 +189,18 @@ def test_real_alertmanager_sends_each_severity_to_its_channel_and_critical_inhib
         proc.wait(20)
         slack.shutdown()
     by_channel: dict[str, set[str]] = {}
+    texts = []
     for msg in _FakeSlack.received:
         by_channel.setdefault(msg["channel"], set()).add(msg["attachments"][0]["title"])
+        texts.append(msg["attachments"][0]["text"])
+    # one page for the dead app; the other service's symptom and the ticket go to their channels
     assert by_channel == {
-        "#alerts-critical": {"[FIRING] HighErrorRate (app)"},
-        "#alerts-warning": {"[FIRING] HighMemoryUsage (app)"},
-        "#alerts": {"Watchdog (app)"},
+        "#alerts-critical": {"[FIRING] ServiceDown (app)"},
+        "#alerts-warning": {"[FIRING] WebSocketConnectionDrop (calm)"},
+        "#alerts": {"WebhookSignatureFailures (app)"},
     }
-    assert state[("HighErrorRate", "warning")]["state"] == "suppressed"
-    assert state[("HighErrorRate", "warning")]["inhibitedBy"]
-    assert state[("HighMemoryUsage", "warning")]["state"] == "active"
+    assert any("Runbook: docs/runbooks.md#servicedown" in t for t in texts), texts
+    dead = state[("WebSocketConnectionDrop", "warning", "app")]
+    assert dead["state"] == "suppressed" and dead["inhibitedBy"]
+    assert state[("WebSocketConnectionDrop", "warning", "calm")]["state"] == "active"
+    assert state[("ServiceDown", "critical", "app")]["state"] == "active"

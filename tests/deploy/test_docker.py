@@ -65,3 +65,30 @@ def test_docker_compose_config_validates_the_whole_stack() -> None:
     grafana = set(mounts(services["grafana"]))
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards/collector"} <= grafana
     assert mounts(services["prometheus"])["/etc/prometheus"] == (str(REPO / "deploy" / "prometheus"), "ro")
+
+
+def test_compose_publishes_only_on_loopback_reads_passwords_from_files_and_keeps_prometheus_safe() -> None:
+    res = subprocess.run(
+        [need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode == 0, res.stderr
+    cfg = yaml.safe_load(res.stdout)
+    published = [(name, p) for name, s in cfg["services"].items() for p in s.get("ports", [])]
+    assert published and all(str(p).startswith("127.0.0.1:") for _n, p in published), published
+    grafana = cfg["services"]["grafana"]
+    env = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert [s if isinstance(s, str) else s["source"] for s in grafana["secrets"]] == [
+        "grafana_admin_password"
+    ]
+    assert cfg["secrets"]["grafana_admin_password"]["file"].endswith(".secrets/grafana-admin-password")
+    assert ".secrets/" in (REPO / ".gitignore").read_text().split()
+    flags = cfg["services"]["prometheus"]["command"]
+    assert not {"--web.enable-admin-api", "--web.enable-lifecycle"} & set(flags)
+    (retention,) = [f.split("=")[1] for f in flags if f.startswith("--storage.tsdb.retention.time=")]
+    assert retention.endswith("d") and int(retention[:-1]) >= 30  # the longest DORA window

@@ -24,6 +24,7 @@ from tests.deploy.kit import (
     dashboard_queries,
     names_in,
     need,
+    recording_rules,
     signals,
 )
 from tests.helpers import free_port
@@ -37,14 +38,20 @@ EMPTY_DASHBOARD = {
     ("State store resets and errors", 1): "the state store has no failed operation",
     ("TLS certificate expires in", 0): "the demo probes ws:// (no TLS certificate)",
 }
+_OK = 'status=~"processed|duplicate|ignored"'
 EMPTY_SIGNAL = {
-    "sum by (service) (websocket_connections_active offset 10m)": "needs 10 minutes of history",
-    "0.5 * sum by (service) (websocket_connections_active offset 10m)": "needs 10 minutes of history",
+    "avg_over_time(service:websocket_connections_active:sum[30m] offset 10m)": "needs 10 minutes of history",
+    "0.5 * avg_over_time(service:websocket_connections_active:sum[30m] offset 10m)": "needs 10 minutes of history",
     "sum by (service, instance, metric) (collector_series_overflow_total)": "no family reaches its series limit",
     "sum by (service, instance, metric) (collector_log_series_overflow_total)": "no log-rule metric reaches its limit",
-    'sum by (service) (increase(stripe_webhooks_total{status=~"signature_failed|invalid|error"}[5m]))': "every demo event is signed",
-    'sum by (service) (stripe_webhooks_total{status=~"signature_failed|invalid|error"} '
-    'unless stripe_webhooks_total{status=~"signature_failed|invalid|error"} offset 5m)': "every demo event is signed",
+    'sum by (service) (rate(stripe_webhooks_total{status="error"}[10m])) / sum by (service) '
+    '(rate(stripe_webhooks_total{status=~"processed|duplicate|ignored|error"}[10m]))': "no delivery fails",
+    f"sum by (service) (increase(stripe_webhooks_total{{{_OK}}}[1h] offset 1d))": "needs a day of history",
+    f"sum by (service) (increase(stripe_webhooks_total{{{_OK}}}[1h] offset 1d)) * 0": "needs a day of history",
+    'sum by (service) (rate(stripe_webhooks_total{event_type="unknown",status=~"signature_failed|invalid"}[15m]) '
+    'or rate(github_webhooks_total{status=~"missing_signature|invalid_signature|bad_request"}[15m])) * 60': "every demo request is signed",
+    'sum by (service) (increase(github_webhooks_total{status=~"error|bad_payload"}[30m]))': "every delivery is recorded",
+    'absent(up{collector="global"})': "the global collector is scraped",
 }
 # the parser's own spelling, which is what signals() returns
 EMPTY_SIGNAL = {str(pp.parse(k)): v for k, v in EMPTY_SIGNAL.items()}
@@ -62,7 +69,15 @@ def _config(tmp: Path, demo: Demo) -> Path:
     cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     # the shipped config with loopback targets and a 1 s cadence; no node-exporter or Alertmanager here
     cfg["global"] |= {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    cfg["rule_files"] = [str(RULES_DIR / "*.yml")]
+    # the shipped rules, every group at that cadence too (the recording group's 30 s would leave the
+    # dashboards that read it empty for most of a one-minute run)
+    (tmp / "rules").mkdir()
+    for path in RULES_DIR.glob("*.yml"):
+        rules = yaml.safe_load(path.read_text())
+        for group in rules["groups"]:
+            group.pop("interval", None)
+        (tmp / "rules" / path.name).write_text(yaml.safe_dump(rules))
+    cfg["rule_files"] = [str(tmp / "rules" / "*.yml")]
     cfg.pop("alerting")
     (job,) = [j for j in cfg["scrape_configs"] if j["job_name"] == "collector"]
     job["scrape_interval"] = "1s"
@@ -140,10 +155,14 @@ def test_prometheus_evaluates_every_alert_and_dashboard_query_against_the_demo(
         assert empty == [], "\n".join(empty)
         rules = _get(f"{base}/api/v1/rules")["data"]["groups"]
         health = {r["name"]: (r["health"], r.get("lastError", "")) for g in rules for r in g["rules"]}
-        assert len(health) == len(alert_rules())
+        assert len(health) == len(alert_rules()) + len(recording_rules())
         assert {n: h for n, h in health.items() if h != ("ok", "")} == {}
         up = _get(f"{base}/api/v1/query?query=up")["data"]["result"]
         assert [s["value"][1] for s in up] == ["1"]
+        # the healthy demo is quiet: no alert pending or firing (its 10% change failure rate is below
+        # HighChangeFailureRate's 15%, its jumpy WebSocket gauge is averaged)
+        active = _get(f"{base}/api/v1/alerts")["data"]["alerts"]
+        assert [(a["labels"]["alertname"], a["state"]) for a in active] == []
     finally:
         proc.terminate()
         proc.wait(20)

@@ -88,6 +88,8 @@ def status_payload(dep_id: int, sha: str, state: str, at: float, env: str = "pro
 
 
 def settings(tmp_path: Path, **github: Any) -> Any:
+    # These histories count failed deployment runs as change failures (the default is incidents, DORA's).
+    github.setdefault("change_failure", "deployments")
     return make_settings(tmp_path, github={"webhook_secret": SECRET, **github})
 
 
@@ -144,8 +146,8 @@ def assert_history_metrics(m: dict[str, Any], last_success: float) -> None:
     assert value(m, "deployment_lead_time_seconds_sum", **PROD) == 33 * H
     for hours, count in BUCKET_H.items():
         assert value(m, "deployment_lead_time_seconds_bucket", **PROD, le=floatToGoString(hours * H)) == count
-    assert value(m, "deployment_recovery_time_seconds_count", **PROD) == 2
-    assert value(m, "deployment_recovery_time_seconds_sum", **PROD) == 3 * H
+    assert value(m, "deployment_recovery_time_seconds_count", **PROD, cause="failed_deployment") == 2
+    assert value(m, "deployment_recovery_time_seconds_sum", **PROD, cause="failed_deployment") == 3 * H
     assert value(m, "deployment_frequency_per_day", **PROD, window="1d") == 1.0
     assert value(m, "deployment_frequency_per_day", **PROD, window="7d") == pytest.approx(8 / 7, rel=1e-12)
     assert value(m, "deployment_frequency_per_day", **PROD, window="30d") == pytest.approx(8 / 30, rel=1e-12)
@@ -308,7 +310,7 @@ async def test_workflow_runs_count_as_deployments_when_named(tmp_path: Path) -> 
         assert value(m, "deployments_total", **repo, status="success") == 1
         assert value(m, "deployments_total", **repo, status="failure") == 1
         # 16:30:00 failed -> 16:33:49 succeeded
-        assert value(m, "deployment_recovery_time_seconds_sum", **repo) == 229.0
+        assert value(m, "deployment_recovery_time_seconds_sum", **repo, cause="failed_deployment") == 229.0
 
 
 def issue(number: int, opened: float, closed: float | None, labels: list[str], action: str) -> dict[str, Any]:
@@ -327,7 +329,7 @@ def issue(number: int, opened: float, closed: float | None, labels: list[str], a
 
 async def test_incidents_add_change_failures_and_recovery(tmp_path: Path) -> None:
     now = float(int(time.time()))
-    async with serve(settings(tmp_path, incident_label="incident")) as run:
+    async with serve(settings(tmp_path, incident_label="incident", change_failure="incidents")) as run:
         for i, ago in enumerate((40, 20)):
             assert (
                 await post_event(
@@ -345,13 +347,13 @@ async def test_incidents_add_change_failures_and_recovery(tmp_path: Path) -> Non
             0
         ] == 200
         m = await run.metrics()
-        assert value(m, "deployment_recovery_time_seconds_sum", **PROD) == 3 * H
+        assert value(m, "deployment_recovery_time_seconds_sum", **PROD, cause="incident") == 3 * H
         assert (await post_event(run, "issues", issue(5, now - 10 * H, now - 7 * H, [], "unlabeled")))[
             0
         ] == 200
         m = await run.metrics()
         assert value(m, "deployment_change_failure_ratio", **PROD, window="7d") == 0.0
-        assert value(m, "deployment_recovery_time_seconds_count", **PROD) == 0
+        assert value(m, "deployment_recovery_time_seconds_count", **PROD, cause="incident") == 0
 
 
 async def test_repositories_filter_ignores_other_repositories(tmp_path: Path) -> None:
@@ -373,7 +375,7 @@ async def post_ci(run: Running, body: Any, token: str | None = "ci-token") -> tu
 
 async def test_ci_endpoint_records_deployments_with_commits(tmp_path: Path) -> None:
     now = float(int(time.time()))
-    cfg = make_settings(tmp_path, deployments={"token": "ci-token"})
+    cfg = make_settings(tmp_path, deployments={"token": "ci-token", "change_failure": "deployments"})
     repo = {"repository": "acme/shop", "environment": "production"}
     first = {
         "repository": "acme/shop",
@@ -411,18 +413,21 @@ async def test_ci_endpoint_records_deployments_with_commits(tmp_path: Path) -> N
         assert (await post_ci(run, {**first, "status": "done"}))[0] == 400
         assert (await post_ci(run, {**first, "extra": 1}))[0] == 400
         assert (await post_ci(run, b"[1,2"))[0] == 400
+        deep = json.dumps({**first, "commits": "X"}).replace('"X"', "[" * 5000 + "]" * 5000).encode()
+        assert (await post_ci(run, deep))[0] == 400
+        assert (await post_ci(run, {**first, "finished_at": 1e308}))[0] == 400
         m = await run.metrics()
         assert value(m, "deployments_total", **repo, status="success") == 2
         assert value(m, "deployments_total", **repo, status="failure") == 1
         assert value(m, "deployment_lead_time_seconds_sum", **repo) == 3 * H  # 2 h + 1 h
-        assert value(m, "deployment_recovery_time_seconds_sum", **repo) == 1 * H
+        assert value(m, "deployment_recovery_time_seconds_sum", **repo, cause="failed_deployment") == 1 * H
         assert value(m, "deployment_change_failure_ratio", **repo, window="1d") == pytest.approx(
             1 / 3, rel=1e-12
         )
         assert value(m, "deployments_reports_total", status="accepted") == 3
         assert value(m, "deployments_reports_total", status="updated") == 1
         assert value(m, "deployments_reports_total", status="unauthorized") == 2
-        assert value(m, "deployments_reports_total", status="bad_request") == 3
+        assert value(m, "deployments_reports_total", status="bad_request") == 5
         doc = await get_dora(run)  # served by the deployments source when github is off
         assert doc["environments"][0]["windows"]["1d"]["deployments"] == 2
         status, _h, _b = await run.get("/webhooks/github")

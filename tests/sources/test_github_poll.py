@@ -161,7 +161,7 @@ def poll_settings(tmp_path: Path, fake: FakeGitHub, **extra: Any) -> Any:
         "poll_interval": 1,
         **extra,
     }
-    return make_settings(tmp_path, github=github)
+    return make_settings(tmp_path, github={"change_failure": "deployments", **github})
 
 
 async def test_polling_reads_history_with_pages_etags_and_rate_limits(
@@ -184,7 +184,10 @@ async def test_polling_reads_history_with_pages_etags_and_rate_limits(
         # 103 succeeded 2 h ago and brought s2 (27 h), c (10 h) and s3 (4 h): 25 h, 8 h and 2 h
         assert value(m, "deployment_lead_time_seconds_count", **PROD) == 3
         assert value(m, "deployment_lead_time_seconds_sum", **PROD) == 35 * H
-        assert value(m, "deployment_recovery_time_seconds_sum", **PROD) == 24 * H - 600  # 102 failed -> 103
+        assert (
+            value(m, "deployment_recovery_time_seconds_sum", **PROD, cause="failed_deployment")
+            == 24 * H - 600
+        )  # 102 failed -> 103
         assert value(m, "deployment_change_failure_ratio", **PROD, window="7d") == pytest.approx(
             1 / 3, rel=1e-12
         )
@@ -212,3 +215,54 @@ async def test_polling_survives_a_broken_api(tmp_path: Path, fake_github: FakeGi
         assert value(m, "github_api_requests_total", status="401") >= 1
         status, _h, body = await run.get("/health")
         assert status == 200 and json.loads(body)["sources"]["github"]["state"] == "running"
+
+
+@dataclass
+class DisorderedGitHub(FakeGitHub):
+    """After the first poll a deployment appears whose id (95) is BELOW the cursor but which is newer:
+    the growing-id assumption broken (an Enterprise import, a reordering proxy)."""
+
+    late: bool = False
+
+    def deployments(self) -> list[dict[str, Any]]:
+        rows = super().deployments()
+        if self.late:
+            rows.insert(
+                0, {"id": 95, "sha": "s5", "environment": "production", "created_at": iso(self.now - 600)}
+            )
+        return rows
+
+    def statuses(self, dep_id: int) -> list[dict[str, Any]]:
+        if dep_id == 95:
+            return [{"state": "success", "created_at": iso(self.now - 300)}]
+        return super().statuses(dep_id)
+
+    async def h_compare(self, request: web.Request) -> web.Response:
+        if request.match_info["range"] == "s3...s5":
+            self._auth(request)
+            return self._answer(request, "compare:s3...s5", {"status": "ahead", "commits": []})
+        return await super().h_compare(request)
+
+
+async def test_a_deployment_id_below_the_cursor_but_newer_is_still_read_and_counted(tmp_path: Path) -> None:
+    fake = DisorderedGitHub(now=float(int(time.time())))
+    runner = web.AppRunner(fake.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    fake.url = f"http://{host}:{port}"
+    try:
+        async with serve(poll_settings(tmp_path, fake)) as run:
+            await run.wait_for(lambda m: value(m, "deployments_total", **PROD, status="failure") == 1)
+            fake.late = True  # the cursor is 104 now; 95 is listed first, created after 104
+            m = await run.wait_for(
+                lambda m: value(m, "deployment_last_success_timestamp_seconds", **PROD) == fake.now - 300,
+                timeout=20,
+            )
+            assert (
+                value(m, "collector_source_errors_total", source="github", reason="deployment_order") or 0
+            ) >= 1
+            assert fake.hits["statuses95"] >= 1
+    finally:
+        await runner.cleanup()

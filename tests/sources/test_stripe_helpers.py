@@ -103,8 +103,25 @@ class FakeStripe:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.add_routes([web.get("/v1/events", self._events), web.get("/v1/subscriptions", self._subs)])
+        app.add_routes(
+            [
+                web.get("/v1/events", self._events),
+                web.get("/v1/subscriptions", self._subs),
+                web.get("/v1/subscriptions/{id}", self._sub),
+            ]
+        )
         return app
+
+    async def _sub(self, request: web.Request) -> web.Response:
+        bad = self._check(request)
+        if bad is not None:
+            return bad
+        for sub in self.subscriptions:
+            if sub["id"] == request.match_info["id"]:
+                return web.json_response(sub)
+        return web.json_response(
+            {"error": {"type": "invalid_request_error", "code": "resource_missing"}}, 404
+        )
 
     def _check(self, request: web.Request) -> web.Response | None:
         self.requests.append(request.path_qs)

@@ -4,6 +4,7 @@ with a certificate made in the test, and a Node `ws` server installed from npm w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -218,6 +219,43 @@ async def test_failures_are_classified_by_reason(tmp_path: Path) -> None:
     assert value(s, "probe_websocket_duration_seconds", target="hung", phase="exchange") == 0
     assert value(s, "probe_websocket_duration_seconds", target="refused", phase="handshake") == 0
     assert value(s, "probe_websocket_ping_rtt_seconds_count", target="mute") is None
+
+
+@asynccontextmanager
+async def plain_http_server(status_line: bytes) -> AsyncIterator[int]:
+    """Answers every connection with `status_line` and a short body, never upgrading; yields the port."""
+
+    async def answer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await r.readuntil(b"\r\n\r\n")
+            w.write(status_line + b"\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n\r\nok\n")
+            await w.drain()
+        w.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+async def test_status_code_is_read_whatever_the_http_version(tmp_path: Path) -> None:
+    async with (
+        plain_http_server(b"HTTP/1.0 200 OK") as p10,
+        plain_http_server(b"HTTP/1.1 200 OK") as p11,
+        plain_http_server(b"HTTP/1.0 503 Service Unavailable") as p10_503,
+    ):
+        targets = [
+            {"name": "http10", "url": f"ws://127.0.0.1:{p10}/"},
+            {"name": "http11", "url": f"ws://127.0.0.1:{p11}/"},
+            {"name": "http10_503", "url": f"ws://127.0.0.1:{p10_503}/"},
+        ]
+        async with serve(settings(tmp_path, targets)) as app:
+            s = await scrape_until(app, ["http10", "http11", "http10_503"])
+    for target, status in (("http10", 200), ("http11", 200), ("http10_503", 503)):
+        assert value(s, "probe_websocket_success", target=target) == 0, target
+        assert failures(s, target) == {"handshake": 1}, target
+        assert value(s, "probe_websocket_status_code", target=target) == status, target
 
 
 def _unused_port() -> int:

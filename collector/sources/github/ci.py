@@ -64,6 +64,10 @@ def parse_ci_deployment(body: bytes, now: float) -> tuple[str, str, Deployment]:
         rep = msgspec.json.decode(body, type=CiDeployment)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(str(exc)) from exc
+    except RecursionError:  # nested deeper than the decoder allows: a 400, never a 500
+        raise ValueError("JSON nested too deep") from None
+    if rep.id is not None and not 0 < len(rep.id) <= 200:
+        raise ValueError("id must be 1 to 200 characters")
     for name in ("repository", "environment"):
         value = getattr(rep, name)
         if len(value) > 200 or not _NAME_RE.match(value):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import PurePosixPath
+from typing import Annotated
 
 import msgspec
 
@@ -19,12 +20,17 @@ from collector.sources.github.history import Change
 __all__ = ["KNOWN_EVENTS", "PARSERS", "WORKFLOW_STATES", "deployment_key", "parse_event"]
 
 
+# Every value is bounded at decode time: ids and numbers must fit the store's 64-bit integers.
+_Id = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+_Name = Annotated[str, msgspec.Meta(max_length=1024)]
+
+
 class _Repository(msgspec.Struct):
-    full_name: str
+    full_name: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
 
 
 class _Deployment(msgspec.Struct):
-    id: int
+    id: _Id
     sha: str
     environment: str
     created_at: str
@@ -66,7 +72,7 @@ class _Workflow(msgspec.Struct):
 
 
 class _Run(msgspec.Struct):
-    id: int
+    id: _Id
     head_sha: str
     status: str
     created_at: str
@@ -88,7 +94,7 @@ class _Label(msgspec.Struct):
 
 
 class _Issue(msgspec.Struct):
-    number: int
+    number: _Id
     state: str
     created_at: str
     closed_at: str | None = None
@@ -188,8 +194,22 @@ def _issues(body: bytes, s: GitHubSettings) -> Change | str:
     closed = (
         _time(issue.closed_at, "issue.closed_at") if issue.state == "closed" and issue.closed_at else None
     )
-    inc = Incident(issue.number, _time(issue.created_at, "issue.created_at"), closed)
+    inc = Incident(
+        issue.number, _time(issue.created_at, "issue.created_at"), closed, incident_environment(issue, s)
+    )
     return Change(incidents=[(repo, inc)])
+
+
+def incident_environment(issue: _Issue, s: GitHubSettings) -> str:
+    """The environment an incident concerns: its `environment:<name>` label, else the default (production).
+
+    The incident stays with the repository whose issue it is.
+    """
+    prefix = s.incident_environment_prefix
+    for label in issue.labels:
+        if label.name.startswith(prefix) and label.name[len(prefix) :].strip():
+            return label.name[len(prefix) :].strip()
+    return s.incident_default_environment
 
 
 PARSERS: dict[str, Callable[[bytes, GitHubSettings], Change | str]] = {
@@ -210,12 +230,17 @@ def parse_event(event: str, body: bytes, settings: GitHubSettings) -> Change | s
         The change, or why the event is ignored (`unsupported`, `repository`, `environment`, ...).
 
     Raises:
-        msgspec.DecodeError, msgspec.ValidationError: the body is not valid JSON of that event.
+        msgspec.DecodeError, msgspec.ValidationError: the body is not valid JSON of that event, holds a
+            value out of range, or is nested deeper than the decoder allows (RecursionError is turned
+            into a ValidationError).
     """
     parser = PARSERS.get(event)
     if parser is None:
         return "unsupported"
-    result = parser(body, settings)
+    try:
+        result = parser(body, settings)
+    except RecursionError:
+        raise msgspec.ValidationError("JSON nested too deep") from None
     if isinstance(result, Change):
         repos = {r for r, *_ in result.deployments} | {r for r, _ in result.pushes}
         repos |= {r for r, _ in result.incidents} | {r for r, _ in result.incidents_removed}

@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS github_incidents (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS github_deliveries (id TEXT PRIMARY KEY, received_at REAL NOT NULL) WITHOUT ROWID;
 """
+#: Columns added after the first release: (table, column, definition).
+_ADDED = (("github_incidents", "env", f"TEXT NOT NULL DEFAULT '{dora.DEFAULT_ENVIRONMENT}'"),)
 #: GitHub lets a delivery be redelivered for a few days; ids older than this are forgotten.
 DELIVERY_RETENTION = 30 * dora.DAY
 
@@ -93,6 +95,9 @@ class DoraEngine:
         self.total = m.counter(
             "deployments_total", "Deployments by outcome (earliest terminal status).", (*env, "status")
         )
+        # DORA definitions (settings of the source that created the engine: github's when enabled).
+        self.change_failure: dora.ChangeFailure = getattr(ctx.settings, "change_failure", "incidents")
+        self.incidents_tracked = bool(getattr(ctx.settings, "incident_label", None))
         self.lead = m.histogram(
             "deployment_lead_time_seconds",
             "Lead time for changes: successful deployment time minus each brought commit's time.",
@@ -101,13 +106,16 @@ class DoraEngine:
         )
         self.recovery = m.histogram(
             "deployment_recovery_time_seconds",
-            "Failed deployment (or incident) to the next successful deployment (or incident close).",
-            env,
+            "Time to recover, by cause: incident (opened to closed) or failed_deployment (first failed "
+            "deployment of a streak to the next success).",
+            (*env, "cause"),
             buckets=dora.RECOVERY_TIME_BUCKETS,
         )
         self.cfr = m.gauge(
             "deployment_change_failure_ratio",
-            "Failed deployments over all deployments that ended in the window (absent: none ended).",
+            "Change failures over deployments in the window, as COLLECTOR_GITHUB__CHANGE_FAILURE defines "
+            "them (default: deployments that caused an incident over successful deployments; absent: "
+            "no deployment, or incidents not tracked).",
             (*env, "window"),
         )
         self.freq = m.gauge(
@@ -147,8 +155,8 @@ class DoraEngine:
                 self._repo(repo).deployments[key] = (env, dep, source)
             for repo, after, before, commits in rows["pushes"]:
                 self._repo(repo).pushes[after] = Push(after, before, _commits(commits) or ())
-            for repo, number, opened, closed in rows["incidents"]:
-                self._repo(repo).incidents[number] = Incident(number, opened, closed)
+            for repo, number, opened, closed, inc_env in rows["incidents"]:
+                self._repo(repo).incidents[number] = Incident(number, opened, closed, inc_env)
             self._loaded = True
             self.log.info(
                 "deployment history loaded",
@@ -253,7 +261,14 @@ class DoraEngine:
                 for env, dep, _source in r.deployments.values():
                     by_env.setdefault(env, []).append(dep)
                 reports = await asyncio.to_thread(
-                    dora.analyze_repo, by_env, list(r.pushes.values()), list(r.incidents.values()), now
+                    dora.analyze_repo,
+                    by_env,
+                    list(r.pushes.values()),
+                    list(r.incidents.values()),
+                    now,
+                    dora.WINDOWS,
+                    self.change_failure,
+                    self.incidents_tracked,
                 )
                 self.reports[repo] = reports
                 for env, rep in reports.items():
@@ -265,7 +280,8 @@ class DoraEngine:
             if status in rep.counts:
                 self.total.set((*key, status), rep.counts[status])
         _set_histogram(self.lead, key, rep.lead_times)
-        _set_histogram(self.recovery, key, rep.recovery_times)
+        for cause in dora.CAUSES:
+            _set_histogram(self.recovery, (*key, cause), rep.recovery_times.get(cause, []))
         if rep.last_success_at is not None:
             self.last_success.set(key, rep.last_success_at)
         for name, wk in rep.windows.items():
@@ -316,13 +332,16 @@ def _dump_commits(commits: tuple[tuple[str, float], ...] | None) -> str | None:
 
 def _load(conn: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     conn.executescript(_SCHEMA)
+    for table, column, definition in _ADDED:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
     return {
         "deployments": conn.execute(
             "SELECT repo, key, env, sha, created_at, state, state_at, commits, source FROM github_deployments"
         ).fetchall(),
         "pushes": conn.execute("SELECT repo, after, before, commits FROM github_pushes").fetchall(),
         "incidents": conn.execute(
-            "SELECT repo, number, opened_at, closed_at FROM github_incidents"
+            "SELECT repo, number, opened_at, closed_at, env FROM github_incidents"
         ).fetchall(),
     }
 
@@ -350,8 +369,9 @@ def _write(
         [(repo, p.after, p.before, _dump_commits(p.commits)) for repo, p in change.pushes],
     )
     conn.executemany(
-        "INSERT OR REPLACE INTO github_incidents VALUES (?, ?, ?, ?)",
-        [(repo, i.number, i.opened_at, i.closed_at) for repo, i in change.incidents],
+        "INSERT OR REPLACE INTO github_incidents (repo, number, opened_at, closed_at, env) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(repo, i.number, i.opened_at, i.closed_at, i.environment) for repo, i in change.incidents],
     )
     conn.executemany("DELETE FROM github_incidents WHERE repo=? AND number=?", list(change.incidents_removed))
     return True

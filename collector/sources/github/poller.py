@@ -4,6 +4,15 @@ Each poll lists a repository's deployments newest first and stops at the cursor 
 seen, kept in the state store), re-reads the statuses of deployments that have not ended yet, and asks
 `compare` for the commits a successful deployment brought. GETs carry the ETag of the last answer, so an
 unchanged page costs a 304 and no rate limit; a rate-limited answer waits for the reset and retries.
+
+The cursor assumes deployment ids grow with creation time. That is true of GitHub (ids are assigned
+from one sequence as deployments are created, and the list is newest first), but it is an assumption,
+so it is guarded: the cursor keeps the newest id AND its creation time, and a poll stops at the cursor
+only while both agree (ids falling down the list, and the id at the cursor not created after it). If
+an id rises down the list, or an id at or below the cursor was created after the cursor's deployment,
+that poll reads on to the backfill horizon instead, takes every deployment it does not know yet
+(merging is idempotent, so a known one read again is harmless) and counts
+`collector_source_errors_total{reason="deployment_order"}`.
 """
 
 from __future__ import annotations
@@ -171,22 +180,52 @@ class Poller:
     async def poll_repo(self, gh: GitHubAPI, repo: str) -> None:
         """One poll of one repository: new deployments, open ones' statuses, commits of successes."""
         raw = await self.ctx.store.get(CURSOR_OWNER, repo)
-        cursor: int | None = json.loads(raw)["max_id"] if raw else None
+        saved = json.loads(raw) if raw else {}
+        cursor: int | None = saved.get("max_id")
+        cursor_created: float | None = saved.get("max_created")  # absent in cursors of older versions
         now = self.ctx.clock()
         since = now - self.settings.backfill_days * dora.DAY
         env_re = self.settings.production_environments
+        known_keys = self.engine.deployments_of(repo)
         fresh: list[dict[str, Any]] = []
-        max_id = cursor or 0
+        max_id, max_created = cursor or 0, cursor_created
+        previous_id: int | None = None
+        ordered = True  # ids fell with time all the way down the list so far: the cursor may stop the walk
+
+        def disorder(detail: str) -> None:
+            self.ctx.error("deployment_order", f"{repo}: {detail}")
+            self.log_first(
+                f"order:{repo}",
+                "GitHub deployment ids do not grow with creation time; reading to the backfill horizon",
+                repository=repo,
+                detail=detail,
+            )
+
         pages = gh.getiter("/repos/{+repo}/deployments{?per_page}", {"repo": repo, "per_page": 100})
         async with contextlib.aclosing(pages) as deployments:  # closed at once when we stop early
             async for d in deployments:
                 dep_id = int(d["id"])
                 created = dora.parse_time(d.get("created_at"))
-                if (cursor is not None and dep_id <= cursor) or (
-                    cursor is None and created is not None and created < since
-                ):
-                    break  # newest first: everything after this was seen already (or is older than the backfill)
+                if dep_id == previous_id:
+                    continue  # a page boundary shifted by a new deployment repeats one entry
+                if ordered and previous_id is not None and dep_id > previous_id:
+                    ordered = False
+                    disorder(f"deployment {dep_id} listed after {previous_id}")
+                previous_id = dep_id
+                if created is not None and created < since:
+                    break  # older than the backfill horizon: never read
+                if cursor is not None and dep_id <= cursor:
+                    newer = created is not None and cursor_created is not None and created > cursor_created
+                    if ordered and not newer:
+                        break  # newest first: everything from here was seen already
+                    if ordered:  # an id at or below the cursor, created after it: not a growing id
+                        ordered = False
+                        disorder(f"deployment {dep_id} <= cursor {cursor} but created after it")
+                    if deployment_key(dep_id) in known_keys:
+                        continue  # known (the order guard is off): nothing new here
                 max_id = max(max_id, dep_id)
+                if created is not None and (max_created is None or created > max_created):
+                    max_created = created
                 if isinstance(d.get("environment"), str) and env_re.search(d["environment"]):
                     fresh.append(d)
         known = self.engine.deployments_of(repo)
@@ -215,8 +254,9 @@ class Poller:
                 commits = await self._commits(gh, repo, env, sha, at)
             dep = Deployment(key, sha, created, state, at, commits)
             await self.engine.apply(Change(deployments=[(repo, env, dep, "api")]))
-        if max_id != (cursor or 0) or cursor is None:
-            await self.ctx.store.put(CURSOR_OWNER, [(repo, json.dumps({"max_id": max_id}))])
+        if max_id != (cursor or 0) or cursor is None or max_created != cursor_created:
+            value = json.dumps({"max_id": max_id, "max_created": max_created})
+            await self.ctx.store.put(CURSOR_OWNER, [(repo, value)])
 
     async def _commits(
         self, gh: GitHubAPI, repo: str, env: str, sha: str, at: float

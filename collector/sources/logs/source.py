@@ -173,6 +173,8 @@ class LogsSource:
         """Offsets and metric state taken together between two steps (no await here)."""
         assert self.consumer is not None
         names = [*self.consumer.family_names(), *tailer.checkpoint_families()]
+        # state a consumer keeps between lines (a join's pending requests) goes with the offsets
+        consumer_state = getattr(self.consumer, "checkpoint_state", None)
         return msgspec.json.encode(
             {
                 "version": CHECKPOINT_VERSION,
@@ -183,6 +185,7 @@ class LogsSource:
                 # Files modified since the last scan began may hold lines no checkpoint has seen.
                 "saved_at": self.scanned_at,
                 "metrics": self.ctx.metrics.snapshot(names),
+                "consumer": consumer_state() if consumer_state is not None else None,
             }
         )
 
@@ -251,6 +254,9 @@ class LogsSource:
                 list(data.get("finished", [])),
                 float(saved_at) if saved_at is not None else None,
             )
+            restore_consumer = getattr(self.consumer, "restore_state", None)
+            if restore_consumer is not None:
+                restore_consumer(data.get("consumer"))
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(

@@ -1,4 +1,6 @@
-"""Stripe events -> metric effects: a lean decoder and the pure mapping from event to deltas (no I/O).
+"""Stripe events -> metric effects: the pure mapping from a decoded event to deltas (no I/O).
+
+Decoding and validation live in `payload.py` (re-exported here).
 
 Only the fields the handlers use are decoded (msgspec, typed), so a whole event costs microseconds
 instead of the StripeObject tree `stripe.Webhook.construct_event` builds. Both payload generations are
@@ -15,15 +17,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
-
-import msgspec
 
 from collector.sources.stripe.currency import currency_label
+from collector.sources.stripe.payload import (
+    EVENT_ERRORS,
+    MAX_AMOUNT,
+    Event,
+    EventError,
+    Obj,
+    PaymentError,
+    decode_event,
+    decode_object,
+    error_reason,
+)
 
 __all__ = [
     "ACTIVE",
     "DECLINE_CODES",
+    "EVENT_ERRORS",
+    "KIND_CREATED",
+    "KIND_DELETED",
+    "KIND_UPDATED",
+    "MAX_AMOUNT",
     "SUBSCRIPTION_STATUSES",
     "Effects",
     "Event",
@@ -33,152 +48,10 @@ __all__ = [
     "decode_event",
     "decode_object",
     "effects",
+    "error_reason",
     "monthly_amount",
     "subscription_state",
 ]
-
-
-class EventError(ValueError):
-    """A body that is not a usable Stripe event; `reason` is a bounded label value."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
-# -- lean payload model: only what the handlers read -------------------------------------------------
-
-
-class Recurring(msgspec.Struct):
-    interval: str | None = None
-    interval_count: int | None = None
-    usage_type: str | None = None
-
-
-class Price(msgspec.Struct):
-    unit_amount: int | None = None
-    unit_amount_decimal: str | None = None
-    currency: str | None = None
-    recurring: Recurring | None = None
-
-
-class Plan(msgspec.Struct):
-    amount: int | None = None
-    currency: str | None = None
-    interval: str | None = None
-    interval_count: int | None = None
-    usage_type: str | None = None
-
-
-class Item(msgspec.Struct):
-    quantity: int | None = None
-    price: Price | None = None
-    plan: Plan | None = None
-
-
-class ItemList(msgspec.Struct):
-    data: list[Item] = []
-
-
-class PaymentError(msgspec.Struct):
-    code: str | None = None
-    decline_code: str | None = None
-
-
-class SubscriptionDetails(msgspec.Struct):
-    subscription: Any = None
-
-
-class Parent(msgspec.Struct):
-    subscription_details: SubscriptionDetails | None = None
-
-
-class Obj(msgspec.Struct):
-    """`data.object` of any event type we handle; every field optional."""
-
-    id: str | None = None
-    object: str | None = None
-    status: str | None = None
-    currency: str | None = None
-    amount: int | None = None
-    amount_received: int | None = None
-    amount_refunded: int | None = None
-    payment_intent: Any = None  # id string, expanded object or null
-    last_payment_error: PaymentError | None = None
-    mode: str | None = None
-    # subscriptions
-    items: ItemList | None = None
-    plan: Plan | None = None
-    quantity: int | None = None
-    # invoices: pre-2025 `subscription`, post-basil `parent.subscription_details.subscription`
-    subscription: Any = None
-    parent: Parent | None = None
-
-
-class Previous(msgspec.Struct):
-    amount_refunded: int | None = None
-
-
-class Data(msgspec.Struct):
-    object: msgspec.Raw
-    previous_attributes: Previous | None = None
-
-
-class Envelope(msgspec.Struct):
-    id: str
-    type: str
-    created: int
-    data: Data
-    object: str = "event"
-
-
-@dataclass
-class Event:
-    """A decoded event: the envelope fields and `data.object` (None when the object was unusable)."""
-
-    id: str
-    type: str
-    created: int
-    obj: Obj | None
-    previous: Previous | None = None
-    object_error: str | None = None
-
-
-_envelope = msgspec.json.Decoder(Envelope)
-_object = msgspec.json.Decoder(Obj)
-
-
-def decode_event(body: bytes) -> Event:
-    """Decode a webhook body or one Events API entry.
-
-    Raises:
-        EventError: not JSON (`invalid_json`) or not an event envelope (`invalid_event`). An envelope
-            whose `data.object` has unexpected field types decodes with `obj=None` and `object_error`.
-    """
-    try:
-        env = _envelope.decode(body)
-    except msgspec.ValidationError as exc:
-        raise EventError("invalid_event", str(exc)) from None
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # msgspec reports some invalid UTF-8 as UnicodeDecodeError rather than DecodeError
-        raise EventError("invalid_json", str(exc)) from None
-    if env.object != "event" or not env.id or not env.type:
-        raise EventError("invalid_event", "not an event object")
-    try:
-        obj: Obj | None = _object.decode(env.data.object)
-        error = None
-    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError) as exc:
-        obj, error = None, str(exc)
-    return Event(env.id, env.type, env.created, obj, env.data.previous_attributes, error)
-
-
-def decode_object(raw: bytes | msgspec.Raw) -> Obj:
-    """Decode one API object (e.g. a subscription from `/v1/subscriptions`).
-
-    Raises:
-        msgspec.ValidationError, msgspec.DecodeError: the object has unexpected field types.
-    """
-    return _object.decode(raw)
 
 
 # -- bounded label values ---------------------------------------------------------------------------
@@ -250,6 +123,26 @@ SUBSCRIPTION_STATUSES = (
 ACTIVE = "active"
 # Terminal statuses: Stripe never moves a subscription out of these, so no later event may either.
 _TERMINAL = frozenset(("canceled", "incomplete_expired"))
+# Where a status sits in Stripe's subscription lifecycle (docs.stripe.com/billing/subscriptions/overview:
+# incomplete -> active | incomplete_expired; trialing -> active; active -> past_due -> unpaid |
+# canceled; paused <-> active). Only used to order two states that carry the same `created` second.
+_STATUS_RANK = {
+    "incomplete": 0,
+    "trialing": 1,
+    "active": 2,
+    "other": 2,
+    "past_due": 3,
+    "paused": 4,
+    "unpaid": 4,
+    "canceled": 5,
+    "incomplete_expired": 5,
+}
+#: Event kind rank: a subscription's `created` event comes before any `updated`, `deleted` after all.
+KIND_CREATED, KIND_UPDATED, KIND_DELETED = 0, 1, 2
+_KINDS = {
+    "customer.subscription.created": KIND_CREATED,
+    "customer.subscription.deleted": KIND_DELETED,
+}
 
 _DISPUTE_STATUSES = frozenset(
     [
@@ -336,28 +229,49 @@ class SubState:
     currency: str
     mrr: Fraction  # minor units per month
     created: int  # `created` of the event (or reconciliation time) this state comes from
+    kind: int = KIND_UPDATED  # which event kind it comes from (created < updated/snapshot < deleted)
 
     @property
     def terminal(self) -> bool:
         return self.status in _TERMINAL
 
-    def supersedes(self, old: SubState | None) -> bool:
-        """True when this state may replace `old`: newer by event time, and never out of a terminal status.
+    def order(self) -> tuple[bool, int, int, int, Fraction, str]:
+        """The total order of states of one subscription: state decides, never arrival.
 
-        Stripe does not guarantee delivery order, so `created` decides, not arrival; a late `updated`
-        can therefore never resurrect a `deleted` subscription.
+        Terminal first (a late `updated` never resurrects a `deleted` subscription), then `created`
+        (Stripe does not guarantee delivery order); Stripe's timestamps are whole seconds, so a tie is
+        broken by the lifecycle: the event kind (`created` before `updated` before `deleted`), then the
+        status's place in the lifecycle (`incomplete` before `active`), then the content itself, so
+        any two deliveries of the same events, in any order, by webhook or by polling, end equal.
         """
-        if old is None:
-            return True
-        return (self.terminal, self.created) >= (old.terminal, old.created)
+        return (
+            self.terminal,
+            self.created,
+            self.kind,
+            _STATUS_RANK.get(self.status, 2),
+            self.mrr,
+            self.currency,
+        )
+
+    def supersedes(self, old: SubState | None) -> bool:
+        """True when this state may replace `old` (see `order`)."""
+        return old is None or self.order() >= old.order()
+
+    def ties(self, old: SubState | None) -> bool:
+        """Same `created` second, different content: the order came from the lifecycle, not time."""
+        return (
+            old is not None
+            and old.created == self.created
+            and (old.status, old.mrr, old.currency) != (self.status, self.mrr, self.currency)
+        )
 
 
-def subscription_state(obj: Obj, created: int) -> SubState | None:
+def subscription_state(obj: Obj, created: int, kind: int = KIND_UPDATED) -> SubState | None:
     """The state a subscription object describes, or None without an id."""
     if not obj.id:
         return None
     mrr, currency = monthly_amount(obj)
-    return SubState(obj.id, _bounded(obj.status, SUBSCRIPTION_STATUSES), currency, mrr, created)
+    return SubState(obj.id, _bounded(obj.status, SUBSCRIPTION_STATUSES), currency, mrr, created, kind)
 
 
 # -- event -> effects -------------------------------------------------------------------------------
@@ -371,6 +285,11 @@ class RefundObs:
     currency: str
     amount_refunded: int
     previous: int | None  # `previous_attributes.amount_refunded`, exact when present
+    #: What identifies the refunds this event shows: the ids of `charge.refunds` when embedded, and the
+    #: charge total it brought (`amount_refunded`) - each refund raises the total, so one total is one
+    #: refund whatever order the events arrive in.
+    refund_ids: tuple[str, ...] = ()
+    levels: tuple[int, ...] = ()
 
 
 @dataclass
@@ -382,6 +301,7 @@ class Effects:
     refund: RefundObs | None = None
     subscription: SubState | None = None
     problem: str | None = None  # a handled type whose object lacks what we need (counted as invalid)
+    reason: str = "invalid_event"  # bounded reason counted with `problem`
 
 
 def _invoice_kind(obj: Obj) -> str:
@@ -400,14 +320,22 @@ def effects(ev: Event) -> Effects:
     if handler is None:
         return Effects(handled=False)
     if ev.obj is None:
-        return Effects(problem=f"data.object: {ev.object_error}")
+        return _unusable(ev)
     return handler(ev.obj, ev)
+
+
+def _unusable(ev: Event) -> Effects:
+    error = ev.object_error or "invalid_object"
+    reason = error.split(":", 1)[0]
+    return Effects(
+        problem=f"data.object: {error}", reason=reason if reason in EVENT_ERRORS else "invalid_object"
+    )
 
 
 def _subscription_effects(ev: Event) -> Effects:
     if ev.obj is None:
-        return Effects(problem=f"data.object: {ev.object_error}")
-    state = subscription_state(ev.obj, ev.created)
+        return _unusable(ev)
+    state = subscription_state(ev.obj, ev.created, _KINDS.get(ev.type, KIND_UPDATED))
     if state is None:
         return Effects(problem="subscription without id")
     out = Effects(subscription=state)
@@ -446,7 +374,13 @@ def _charge_refunded(obj: Obj, ev: Event) -> Effects:
     if not obj.id or obj.amount_refunded is None:
         return Effects(problem="charge without id or amount_refunded")
     prev = ev.previous.amount_refunded if ev.previous is not None else None
-    return Effects(refund=RefundObs(obj.id, currency_label(obj.currency), obj.amount_refunded, prev))
+    ids: tuple[str, ...] = ()
+    if obj.refunds is not None and not obj.refunds.has_more:
+        ids = tuple(sorted({r.id for r in obj.refunds.data if r.status not in ("failed", "canceled")}))
+    levels = (obj.amount_refunded,) if obj.amount_refunded else ()
+    return Effects(
+        refund=RefundObs(obj.id, currency_label(obj.currency), obj.amount_refunded, prev, ids, levels)
+    )
 
 
 def _dispute(obj: Obj, _ev: Event) -> Effects:

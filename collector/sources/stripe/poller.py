@@ -12,6 +12,8 @@ delivery paths, and no StripeObject tree is built per event.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,6 +30,8 @@ __all__ = ["ApiError", "Poller"]
 PAGE = 100
 EVENTS_RETENTION_S = 30 * 86400  # Stripe keeps events for 30 days
 MAX_BACKOFF_S = 60.0
+#: Subscriptions waiting for a re-read at most (each tie adds one; more ties are left to reconciliation).
+MAX_REFETCH = 1000
 
 
 class ApiError(Exception):
@@ -78,8 +82,53 @@ class Poller:
         self.last_success = m.gauge(
             "stripe_poll_last_success_timestamp_seconds", "When the last Events API poll succeeded."
         )
+        # Subscriptions whose last two states shared a `created` second: re-read from the API, as
+        # Stripe advises when order matters (the lifecycle order is kept until the answer arrives).
+        self._refetch: set[str] = set()
+        self._refetch_task: asyncio.Task[None] | None = None
+
+    def refetch_soon(self, sub_id: str) -> None:
+        """Queue a re-read of one subscription (`GET /v1/subscriptions/{id}`), in the background."""
+        if len(self._refetch) < MAX_REFETCH:
+            self._refetch.add(sub_id)
+        if self._refetch_task is None or self._refetch_task.done():
+            self._refetch_task = asyncio.create_task(self._refetch_all(), name="stripe-refetch")
+
+    async def _refetch_all(self) -> None:
+        while self._refetch:
+            sub_id = self._refetch.pop()
+            try:
+                await self.refetch(sub_id)
+            except ApiError as exc:
+                self.ctx.error(exc.reason, str(exc))
+                self.src._log_first("refetch", "stripe subscription re-read failed", error=str(exc))
+
+    async def refetch(self, sub_id: str) -> bool:
+        """Re-read one subscription and store it as a snapshot taken now; True when it changed state."""
+        started = int(self.ctx.clock())
+        body = await self._get("subscription", f"/v1/subscriptions/{sub_id}", {})
+        try:
+            st = subscription_state(decode_object(body), started)
+        except (msgspec.MsgspecError, RecursionError) as exc:
+            self.ctx.error("invalid_subscription", str(exc)[:200])
+            return False
+        if st is None or st.id != sub_id:
+            return False
+        try:
+            written = await self.ctx.store.transaction(lambda c: state.apply_snapshot(c, [st]))
+        except Exception as exc:
+            raise ApiError("store", f"refetch: {exc}") from None
+        for w in written:
+            self.src._mirror_subscription(w)
+        self.src._publish_subscriptions()
+        return bool(written)
 
     async def close(self) -> None:
+        if self._refetch_task is not None:
+            self._refetch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._refetch_task
+            self._refetch_task = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -201,7 +250,10 @@ class Poller:
         try:
             ev = decode_event(body)
         except EventError as exc:
-            ident = msgspec.json.decode(body, type=_IdOnly)  # without an id the cursor cannot move on
+            try:
+                ident = msgspec.json.decode(body, type=_IdOnly)  # without an id the cursor cannot move on
+            except (msgspec.MsgspecError, RecursionError):
+                raise ApiError("api_bad_response", f"event without a readable id: {exc}") from None
             self.src.polled.inc(("unknown", "invalid"))
             self.ctx.error(exc.reason, str(exc)[:200])
             self.src._log_first(exc.reason, "invalid event from the Events API", event_id=ident.id)
@@ -209,6 +261,10 @@ class Poller:
             return
         status = await self.src.process(ev, cursor=ev.id)
         self.src.polled.inc((ev.type, status))
+        if status == "invalid":
+            # A poison event the store refused alone took its cursor move with it: move on anyway,
+            # or the next poll would read it again forever.
+            await self.ctx.store.put(state.OWNER, [("cursor", ev.id)])
         if status == "error":
             raise ApiError("store", f"cannot record event {ev.id}")
 
@@ -242,7 +298,7 @@ class Poller:
             for raw in page.data:
                 try:
                     st = subscription_state(decode_object(raw), started)
-                except msgspec.MsgspecError as exc:
+                except (msgspec.MsgspecError, RecursionError) as exc:
                     self.ctx.error("invalid_subscription", str(exc)[:200])
                     continue
                 if st is not None:

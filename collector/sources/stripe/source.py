@@ -51,7 +51,7 @@ _VALUE_FAMILIES = frozenset(("stripe_payment_value_total", "stripe_refund_value_
 # Webhook answers encoded once: the same few bodies on every delivery.
 _ANSWERS = {
     st: json.dumps({"received": True, "status": st}).encode()
-    for st in ("processed", "duplicate", "ignored", "invalid")
+    for st in ("processed", "duplicate", "ignored", "invalid", "rejected")
 }
 _NOT_RECORDED = json.dumps({"error": "could not record the event"}).encode()
 
@@ -106,7 +106,9 @@ class StripeSource:
                 ("currency",),
             ),
             m.counter(
-                "stripe_refunds_total", "Refund events that refunded a positive amount.", ("currency",)
+                "stripe_refunds_total",
+                "Refunds, each counted once (by refund id, or by the charge total it brought).",
+                ("currency",),
             ),
             m.counter("stripe_disputes_total", "Disputes opened and closed, by dispute status.", ("status",)),
             m.counter(
@@ -134,7 +136,7 @@ class StripeSource:
             "stripe_last_event_timestamp_seconds", "Creation time of the newest event processed."
         )
         self.poller = Poller(self) if self.settings.api_key is not None else None
-        self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed)
+        self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed, self._rejected)
 
     def routes(self) -> list[web.RouteDef]:
         if not self.secrets:
@@ -194,12 +196,23 @@ class StripeSource:
                 return
 
     def _restore(self, loaded: state.Loaded) -> None:
+        """Set (never add) the in-memory view to the stored one: a restarted run shows the same totals."""
+        self._minor.clear()
+        for fam in self.persisted.values():
+            fam.clear()
+        self.subs.clear()
+        self._by_status.clear()
+        self._mrr.clear()
         for name, labels, value in loaded.counters:
             self._mirror_counter(name, labels, value)
         for sub in loaded.subscriptions:
             self._mirror_subscription(sub)
         if loaded.last_event_created is not None:
             self.last_event.set((), loaded.last_event_created)
+        for row in loaded.bad_rows:
+            # Skipped, not fatal: one unreadable row must not keep the source from ever starting.
+            self.ctx.error("stored_state_invalid", row[:200])
+            self._log_first("stored_state_invalid", "unreadable stored stripe state skipped", row=row[:200])
         self._publish_subscriptions()
 
     # -- the pipeline ----------------------------------------------------------------------------------
@@ -225,10 +238,10 @@ class StripeSource:
         elif eff.problem is not None:
             # Recorded so redeliveries are duplicates: retrying cannot fix a payload we cannot read.
             status = "invalid"
-            self.ctx.error("invalid_event", eff.problem)
+            self.ctx.error(eff.reason, eff.problem[:200])
             self._log_first(
-                "invalid_event",
-                "stripe event lacks fields it needs; counted as invalid",
+                eff.reason,
+                "stripe event lacks fields it needs or holds values out of range; counted as invalid",
                 event_id=ev.id,
                 event_type=ev.type,
                 problem=eff.problem[:200],
@@ -243,9 +256,25 @@ class StripeSource:
                 self._publish_subscriptions()
             if ev.created > (self.last_event.series.get(()) or 0):
                 self.last_event.set((), ev.created)
+            if applied.tied is not None and self.poller is not None and self.settings.refetch_on_tie:
+                self.poller.refetch_soon(applied.tied)
         if job.extra is not None:
             job.extra.inc((ev.type, status))
         return status
+
+    def _rejected(self, job: Job, reason: str, exc: Exception) -> str:
+        """The store refused this one event alone (a value it cannot hold): nothing of it is stored.
+
+        Answered like an invalid event (200, so Stripe does not retry a poison event for 3 days);
+        the events committed with it are unaffected (`writer.py` isolates it).
+        """
+        self.ctx.error(reason, str(exc)[:200])
+        self._log_first(
+            reason, "stripe event rejected by the store; not recorded", event_id=job.ev.id, error=str(exc)
+        )
+        if job.extra is not None:
+            job.extra.inc((job.ev.type, "invalid"))
+        return "invalid"
 
     def _failed(self, jobs: list[Job], exc: Exception) -> None:
         """A group commit failed: nothing of it is applied; each event is an error its sender retries."""
@@ -304,17 +333,21 @@ class StripeSource:
         try:
             ev = decode_event(body)
         except EventError as exc:
-            return self._reject("invalid", exc.reason, 400, str(exc)[:200])
+            # Signed by Stripe, so resending cannot fix it, and Stripe retries every non-2xx answer
+            # (4xx too) for 3 days, then disables the endpoint: rejected here, answered 200.
+            return self._reject("invalid", exc.reason, 200, str(exc)[:200], signed=True)
         # The writer mirrors and counts the event even if this request is cancelled meanwhile.
         status = await self.process(ev, counter=self.webhooks)
         if status == "error":
             return web.Response(body=_NOT_RECORDED, status=500, content_type="application/json")
         return web.Response(body=_ANSWERS[status], content_type="application/json")
 
-    def _reject(self, status: str, reason: str, code: int, detail: str) -> web.Response:
+    def _reject(self, status: str, reason: str, code: int, detail: str, signed: bool = False) -> web.Response:
         self.webhooks.inc(("unknown", status))
         self.ctx.error(reason)
         self._log_first(reason, "stripe webhook rejected", reason=reason, http_status=code, detail=detail)
+        if signed:
+            return web.json_response({"received": True, "status": "rejected", "reason": reason}, status=code)
         return web.json_response({"error": reason}, status=code)
 
 

@@ -42,7 +42,12 @@ CREATE TABLE IF NOT EXISTS stripe_subscriptions (
 CREATE TABLE IF NOT EXISTS stripe_charges (
     id TEXT PRIMARY KEY, amount_refunded INTEGER NOT NULL, updated_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS stripe_refunds (
+    charge_id TEXT NOT NULL, key TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (charge_id, key)
+) WITHOUT ROWID;
 """
+#: Columns added after the first release: (table, column, definition).
+_ADDED = (("stripe_subscriptions", "kind", "INTEGER NOT NULL DEFAULT 1"),)
 
 #: kv owner for the poll cursor.
 OWNER = "stripe"
@@ -50,6 +55,10 @@ OWNER = "stripe"
 
 def create_tables(conn: sqlite3.Connection) -> None:
     conn.executescript(_SCHEMA)
+    for table, column, definition in _ADDED:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 @dataclass
@@ -57,23 +66,44 @@ class Loaded:
     counters: list[tuple[str, tuple[str, ...], int]]
     subscriptions: list[SubState]
     last_event_created: int | None
+    #: Stored rows that could not be read back (skipped, so one bad row cannot brick every restart).
+    bad_rows: list[str] = field(default_factory=list)
+
+
+#: Largest value a stored total may hold (SQLite INTEGER); anything else is a bad row.
+_INT64 = 2**63 - 1
+# Bound for a stored MRR (minor units per month): MAX_AMOUNT x 10^9 seats x 365/12 is far below it.
+_MAX_MRR = Fraction(10**30)
 
 
 def load(conn: sqlite3.Connection) -> Loaded:
-    """Everything the in-memory view is rebuilt from at start."""
+    """Everything the in-memory view is rebuilt from at start; unreadable rows are skipped and named."""
     create_tables(conn)
-    counters = [
-        (name, tuple(json.loads(labels)), int(value))
-        for name, labels, value in conn.execute("SELECT name, labels, value FROM stripe_counters")
-    ]
-    subs = [
-        SubState(i, s, c, Fraction(m), int(cr))
-        for i, s, c, m, cr in conn.execute(
-            "SELECT id, status, currency, mrr, created FROM stripe_subscriptions"
-        )
-    ]
+    bad: list[str] = []
+    counters = []
+    for name, labels, value in conn.execute("SELECT name, labels, value FROM stripe_counters"):
+        try:
+            lab = json.loads(labels)
+            if not (isinstance(lab, list) and all(isinstance(x, str) for x in lab)):
+                raise ValueError("labels are not a list of strings")
+            if type(value) is not int or not 0 <= value <= _INT64:
+                raise ValueError(f"value {value!r} is not a 64-bit count")
+            counters.append((str(name), tuple(lab), value))
+        except (ValueError, TypeError) as exc:
+            bad.append(f"stripe_counters {name!r}: {exc}")
+    subs = []
+    for i, st, c, m, cr, kind in conn.execute(
+        "SELECT id, status, currency, mrr, created, kind FROM stripe_subscriptions"
+    ):
+        try:
+            mrr = Fraction(m)
+            if not 0 <= mrr <= _MAX_MRR or type(cr) is not int:
+                raise ValueError(f"mrr {m!r} or created {cr!r} out of range")
+            subs.append(SubState(str(i), str(st), str(c), mrr, cr, int(kind)))
+        except (ValueError, TypeError, ZeroDivisionError) as exc:
+            bad.append(f"stripe_subscriptions {i!r}: {exc}")
     last = conn.execute("SELECT max(created) FROM stripe_events").fetchone()[0]
-    return Loaded(counters, subs, last)
+    return Loaded(counters, subs, last if type(last) is int else None, bad)
 
 
 @dataclass
@@ -83,6 +113,9 @@ class Applied:
     duplicate: bool = False
     counters: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)
     subscription: SubState | None = None
+    #: The stored state had the same `created` second and other content: ordered by the lifecycle,
+    #: worth re-reading from the API when a key is configured (Stripe's advice when order matters).
+    tied: str | None = None
 
 
 def apply_event(
@@ -132,7 +165,8 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
         if eff.refund is not None:
             applied.counters.extend(_refund_delta(conn, eff, now))
         if eff.subscription is not None:
-            applied.subscription, canceled = _write_subscription(conn, eff.subscription)
+            applied.subscription, canceled, tied = _write_subscription(conn, eff.subscription)
+            applied.tied = eff.subscription.id if tied else None
             if canceled:
                 applied.counters.append(("stripe_subscriptions_canceled_total", (), 1))
         for name, labels, delta in applied.counters:
@@ -164,33 +198,65 @@ def _refund_delta(
         "updated_at = excluded.updated_at",
         (r.charge_id, r.amount_refunded, now),
     )
-    if delta <= 0:
-        return []
-    return [("stripe_refund_value_total", (r.currency,), delta), ("stripe_refunds_total", (r.currency,), 1)]
+    out = []
+    if delta > 0:
+        out.append(("stripe_refund_value_total", (r.currency,), delta))
+    # The count: each refund once, by its id when the charge embeds its refunds, else by the charge total
+    # it brought. The charge's refunds are the larger of the two sets, so a refund seen once by id and
+    # once by total is not counted twice, and an out-of-order refund (its total below the mark) counts.
+    before = _refund_count(conn, r.charge_id)
+    conn.executemany(
+        "INSERT INTO stripe_refunds (charge_id, key, updated_at) VALUES (?, ?, ?) "
+        "ON CONFLICT (charge_id, key) DO UPDATE SET updated_at = excluded.updated_at",
+        [(r.charge_id, f"id:{i}", now) for i in r.refund_ids]
+        + [(r.charge_id, f"total:{v}", now) for v in r.levels],
+    )
+    added = _refund_count(conn, r.charge_id) - before
+    if added > 0:
+        out.append(("stripe_refunds_total", (r.currency,), added))
+    return out
 
 
-def _write_subscription(conn: sqlite3.Connection, new: SubState) -> tuple[SubState | None, bool]:
-    """Store `new` unless a newer state is stored; True as second value when it is the first cancel seen."""
-    row = conn.execute(
-        "SELECT status, currency, mrr, created, canceled_counted FROM stripe_subscriptions WHERE id=?",
-        (new.id,),
+def _refund_count(conn: sqlite3.Connection, charge_id: str) -> int:
+    ids, totals = conn.execute(
+        "SELECT sum(key LIKE 'id:%'), sum(key LIKE 'total:%') FROM stripe_refunds WHERE charge_id=?",
+        (charge_id,),
     ).fetchone()
-    old = SubState(new.id, row[0], row[1], Fraction(row[2]), row[3]) if row else None
-    counted = bool(row[4]) if row else False
+    return max(ids or 0, totals or 0)
+
+
+def _stored(conn: sqlite3.Connection, sub_id: str) -> tuple[SubState | None, bool]:
+    row = conn.execute(
+        "SELECT status, currency, mrr, created, kind, canceled_counted FROM stripe_subscriptions WHERE id=?",
+        (sub_id,),
+    ).fetchone()
+    if row is None:
+        return None, False
+    return SubState(sub_id, row[0], row[1], Fraction(row[2]), row[3], row[4]), bool(row[5])
+
+
+def _write_subscription(conn: sqlite3.Connection, new: SubState) -> tuple[SubState | None, bool, bool]:
+    """Store `new` unless a later state is stored (`SubState.order`).
+
+    Returns:
+        the state written (or None), whether this is the first cancel seen, whether it tied on time.
+    """
+    old, counted = _stored(conn, new.id)
     # Each subscription's cancellation counts once, from whichever event reports it, in any order.
     first_cancel = new.status == "canceled" and not counted
+    tied = new.ties(old)
     if not new.supersedes(old):
         if first_cancel:
             conn.execute("UPDATE stripe_subscriptions SET canceled_counted=1 WHERE id=?", (new.id,))
-        return None, first_cancel
+        return None, first_cancel, tied
     conn.execute(
-        "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created, canceled_counted) "
-        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status=excluded.status, "
-        "currency=excluded.currency, mrr=excluded.mrr, created=excluded.created, "
+        "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created, kind, canceled_counted) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status=excluded.status, "
+        "currency=excluded.currency, mrr=excluded.mrr, created=excluded.created, kind=excluded.kind, "
         "canceled_counted=max(canceled_counted, excluded.canceled_counted)",
-        (new.id, new.status, new.currency, str(new.mrr), new.created, int(counted or first_cancel)),
+        (new.id, new.status, new.currency, str(new.mrr), new.created, new.kind, int(counted or first_cancel)),
     )
-    return new, first_cancel
+    return new, first_cancel, tied
 
 
 def apply_snapshot(conn: sqlite3.Connection, states: list[SubState]) -> list[SubState]:
@@ -200,19 +266,17 @@ def apply_snapshot(conn: sqlite3.Connection, states: list[SubState]) -> list[Sub
     """
     written = []
     for st in states:
-        row = conn.execute(
-            "SELECT status, currency, mrr, created FROM stripe_subscriptions WHERE id=?", (st.id,)
-        ).fetchone()
-        old = SubState(st.id, row[0], row[1], Fraction(row[2]), row[3]) if row else None
+        old, _counted = _stored(conn, st.id)
         if old is not None and (old.status, old.currency, old.mrr) == (st.status, st.currency, st.mrr):
             continue
         if not st.supersedes(old):
             continue
         conn.execute(
-            "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created) VALUES (?, ?, ?, ?, ?) "
+            "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created, kind) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (id) DO UPDATE SET status=excluded.status, currency=excluded.currency, "
-            "mrr=excluded.mrr, created=excluded.created",
-            (st.id, st.status, st.currency, str(st.mrr), st.created),
+            "mrr=excluded.mrr, created=excluded.created, kind=excluded.kind",
+            (st.id, st.status, st.currency, str(st.mrr), st.created, st.kind),
         )
         written.append(st)
     return written
@@ -222,6 +286,7 @@ def prune(conn: sqlite3.Connection, events_before: float, charges_before: float)
     """Forget event ids older than any redelivery window, and stale refund marks."""
     n = conn.execute("DELETE FROM stripe_events WHERE seen_at < ?", (events_before,)).rowcount
     conn.execute("DELETE FROM stripe_charges WHERE updated_at < ?", (charges_before,))
+    conn.execute("DELETE FROM stripe_refunds WHERE updated_at < ?", (charges_before,))
     return n
 
 

@@ -9,8 +9,13 @@ source's in-memory mirror for each event in queue order and resolves the futures
   (before the webhook's 200);
 - duplicates are never applied twice, also within a batch (the second of the same id is a duplicate,
   see `state.apply_batch`);
-- a failed transaction wakes every waiter of the batch with `None` and mirrors nothing: each webhook
-  answers 500 and Stripe redelivers;
+- a failed transaction is retried one event per transaction, so one poison event cannot fail the
+  events committed with it; an event the store refuses alone for its data (`sqlite3.IntegrityError`,
+  an integer it cannot hold) is rejected (`rejected` callback, nothing stored); one that fails alone
+  for any other reason (disk, I/O) wakes its waiter with `None`: its webhook answers 500 and Stripe
+  redelivers;
+- the writer task survives a failing mirror callback (counted, logged) and is restarted on the next
+  submit if it ever ends;
 - no timer: while one transaction runs the next batch fills, so batches grow with the load and a
   lone event waits for nobody.
 """
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +38,10 @@ __all__ = ["MAX_BATCH", "GroupCommitter", "Job"]
 
 #: Upper bound of events per transaction: bounds the time one commit holds the store thread.
 MAX_BATCH = 512
+#: Errors that say "this data", not "this disk": the event is refused, never retried forever.
+DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError, ValueError, TypeError)
+
+log = logging.getLogger("collector.sources.stripe")
 
 
 @dataclass(slots=True)
@@ -52,8 +63,10 @@ class GroupCommitter:
         clock: wall clock for `seen_at` (dedupe retention).
         committed: called on the loop for each job after its batch committed, in queue order, with
             the job and its `state.Applied`; its return value resolves the job's future.
-        failed: called once per failed batch with its jobs and the exception; every future then
-            resolves to None.
+        failed: called with the jobs of a failed transaction and the exception; their futures then
+            resolve to None (the sender retries).
+        rejected: called with a job the store refused alone for its data, a bounded reason and the
+            exception; its return value resolves the job's future. Without it such a job is failed.
     """
 
     def __init__(
@@ -62,12 +75,14 @@ class GroupCommitter:
         clock: Callable[[], float],
         committed: Callable[[Job, state.Applied], Any],
         failed: Callable[[list[Job], Exception], None],
+        rejected: Callable[[Job, str, Exception], Any] | None = None,
         max_batch: int = MAX_BATCH,
     ) -> None:
         self.store = store
         self.clock = clock
         self.committed = committed
         self.failed = failed
+        self.rejected = rejected
         self.max_batch = max_batch
         self._jobs: list[Job] = []
         self._wake = asyncio.Event()
@@ -138,23 +153,58 @@ class GroupCommitter:
             self._resolve_all(jobs)
 
     async def _commit(self, batch: list[Job]) -> None:
-        items = [(j.ev.id, j.ev.type, j.ev.created, j.eff, j.cursor) for j in batch]
         now = self.clock()
         self._in_flight = len(batch)
         try:
-            results = await self.store.transaction(lambda c: state.apply_batch(c, items, now))
+            results = await self._transaction(batch, now)
         except Exception as exc:
-            self.failed(batch, exc)
-            self._resolve_all(batch)
+            if len(batch) == 1:
+                self._fail_alone(batch[0], exc)
+                return
+            # One event may be poison: commit each alone, so only it fails (in queue order, as before).
+            for job in batch:
+                await self._commit_alone(job, now)
             return
         finally:
             self._in_flight = 0
+        self._mirror(batch, results)
+
+    async def _transaction(self, batch: list[Job], now: float) -> list[state.Applied]:
+        items = [(j.ev.id, j.ev.type, j.ev.created, j.eff, j.cursor) for j in batch]
+        return await self.store.transaction(lambda c: state.apply_batch(c, items, now))
+
+    async def _commit_alone(self, job: Job, now: float) -> None:
+        try:
+            results = await self._transaction([job], now)
+        except Exception as exc:
+            self._fail_alone(job, exc)
+            return
+        self._mirror([job], results)
+
+    def _fail_alone(self, job: Job, exc: Exception) -> None:
+        try:
+            if self.rejected is not None and isinstance(exc, DATA_ERRORS):
+                result = self.rejected(job, "store_rejected", exc)
+                if not job.future.done():
+                    job.future.set_result(result)
+            else:
+                self.failed([job], exc)
+        finally:
+            self._resolve_all([job])
+
+    def _mirror(self, batch: list[Job], results: list[state.Applied]) -> None:
         self.commits += 1
         self.last_batch = len(batch)
         # Mirror in queue order before anyone is answered: memory never runs ahead of the store.
         try:
             for job, applied in zip(batch, results, strict=True):
-                result = self.committed(job, applied)
+                try:
+                    result = self.committed(job, applied)
+                except Exception:
+                    # Committed but not mirrored: a bug, not the sender's fault (it must not retry);
+                    # the writer lives on and the next start reloads memory from the store.
+                    log.exception("stripe event committed but not mirrored", extra={"event_id": job.ev.id})
+                    result = "processed"
                 if not job.future.done():  # a waiter that went away still had its event applied
                     job.future.set_result(result)
         finally:

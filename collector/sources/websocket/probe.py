@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import socket
 import ssl
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidMessage, InvalidStatus
 
 from collector import __version__
 from collector.settings import WebSocketTarget
@@ -30,9 +31,26 @@ from collector.sources.websocket.logic import (
     reply_matches,
 )
 
-__all__ = ["Plan", "ProbeError", "hold", "open_ws", "probe_once"]
+__all__ = ["Plan", "ProbeError", "hold", "open_ws", "probe_once", "status_of_invalid_message"]
 
 USER_AGENT = f"collector-websocket-probe/{__version__}"
+
+# websockets parses only `HTTP/1.1` status lines and reports any other version (`HTTP/1.0 200` from an
+# old proxy or a plain HTTP server) as "did not receive a valid HTTP response", quoting the line.
+_STATUS_LINE = re.compile(r"HTTP/\d(?:\.\d)? ([1-5]\d\d)(?:\s|$)")
+
+
+def status_of_invalid_message(exc: BaseException) -> int:
+    """The HTTP status code of an answer websockets refused to parse (any HTTP version), else 0."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:  # the status line is quoted in the cause's message
+        seen.add(id(cur))
+        m = _STATUS_LINE.search(str(cur))
+        if m is not None:
+            return int(m.group(1))
+        cur = cur.__cause__ or cur.__context__
+    return 0
 
 
 class ProbeError(Exception):
@@ -194,6 +212,9 @@ async def open_ws(plan: Plan, clock: PhaseClock) -> ClientConnection:
         )
     except InvalidStatus as exc:
         clock.result.status_code = exc.response.status_code
+        raise
+    except InvalidMessage as exc:
+        clock.result.status_code = status_of_invalid_message(exc)
         raise
     clock.result.status_code = ws.response.status_code if ws.response is not None else 0
     return ws

@@ -1,0 +1,109 @@
+"""Rules you can debug: `replay --explain`, `--show-compiled`, generated code in tracebacks, and the
+missing value field made visible (counted by metric and reason, warned about by replay)."""
+
+from __future__ import annotations
+
+import json
+import linecache
+import logging
+from pathlib import Path
+
+from collector.metrics import MetricState
+from collector.rules import RuleSet
+from tests.helpers import parse, value
+from tests.test_rules_replay import collector
+
+STACKS = Path(__file__).parent / "fixtures" / "logs" / "stacks"
+
+
+def test_explain_names_the_matching_rule_its_labels_and_update_and_why_others_failed(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.log"
+    sample.write_text(
+        "\n".join(
+            json.dumps(d)
+            for d in [
+                {
+                    "message": "http_request",
+                    "method": "GET",
+                    "url": "/api/users/42?x=1",
+                    "statusCode": 503,
+                    "responseTime": 12.5,
+                    "route": "/api/users/:id",
+                },
+                {"message": "http_request", "method": "GET", "url": "/wp-admin/x.php", "statusCode": 404},
+                {"message": "cache_warmed", "entries": 3},
+            ]
+        )
+        + "\n"
+    )
+    out = collector("replay", "--preset", "winston", "--explain", str(sample), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    first, second, third = text.split("\nline ")[0], text.split("\nline ")[1], text.split("\nline ")[2]
+    assert "rule 1 http_requests_total (preset winston): matched" in first
+    assert 'labels {method="GET" route="/api/users/:id" status_code="503"}' in first
+    assert 'labels {method="GET" route="/api/users/:id" error_class="5xx"}' in first
+    assert "update: observe 0.0125" in first
+    # a 404 without a template is the one `unmatched` route; its missing duration is named
+    assert 'route="unmatched" status_code="404"' in second
+    assert 'reason="missing"' in second and "responseTime" in second
+    # an unmatched line: why each candidate failed, field by field
+    assert "message='cache_warmed' is not one of" in third
+    assert "=> no rule matched" in third
+
+
+def test_explain_shows_fastify_join_and_uvicorn_extraction(tmp_path: Path) -> None:
+    out = collector(
+        "replay", "--preset", "fastify", "--explain", str(STACKS / "fastify" / "access.log"), "--explain-lines", "3",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "join: start of request ('vm'" in out.stdout
+    assert "join: end of request" in out.stdout and "carries ['req']" in out.stdout
+    assert "stopped after 3 lines" in out.stdout
+    out = collector(
+        "replay", "--preset", "uvicorn", "--explain", str(STACKS / "uvicorn" / "access.log"), "--explain-lines", "1",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert "extract: /" in out.stdout and 'status_code="200"' in out.stdout
+
+
+def test_show_compiled_prints_readable_code_and_tracebacks_show_its_lines(tmp_path: Path) -> None:
+    out = collector("replay", "--preset", "pino-http", "--show-compiled", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "def prep(raw):" in out.stdout and "def group(o):" in out.stdout and "def apply(objs):" in out.stdout
+    )
+    assert "# label route <- route, req.route, req.routePath, req.originalUrl, req.url" in out.stdout
+    assert "<- res.statusCode" in out.stdout
+    rs = RuleSet(MetricState(), logging.getLogger("test"), ["pino-http"])
+    fn = rs._compiled.groups[0]
+    filename = fn.__code__.co_filename
+    assert filename.startswith("<rules group")
+    src = "".join(linecache.getlines(filename))
+    assert src == fn.__doc__  # a traceback through the generated code shows these lines
+
+
+def test_a_missing_duration_field_is_counted_by_metric_and_reason_and_replay_warns(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    # the app logs its latency as `took`: the winston preset knows responseTime, duration_ms, ...
+    log.write_text(
+        "".join(
+            json.dumps({"message": "http_request", "method": "GET", "url": "/", "statusCode": 200, "took": 3})
+            + "\n"
+            for _ in range(7)
+        )
+    )
+    out = collector("replay", "--preset", "winston", str(log), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    s = parse(out.stdout)
+    assert value(s, "http_requests_total", method="GET", route="/", status_code="200") == 7
+    assert (
+        value(s, "collector_log_value_errors_total", metric="http_request_duration_seconds", reason="missing")
+        == 7
+    )
+    assert "warning: preset winston: 7 requests counted but none had a duration field" in out.stderr
+    assert "responseTime" in out.stderr
+    out = collector("replay", "--preset", "uvicorn", str(STACKS / "uvicorn" / "access.log"), cwd=tmp_path)
+    assert "preset uvicorn: this log format carries no request duration" in out.stderr
+    out = collector("replay", "--preset", "fastify", str(STACKS / "fastify" / "access.log"), cwd=tmp_path)
+    assert "warning" not in out.stderr
