@@ -17,7 +17,16 @@ from typing import IO
 
 from collector.sources.logs.identity import FP_BYTES, end_offset
 
-__all__ = ["Decompressed", "FdObs", "FileObs", "Scan", "open_decompressed", "scan", "watch_roots"]
+__all__ = [
+    "Decompressed",
+    "FdObs",
+    "FileObs",
+    "Scan",
+    "fixed_base",
+    "open_decompressed",
+    "scan",
+    "watch_roots",
+]
 
 Key = tuple[int, int]
 
@@ -241,7 +250,7 @@ def _reason(exc: OSError) -> str:
     return "open_failed"
 
 
-def _fixed_base(pattern: str) -> str:
+def fixed_base(pattern: str) -> str:
     """The pattern's leading directory without glob magic (`/var/log/app` for `/var/log/app/*.log`)."""
     fixed: list[str] = []
     for part in pattern.split(os.sep)[:-1]:
@@ -252,7 +261,7 @@ def _fixed_base(pattern: str) -> str:
 
 
 def _unlistable_base(pattern: str) -> FileObs | None:
-    base = _fixed_base(pattern)
+    base = fixed_base(pattern)
     try:
         with os.scandir(base):
             return None
@@ -270,7 +279,7 @@ def watch_roots(patterns: list[str]) -> tuple[tuple[str, bool], ...]:
     """
     roots: set[tuple[str, bool]] = set()
     for pattern in patterns:
-        base = _fixed_base(pattern)
+        base = fixed_base(pattern)
         recursive = "**" in pattern
         while not os.path.isdir(base):
             parent = os.path.dirname(base.rstrip(os.sep)) or "."
