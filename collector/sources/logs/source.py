@@ -404,8 +404,8 @@ class LogsSource:
         """
         self.checkpointer = Checkpointer(self.ctx.metrics)
         raw = await self.ctx.store.get(OWNER, CHECKPOINT_KEY)
-        self.ctx.restored.set()  # from here on our families hold restored values (or a first start's)
         if raw is None:
+            self.ctx.restored.set()  # a first start: our families hold a first start's values
             return True, set()
         try:
             data: dict[str, Any] = msgspec.json.decode(raw)
@@ -425,6 +425,8 @@ class LogsSource:
             restore_consumer = getattr(self.consumer, "restore_state", None)
             if restore_consumer is not None:
                 restore_consumer(data.get("consumer"))
+            # Only now (after the await for the series rows) do our families hold restored values.
+            self.ctx.restored.set()
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
             for name in self._families(tailer):  # nothing half-restored stays
                 fam = self.ctx.metrics.families.get(name)
@@ -435,6 +437,7 @@ class LogsSource:
             tailer.finished.clear()
             tailer.saved_at = None
             self.checkpointer = Checkpointer(self.ctx.metrics)
+            self.ctx.restored.set()  # nothing half-restored is left: served as a first start
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
                 "logs checkpoint unreadable; starting as on a first start", extra={"error": str(exc)}
