@@ -16,7 +16,7 @@ from collector.settings import ConfigError, HttpSettings, load_settings
 from collector.web.auth import DUMMY_HASH, BasicAuth, parse_basic_header
 from collector.web.config import WebConfigError, parse_web_config
 from tests.helpers import REPO, free_port, value
-from tests.test_websecurity_support import (
+from tests.websecurity_support import (
     HASH,
     PASSWORD,
     basic,

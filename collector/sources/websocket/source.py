@@ -193,7 +193,7 @@ class WebSocketSource:
             self._report(label, result)
             if ws is not None:
                 self.metrics.connected.set((label,), 1)
-                pinged = []
+                pinged: list[float] = []
                 began = time.monotonic()
 
                 def on_rtt(rtt: float, label: str = label, pinged: list[float] = pinged) -> None:
