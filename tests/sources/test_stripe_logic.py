@@ -22,6 +22,8 @@ from collector.sources.stripe.events import (
 from collector.sources.stripe.signature import verify
 from tests.sources.stripe_helpers import OLD_SECRET, SECRET, body_of, event, fixture, sign
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 @pytest.mark.parametrize(
     ("currency", "amount", "major"),
