@@ -268,7 +268,7 @@ def load_settings(env_file: str | Path | None = ".env", cls: type[Settings] | No
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls(_env_file=env_file)  # type: ignore[call-arg]
+        return settings_cls(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
 
