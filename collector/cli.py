@@ -97,8 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"collector: warning: {name} is not a known setting (typo?)", file=sys.stderr)
         return 0
     from collector.logsetup import setup_logging
+    from collector.redact import Redactor
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, Redactor.from_settings(settings))
     for name in unknown:
         log.warning("unknown setting ignored (typo?)", extra={"env_var": name})
     try:

@@ -6,9 +6,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["JsonFormatter", "LogFirst", "setup_logging"]
+__all__ = ["JsonFormatter", "LogFirst", "RedactingHandler", "setup_logging"]
 
 # LogRecord attributes that are not user-supplied `extra=` fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -33,9 +34,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Send every `collector.*` record (and aiohttp's) as JSON lines to stderr."""
-    handler = logging.StreamHandler(sys.stderr)
+class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that passes each formatted record (message, extra fields, traceback) through
+    `redact` before writing it: third-party loggers (websockets prints every request header at DEBUG)
+    cannot print a secret, whatever the formatter."""
+
+    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
+        super().__init__(stream)
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def setup_logging(level: str = "INFO", redact: Callable[[str], str] | None = None) -> None:
+    """Send every `collector.*` record (and aiohttp's) as JSON lines to stderr, secrets masked."""
+    handler = RedactingHandler(sys.stderr, redact or (lambda text: text))
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -91,18 +91,29 @@ async def test_a_client_trickling_its_body_gets_408(tmp_path: Path) -> None:
         assert srv.source.hits == 0
 
 
-async def test_concurrency_is_limited_per_listener_with_503(tmp_path: Path) -> None:
+async def test_each_route_class_has_its_own_budget_so_scrapes_and_health_never_starve(
+    tmp_path: Path,
+) -> None:
     settings = echo_settings(
-        tmp_path, webhook_listen=f"127.0.0.1:{free_port()}", http=HttpSettings(max_concurrent_requests=2)
+        tmp_path,
+        webhook_listen=f"127.0.0.1:{free_port()}",
+        http=HttpSettings(max_concurrent_other=2, max_client_share=1.0),
     )
     async with serve_guarded(settings) as srv:
         slow = [asyncio.create_task(srv.request("GET", "/slow")) for _ in range(2)]
         while srv.source.entered < 2:
             await asyncio.sleep(0.01)
-        status, headers, _ = await srv.request("GET", "/metrics")
+        status, headers, _ = await srv.request("GET", "/slow")
         assert status == 503 and headers["Retry-After"] == "1"
-        # The webhook listener has its own budget: a flood there cannot starve scrapes, and vice versa.
+        # /metrics, the health routes and the webhooks have budgets of their own.
+        assert (await srv.request("GET", "/health/live"))[0] == 200
+        assert (await srv.request("GET", "/health"))[0] == 200
+        assert (await srv.request("POST", "/webhooks/test", data=b"{}"))[0] == 200
         assert (await srv.request("POST", "/webhooks/test", "webhook", data=b"{}"))[0] == 200
+        samples = await srv.metrics()
+        assert (
+            value(samples, "collector_http_route_class_in_flight", listener="main", route_class="other") == 2
+        )
         srv.source.release.set()
         assert [r[0] for r in await asyncio.gather(*slow)] == [200, 200]
         samples = await srv.metrics()
@@ -110,6 +121,33 @@ async def test_concurrency_is_limited_per_listener_with_503(tmp_path: Path) -> N
         assert _rejected(samples, "concurrency", "webhook") == 0.0
         assert value(samples, "collector_http_requests_in_flight", listener="main") == 1.0  # this scrape
         assert value(samples, "collector_http_requests_total", listener="main", code="503") == 1.0
+
+
+async def _get_from(srv: Served, source: str, path: str) -> int:
+    """GET `path` from a chosen loopback source address (Linux routes all of 127.0.0.0/8 to lo)."""
+    host, port = srv.sites[0].address
+    reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    line = await reader.readline()
+    writer.close()
+    return int(line.split()[1])
+
+
+async def test_one_client_address_gets_only_its_share_of_a_class(tmp_path: Path) -> None:
+    settings = echo_settings(tmp_path, http=HttpSettings(max_concurrent_other=4, max_client_share=0.5))
+    async with serve_guarded(settings) as srv:
+        slow = [asyncio.create_task(_get_from(srv, "127.0.0.1", "/slow")) for _ in range(2)]
+        while srv.source.entered < 2:
+            await asyncio.sleep(0.01)
+        assert await _get_from(srv, "127.0.0.1", "/slow") == 503  # 127.0.0.1 holds its 2 of 4
+        other = asyncio.create_task(_get_from(srv, "127.0.0.2", "/slow"))  # another address is served
+        while srv.source.entered < 3:
+            await asyncio.sleep(0.01)
+        srv.source.release.set()
+        assert await asyncio.gather(*slow, other) == [200, 200, 200]
+        samples = await srv.metrics()
+        assert _rejected(samples, "client_concurrency") == 1.0
+        assert _rejected(samples, "concurrency") == 0.0
 
 
 async def test_malformed_requests_get_400_and_are_logged_once_without_traceback(

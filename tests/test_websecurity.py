@@ -173,7 +173,7 @@ def test_basic_header_parsing_rejects_every_malformed_shape() -> None:
 
 
 @pytest.mark.quick
-def test_unknown_users_pay_a_dummy_bcrypt_check_and_successes_are_cached(
+def test_unknown_users_pay_a_dummy_bcrypt_check_and_results_are_cached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from collector.web import auth as auth_mod
@@ -190,10 +190,13 @@ def test_unknown_users_pay_a_dummy_bcrypt_check_and_successes_are_cached(
     assert auth.check_sync("prometheus", PASSWORD.encode()) is True
     assert auth.check_sync("prometheus", PASSWORD.encode()) is True  # cached: no second bcrypt
     assert auth.check_sync("prometheus", b"wrong") is False
-    assert auth.check_sync("prometheus", b"wrong") is False  # failures are never cached
-    assert auth.check_sync("mallory", PASSWORD.encode()) is False
+    assert auth.check_sync("prometheus", b"wrong") is False  # failures are cached too (apart)
+    assert auth.check_sync("mallory", PASSWORD.encode()) is False  # makes the dummy: a bcrypt hashpw
+    assert auth.check_sync("mallory", b"other") is False  # checks against it
     assert auth.check_sync("prometheus", PASSWORD.encode() + b"\x00") is False
-    assert seen == [HASH.encode(), HASH.encode(), HASH.encode(), DUMMY_HASH, HASH.encode()]
+    dummy = auth._dummy
+    assert dummy is not None and dummy.startswith(b"$2b$04$")  # the highest configured cost
+    assert seen == [HASH.encode(), HASH.encode(), dummy, HASH.encode()]
     # The dummy hash itself must never authenticate anyone, whatever they send.
     assert BasicAuth({}).check_sync("", b"") is False
 

@@ -8,6 +8,7 @@ from `<VAR>_FILE` (Docker and Kubernetes secrets). `load_settings` turns any val
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +25,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings.exceptions import SettingsError
 
+from collector.redact import mask_url
 from collector.settings.base import (
     ENV_PREFIX,
     NESTED,
@@ -233,13 +236,33 @@ def _secret_paths(cls: type[BaseModel]) -> set[tuple[str, ...]]:
     return {path for path, info in _walk(cls) if _is_secret(info.annotation)}
 
 
+def _holds_secret(annotation: Any, seen: frozenset[type] = frozenset()) -> bool:
+    """A secret anywhere inside the type: a list of WebSocket targets holds secret header values."""
+    if _is_secret(annotation):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+        return any(_holds_secret(f.annotation, seen | {annotation}) for f in annotation.model_fields.values())
+    return any(_holds_secret(a, seen) for a in typing.get_args(annotation))
+
+
+def _unechoed_paths(cls: type[BaseModel]) -> set[tuple[str, ...]]:
+    """Fields whose raw value is never echoed in an error: it is, or may contain, a secret."""
+    return {path for path, info in _walk(cls) if _holds_secret(info.annotation)}
+
+
 def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
     secrets = _secret_paths(cls)
+    unechoed = _unechoed_paths(cls)
     lines = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if isinstance(p, str))
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = mask_url(err["msg"].removeprefix("Value error, "))
         var = env_name(loc)
+        if loc in unechoed and loc not in secrets and not isinstance(err.get("input"), dict):
+            # A malformed value of a setting that holds secrets (e.g. a target list with headers):
+            # whatever part failed, the text around it may be a header value.
+            lines.append(f"invalid setting {var} (value not shown: it can hold secrets): {msg}")
+            continue
         item = next((i for i, p in enumerate(err["loc"]) if isinstance(p, int)), len(err["loc"]))
         if item < len(err["loc"]) - 1 or (item < len(err["loc"]) and isinstance(err.get("input"), dict)):
             # A field of one object in a list setting (a WebSocket target): name the variable, then the
@@ -256,7 +279,7 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
         elif isinstance(err.get("input"), dict):
             lines.append(f"invalid settings {var}{NESTED}*: {msg}")
         else:
-            lines.append(f"invalid setting {var}={err.get('input')!r}: {msg}")
+            lines.append(f"invalid setting {var}={mask_url(repr(err.get('input')))}: {msg}")
     return lines
 
 
@@ -271,6 +294,10 @@ def load_settings(env_file: str | Path | None = ".env", cls: type[Settings] | No
         return settings_cls(_env_file=env_file)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
+    except SettingsError as exc:
+        # pydantic-settings could not decode a value (e.g. bad JSON for a nested model): name the
+        # setting, never the value.
+        raise ConfigError([f"invalid settings: {mask_url(str(exc).split(' from source ')[0])}"]) from None
 
 
 def known_env_vars() -> set[str]:
@@ -292,10 +319,19 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration as JSON-ready data, secrets shown as `**********`."""
-    data = settings.model_dump(mode="json")
+    data: dict[str, Any] = _mask_urls(settings.model_dump(mode="json"))  # a dict in, a dict out
     data["state_path"] = str(settings.effective_state_path)
     for name in type(settings).model_fields:
         sub = getattr(settings, name)
         if isinstance(sub, SourceSettings):
             data[name]["enabled"] = sub.is_enabled()
     return data
+
+
+def _mask_urls(data: Any) -> Any:
+    """URL passwords masked in every string of a dump (`*_API_BASE`, `*_API_URL`, target URLs)."""
+    if isinstance(data, dict):
+        return {k: _mask_urls(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_mask_urls(v) for v in data]
+    return mask_url(data) if isinstance(data, str) else data

@@ -153,6 +153,9 @@ class WebSocketTarget(BaseModel):
     def _ws_url(cls, value: str) -> str:
         from urllib.parse import urlsplit
 
+        if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+            # urlsplit drops tabs and newlines silently; they must never reach a request line.
+            raise ValueError("URL contains a space or control character; percent-encode it (%20)")
         try:
             parts = urlsplit(value)
             parts.port  # noqa: B018 - raises on a bad port
@@ -348,7 +351,46 @@ class HttpSettings(BaseModel):
         default=75.0, gt=0, le=3600, description="Seconds an idle keep-alive connection stays open."
     )
     max_concurrent_requests: int = Field(
-        default=64, ge=1, le=100_000, description="Requests handled at once per listener; more get 503."
+        default=128,
+        ge=1,
+        le=100_000,
+        description="Webhook and /deployments requests handled at once per listener; more get 503.",
+    )
+    max_concurrent_scrapes: int = Field(
+        default=16, ge=1, le=100_000, description="/metrics requests handled at once per listener."
+    )
+    max_concurrent_health: int = Field(
+        default=16,
+        ge=1,
+        le=100_000,
+        description="/health, /health/live and /health/ready at once per listener.",
+    )
+    max_concurrent_probes: int = Field(
+        default=16, ge=1, le=100_000, description="/probe requests handled at once per listener."
+    )
+    max_concurrent_other: int = Field(
+        default=32, ge=1, le=100_000, description="Requests to every other path (/, /dora, 404s) at once."
+    )
+    max_client_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of a route class's budget one client address may hold (at least one request).",
+    )
+    min_body_rate: int = Field(
+        default=1024,
+        ge=0,
+        le=1024**3,
+        description="Bytes per second a request body must average after its first second; slower: 408 (0: off).",
+    )
+    auth_concurrency: int = Field(
+        default=1, ge=1, le=64, description="bcrypt checks of uncached basic-auth credentials at once."
+    )
+    auth_queue: int = Field(
+        default=32,
+        ge=0,
+        le=100_000,
+        description="Uncached basic-auth checks that may wait for a bcrypt slot; more get 503.",
     )
     config_reload_interval: float = Field(
         default=5.0, gt=0, le=3600, description="Seconds between checks of the web config file for changes."

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from collector.logsetup import LogFirst
+from collector.redact import Redactor
 from collector.web.auth import BasicAuth, parse_basic_header
+from collector.web.budget import Budgets
 from collector.web.config import WebConfig, WebConfigError, fingerprint, load_web_config
 from collector.web.guard import GuardedSite, make_middleware
 from collector.web.metrics import HttpMetrics
@@ -39,9 +42,13 @@ class WebSecurity:
         self.clock = clock
         self.path: Path | None = settings.web_config_file
         self.config = WebConfig()
-        self.auth = BasicAuth({})
-        # Requests in the guard now, per listener (the gauge mirrors it; this is what the limit reads).
-        self.in_flight: dict[str, int] = {"main": 0, "webhook": 0}
+        self.auth = self._basic_auth({})
+        # Requests in the guard now, per listener, route class and client (what the limits read).
+        self.budgets = Budgets(self.http)
+        # At most a few log lines per kind of refusal, per server (a flood is a counter, not a log).
+        self.log_first = LogFirst(log)
+        # Masks secrets in the answers of every route but /metrics.
+        self.redactor = Redactor.from_settings(settings)
         self.sites: list[GuardedSite] = []
         # The fingerprint of the file content last tried, so a bad file is reported once, not every poll.
         self._last_tried = ""
@@ -54,9 +61,19 @@ class WebSecurity:
         self.config = cfg
         self._last_tried = cfg.fingerprint
         if dict(cfg.users) != self.auth.users:
-            self.auth = BasicAuth(cfg.users)
+            self.auth.close()
+            self.auth = self._basic_auth(cfg.users)
 
-    async def authorized(self, request: web.Request) -> bool:
+    def _basic_auth(self, users: Any) -> BasicAuth:
+        return BasicAuth(
+            users,
+            concurrency=self.http.auth_concurrency,
+            queue=self.http.auth_queue,
+            on_result=lambda result: self.metrics.auth_checks.labels(result).inc(),
+        )
+
+    async def authorized(self, request: web.Request) -> bool | None:
+        """Whether the request's basic-auth credentials are valid; None when bcrypt is saturated."""
         creds = parse_basic_header(request.headers.get("Authorization"))
         if creds is None:
             return False

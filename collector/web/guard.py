@@ -15,10 +15,14 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
-from collector.logsetup import LogFirst
+from collector.web.body import body_error_reason, read_body, reject, reject_unread
+from collector.web.budget import route_class_of
 
 if TYPE_CHECKING:
     import ssl
@@ -28,7 +32,6 @@ if TYPE_CHECKING:
 __all__ = ["GuardedHandler", "GuardedSite", "is_webhook_route", "make_middleware"]
 
 log = logging.getLogger("collector.web")
-_log_first = LogFirst(log)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -48,11 +51,17 @@ def is_webhook_route(request: web.Request) -> bool:
     return canonical.startswith("/webhooks/") or canonical == "/deployments"
 
 
+def _canonical(request: web.Request) -> str | None:
+    if request.match_info.http_exception is not None:
+        return None
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else None
+
+
 def _is_liveness(request: web.Request) -> bool:
     """`/health/live` answers `{"status": "ok"}` and nothing else: kubelet and load balancers probe it
     without credentials (readiness and /health carry error details and stay behind auth)."""
-    resource = request.match_info.route.resource if request.match_info.http_exception is None else None
-    return resource is not None and resource.canonical == "/health/live"
+    return _canonical(request) == "/health/live"
 
 
 class GuardedHandler(RequestHandler):
@@ -62,6 +71,23 @@ class GuardedHandler(RequestHandler):
         super().__init__(manager, **kwargs)
         self.guard = guard
         self.listener = listener
+        # aiohttp's parser, but handing over one message per feed: when a later request of a pipelined
+        # batch is malformed, the ones before it are still queued and answered (aiohttp's own
+        # data_received replaces the whole batch with the 400). HTTP/1.1 (RFC 9112 9.3.2) wants them.
+        # Needs aiohttp's message queue (3.14); an older aiohttp keeps its own batch behaviour.
+        self.one_at_a_time = hasattr(self, "_max_msg_queue_size")
+        if self.one_at_a_time:
+            self._parser = HttpRequestParser(
+                self,
+                self._loop,
+                self._read_bufsize,
+                max_line_size=self.max_line_size,
+                max_field_size=self.max_field_size,
+                max_headers=self.max_headers,
+                payload_exception=RequestPayloadError,
+                auto_decompress=kwargs.get("auto_decompress", True),
+                max_msg_queue_size=1,
+            )
         # Armed at the first byte of a request head, cancelled when the handler starts.
         self.head_timer: asyncio.TimerHandle | None = None
         # True while a request is in the middleware (its body has its own deadline there).
@@ -79,7 +105,58 @@ class GuardedHandler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if data and not self.in_request and self.head_timer is None:
             self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
-        super().data_received(data)
+        if (
+            not self.one_at_a_time
+            or self._force_close
+            or self._close
+            or self._payload_parser is not None
+            or self._upgraded
+        ):
+            super().data_received(data)
+            return
+        # aiohttp's request branch, draining the parser one message at a time (see __init__).
+        messages: list[Any] = []
+        upgraded, tail, chunk = False, b"", data
+        parser = self._parser
+        assert parser is not None  # as in aiohttp's branch: None only once the connection is lost
+        while True:
+            try:
+                batch, upgraded, tail = parser.feed_data(chunk)
+            except HttpProcessingError as exc:
+                messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
+                upgraded, tail = False, b""
+                break
+            if not batch:
+                break
+            messages.extend(batch)
+            if upgraded or len(self._messages) + len(messages) >= self._max_msg_queue_size:
+                break  # the rest waits in the parser; start() resumes it as the queue drains
+            parser.message_consumed()
+            chunk = b""
+        for msg, payload in messages:
+            self._request_count += 1
+            self._messages.append((msg, payload))
+        waiter = self._waiter
+        if messages and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if not self._buffer_paused and len(self._messages) >= self._max_msg_queue_size:
+            self._pause_reading_for_buffer()
+        self._upgraded = upgraded
+        if upgraded and tail:
+            self._message_tail = tail
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp logs a ~1.7 kB traceback per request when draining a refused body fails (bad gzip,
+        a reset): log the first few per reason without the traceback, as every other bad input."""
+        exc = kw.get("exc_info")
+        reason = body_error_reason(exc) if isinstance(exc, BaseException) else "other"
+        self.guard.log_first(
+            f"aiohttp_{reason}",
+            "aiohttp reported a failed request",
+            listener=self.listener,
+            aiohttp_msg=str(args[0])[:100] if args else None,
+            error=type(exc).__name__ if isinstance(exc, BaseException) else None,
+        )
 
     def cancel_head_timer(self) -> None:
         if self.head_timer is not None:
@@ -92,7 +169,7 @@ class GuardedHandler(RequestHandler):
             return
         self.guard.metrics.rejected.labels(self.listener, "header_timeout").inc()
         peer = self.transport.get_extra_info("peername")
-        _log_first(
+        self.guard.log_first(
             "header_timeout",
             "closing a connection whose request head did not arrive in time",
             listener=self.listener,
@@ -113,7 +190,10 @@ class GuardedHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started")
         reason, text = "handler_error", "500 Internal Server Error"
-        if isinstance(exc, LineTooLong):
+        if isinstance(exc, LineTooLong) or (
+            isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc.message)
+        ):
+            # More than 128 header lines is a head too large, as documented: 431 (RFC 6585 5).
             status, reason, text = 431, "headers_too_large", "431 Request Header Fields Too Large"
         elif status == 400:
             reason, text = "bad_request", "400 Bad Request"
@@ -121,20 +201,27 @@ class GuardedHandler(RequestHandler):
             reason, text = "body_too_large", "413 Payload Too Large"
         self.guard.metrics.rejected.labels(self.listener, reason).inc()
         self.guard.metrics.requests.labels(self.listener, str(status)).inc()
-        _log_first(
+        self.guard.log_first(
             f"http_{reason}",
             "rejected a request the HTTP parser could not accept",
             listener=self.listener,
             status=status,
             error=type(exc).__name__ if exc else None,
         )
-        resp = web.Response(status=status, text=text + "\n")
+        # The parser lost its place in the stream: say so (RFC 9112 9.6) and close.
+        resp = web.Response(status=status, text=text + "\n", headers={"Connection": "close"})
         resp.force_close()
         return resp
 
 
+_ACCEPT_BATCH = 32
+
+
 class GuardedSite(web.BaseSite):
     """A TCP listener serving `GuardedHandler`s; `swap_tls` replaces its TLS context in place.
+
+    The accept backlog is 1024 (aiohttp: 128): hundreds of clients reconnecting at once must not
+    overflow it, or a kubelet probe waits for a SYN retransmit (1 s) behind them.
 
     The site owns one listening socket. Each asyncio server gets a duplicate of it, so a new server
     (with a new certificate, client CA or TLS version) can take over before the old one closes: the
@@ -151,7 +238,7 @@ class GuardedSite(web.BaseSite):
         listener: str,
         ssl_context: ssl.SSLContext | None,
         handler_kwargs: dict[str, Any],
-        backlog: int = 128,
+        backlog: int = 1024,
     ) -> None:
         super().__init__(runner, backlog=backlog)
         self._host, self._port = host, port
@@ -187,13 +274,18 @@ class GuardedSite(web.BaseSite):
 
     async def _serve(self, ctx: ssl.SSLContext | None) -> asyncio.Server:
         assert self._sock is not None
-        return await asyncio.get_running_loop().create_server(
+        server = await asyncio.get_running_loop().create_server(
             self._factory,
             sock=self._sock.dup(),
             ssl=ctx,
-            backlog=self._backlog,
+            # asyncio accepts up to `backlog` connections per loop turn: a small batch lets a health
+            # probe's request be handled between batches of a reconnect storm, not after all of it.
+            backlog=_ACCEPT_BATCH,
             ssl_handshake_timeout=self.guard.http.header_timeout if ctx else None,
         )
+        # ... while the kernel queue stays deep (asyncio re-listened with the batch size).
+        self._sock.listen(self._backlog)
+        return server
 
     async def start(self) -> None:
         await super().start()
@@ -233,8 +325,8 @@ class GuardedSite(web.BaseSite):
             self._sock = None
 
 
-def make_middleware(guard: WebSecurity) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """The per-request guard: listener routing, concurrency, head size, basic auth, body size and time."""
+def make_middleware(guard: WebSecurity) -> Middleware:
+    """The per-request guard: listener routing, class budgets, head size, basic auth, body size and rate."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -260,49 +352,33 @@ def make_middleware(guard: WebSecurity) -> Callable[[web.Request, Handler], Awai
     return middleware
 
 
-def _reject(
-    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
-) -> web.Response:
-    guard.metrics.rejected.labels(listener, reason).inc()
-    return web.Response(status=status, text=text + "\n", headers=headers)
-
-
 async def _guarded(
     guard: WebSecurity, request: web.Request, handler: Handler, listener: str
 ) -> web.StreamResponse:
     http, m = guard.http, guard.metrics
-    webhook = is_webhook_route(request)
-    if listener == "webhook" and not webhook:
+    canonical = _canonical(request)
+    klass = route_class_of(canonical)
+    if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
-        return _reject(guard, listener, "not_webhook", 404, "404 Not Found")
-    gauge = m.in_flight.labels(listener)
-    if guard.in_flight[listener] >= http.max_concurrent_requests:
-        _log_first(
-            "concurrency",
-            "too many concurrent requests; answering 503",
-            listener=listener,
-            limit=http.max_concurrent_requests,
+        return reject(guard, listener, "not_webhook", 404, "404 Not Found")
+    head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
+    if head > http.max_header_bytes:
+        guard.log_first(
+            "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
         )
-        return _reject(
-            guard, listener, "concurrency", 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"}
-        )
-    guard.in_flight[listener] += 1
-    gauge.inc()
-    try:
-        head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
-        if head > http.max_header_bytes:
-            _log_first(
-                "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
-            )
-            return _reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
-        if (
-            not webhook
-            and not _is_liveness(request)
-            and guard.auth.enabled
-            and not await guard.authorized(request)
-        ):
-            # No detail: which of user or password was wrong is exactly what an attacker wants to know.
-            return _reject(
+        return reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
+    # Auth before the budget: a request waiting for bcrypt (or its failure padding) holds an auth
+    # queue place, never one of the slots a valid scrape needs.
+    if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
+        verdict = await guard.authorized(request)
+        if verdict is None:
+            # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
+            refuse = reject_unread if request.body_exists else reject
+            return refuse(guard, listener, "auth_busy", 503, "503 Busy", **{"Retry-After": "1"})
+        if not verdict:
+            # No detail: which of user or password was wrong is exactly what an attacker wants.
+            refuse = reject_unread if request.body_exists else reject
+            return refuse(
                 guard,
                 listener,
                 "unauthorized",
@@ -310,75 +386,54 @@ async def _guarded(
                 "401 Unauthorized",
                 **{"WWW-Authenticate": 'Basic realm="collector"'},
             )
+    slot = guard.budgets.acquire(listener, klass, request.remote or "?")
+    if isinstance(slot, str):
+        guard.log_first(
+            slot,
+            "route class budget full; answering 503",
+            listener=listener,
+            route_class=klass,
+            limit=guard.budgets.limit(klass) if slot == "concurrency" else guard.budgets.client_limit(klass),
+        )
+        refuse = reject_unread if request.body_exists else reject
+        return refuse(guard, listener, slot, 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"})
+    gauge = m.in_flight.labels(listener)
+    class_gauge = m.class_in_flight.labels(listener, klass)
+    gauge.inc()
+    class_gauge.inc()
+    try:
         if request.body_exists:
-            refused = await _read_body(guard, request, listener)
+            refused = await read_body(guard, request, listener)
             if refused is not None:
                 return refused
         try:
-            return await handler(request)
+            response = await handler(request)
+            if klass != "metrics" and guard.redactor.secrets and isinstance(response, web.Response):
+                # Error texts in /health, /probe and the status page come from exceptions that may
+                # quote a credential (an API echoing its key); the exposition itself holds none.
+                body = response.body
+                if isinstance(body, bytes):
+                    masked = guard.redactor.bytes(body)
+                    if masked is not body:
+                        response.body = masked
+            return response
         except web.HTTPException:
             raise
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # A handler bug must not take the connection's other requests or the process with it.
-            _log_first(
+            guard.log_first(
                 "handler_error",
                 "unhandled exception in an HTTP handler; answering 500",
                 listener=listener,
-                path=request.match_info.route.resource.canonical
-                if request.match_info.route.resource
-                else "?",
+                path=canonical or "?",
                 error=f"{type(exc).__name__}",
                 level=logging.ERROR,
             )
             m.rejected.labels(listener, "handler_error").inc()
             return web.Response(status=500, text="500 Internal Server Error\n")
     finally:
-        guard.in_flight[listener] -= 1
+        slot.release()
         gauge.dec()
-
-
-def _reject_unread(guard: WebSecurity, listener: str, reason: str, status: int, text: str) -> web.Response:
-    """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
-    resp = _reject(guard, listener, reason, status, text)
-    resp.force_close()
-    return resp
-
-
-async def _read_body(guard: WebSecurity, request: web.Request, listener: str) -> web.Response | None:
-    """Read the body up front (aiohttp caches it for the handler) within the size and time limits."""
-    http = guard.http
-    if request.content_length is not None and request.content_length > http.max_body_bytes:
-        # Refused before reading a byte; the connection closes, so the unread body cannot desync it.
-        _log_first(
-            "body_too_large",
-            "request body too large; answering 413",
-            listener=listener,
-            bytes=request.content_length,
-        )
-        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    try:
-        async with asyncio.timeout(http.body_timeout):
-            await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        _log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
-        return _reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    except TimeoutError:
-        _log_first(
-            "body_timeout",
-            "request body did not arrive in time; answering 408",
-            listener=listener,
-            timeout_s=http.body_timeout,
-        )
-        return _reject_unread(guard, listener, "body_timeout", 408, "408 Request Timeout")
-    except Exception as exc:
-        # A malformed chunked or compressed body, or a client that hung up mid-body.
-        _log_first(
-            "bad_body",
-            "request body could not be read; answering 400",
-            listener=listener,
-            error=type(exc).__name__,
-        )
-        return _reject_unread(guard, listener, "bad_request", 400, "400 Bad Request")
-    return None
+        class_gauge.dec()

@@ -6,6 +6,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.web.budget import ROUTE_CLASSES
+
 __all__ = ["LISTENERS", "REJECT_REASONS", "HttpMetrics"]
 
 LISTENERS = ("main", "webhook")
@@ -16,7 +18,11 @@ REJECT_REASONS = (
     "headers_too_large",  # request head over COLLECTOR_HTTP__MAX_HEADER_BYTES (431)
     "header_timeout",  # request head not complete within COLLECTOR_HTTP__HEADER_TIMEOUT (connection closed)
     "body_timeout",  # request body not complete within COLLECTOR_HTTP__BODY_TIMEOUT (408)
-    "concurrency",  # COLLECTOR_HTTP__MAX_CONCURRENT_REQUESTS in flight on the listener (503)
+    "concurrency",  # the route class's COLLECTOR_HTTP__MAX_CONCURRENT_* in flight on the listener (503)
+    "client_concurrency",  # one address holds its COLLECTOR_HTTP__MAX_CLIENT_SHARE of a class (503)
+    "body_too_slow",  # request body slower than COLLECTOR_HTTP__MIN_BODY_RATE (408)
+    "bad_encoding",  # a gzip/deflate/br request body that does not decode (400)
+    "auth_busy",  # COLLECTOR_HTTP__AUTH_QUEUE uncached basic-auth checks already waiting (503)
     "bad_request",  # unparseable HTTP (400)
     "not_webhook",  # a non-webhook path on the webhook listener (404)
     "handler_error",  # an unhandled exception in a handler (500; a bug, logged)
@@ -44,6 +50,18 @@ class HttpMetrics:
             "collector_http_requests_in_flight",
             "HTTP requests being handled now, by listener.",
             ["listener"],
+            registry=registry,
+        )
+        self.class_in_flight = Gauge(
+            "collector_http_route_class_in_flight",
+            "HTTP requests holding a slot of a route class's budget now, by listener and class.",
+            ["listener", "route_class"],
+            registry=registry,
+        )
+        self.auth_checks = Counter(
+            "collector_http_auth_checks_total",
+            "Basic-auth checks, by result (cached, verified, failed, busy).",
+            ["result"],
             registry=registry,
         )
         self.connections = Gauge(
@@ -81,8 +99,12 @@ class HttpMetrics:
         self.last_reload_ok.set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result)
+        for result in ("cached", "verified", "failed", "busy"):
+            self.auth_checks.labels(result)
         for listener in listeners:
             self.in_flight.labels(listener)
+            for klass in ROUTE_CLASSES:
+                self.class_in_flight.labels(listener, klass)
             self.connections.labels(listener)
             for reason in REJECT_REASONS:
                 self.rejected.labels(listener, reason)

@@ -181,7 +181,7 @@ def test_token_is_read_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: ob
         ('[{"url":"ws://a/","token_env":"NO_SUCH_TOKEN_VAR"}]', "NO_SUCH_TOKEN_VAR is not set"),
         ('[{"url":"ws://a/","bogus":1}]', "COLLECTOR_WEBSOCKET__TARGETS[0].bogus"),
         ("ws://a/,ws://a/", "two targets share the name 'ws://a/'"),
-        ("[not json", "COLLECTOR_WEBSOCKET__TARGETS='[not json': not valid JSON"),
+        ("[not json", "COLLECTOR_WEBSOCKET__TARGETS (value not shown: it can hold secrets): not valid JSON"),
     ],
 )
 def test_rejected_targets_name_the_variable(
@@ -204,3 +204,58 @@ def test_rejected_source_defaults_name_the_variable(monkeypatch: pytest.MonkeyPa
 def test_unconfigured_source_is_off() -> None:
     assert not WebSocketSettings().is_enabled()
     assert WebSocketSettings(probe_allow=["ws://127.0.0.1:*"]).is_enabled()
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("ws://127.0.0.1:1/ws", True),
+        ("ws://127.0.0.1:1/wsx", False),  # globs match whole segments: `/ws*` is /ws and below
+        ("ws://127.0.0.1:1/ws/../admin", False),  # dot segments are resolved before matching
+        ("ws://127.0.0.1:1/ws/%2e%2e/admin", False),  # also when percent-encoded
+        ("ws://127.0.0.1:1/%77s", True),  # %77 is `w`: the same path as /ws
+        ("ws://127.0.0.1:1/ws/x/y", True),
+        ("ws://127.0.0.1:1/one/x", True),  # a `*` segment is one segment
+        ("ws://127.0.0.1:1/one/x/y", False),
+        ("ws://127.0.0.1:1/one", False),
+        ("ws://127.0.0.1:1/ws?x=1", False),  # no query unless the pattern has one
+        ("ws://127.0.0.1:1/ws#frag", False),
+        ("ws://127.0.0.1:1/ws\r\nX-Injected: 1", False),  # control characters are refused, not stripped
+        ("ws://127.0.0.1:1/ws%0d%0aX: 1", False),
+        ("ws://127.0.0.1:1/app/a/b/c", True),  # `**` spans segments
+        ("ws://127.0.0.1:1/app/../ws/../../etc", False),
+        ("ws://127.0.0.1:1/feed?room=42", True),
+        ("ws://127.0.0.1:1/feed?room=42&admin=1", False),
+    ],
+)
+def test_probe_allow_list_normalises_paths_and_matches_whole_segments(url: str, ok: bool) -> None:
+    patterns = [
+        "ws://127.0.0.1:*/ws*",
+        "ws://127.0.0.1:*/one/*",
+        "ws://127.0.0.1:*/app/**",
+        "ws://127.0.0.1:*/feed?room=[0-9][0-9]",
+    ]
+    assert allowed(url, patterns) is ok
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("WS://Example.COM:80/a/./b/../c", "ws://example.com:80/a/c"),
+        ("ws://h/a b", "ws://h/a%20b"),  # raw spaces are encoded: never raw on the request line
+        ("ws://h/%7euser/%2f", "ws://h/~user/%2F"),  # unreserved decoded, reserved upper-cased
+        ("ws://h", "ws://h/"),
+        ("ws://h/é", "ws://h/%C3%A9"),
+        ("ws://h/%zz", None),
+        ("ws://h/\x00", None),
+        ("ws://h/\t", None),
+        ("ws://u:p@h/", None),
+        ("http://h/", None),
+    ],
+)
+def test_normalised_probe_urls_carry_no_raw_space_or_control_character(url: str, normal: str | None) -> None:
+    from collector.sources.websocket.logic import normalize_ws_url
+
+    assert normalize_ws_url(url) == normal
+    if normal is not None:
+        assert not any(ord(c) <= 0x20 or ord(c) >= 0x7F for c in normal)

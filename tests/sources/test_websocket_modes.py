@@ -220,3 +220,28 @@ async def test_collector_process_probes_targets_from_env(tmp_path: Path) -> None
         finally:
             assert await asyncio.to_thread(proc.terminate) == 0
     assert "from-a-file" not in proc.stderr()
+
+
+async def test_probe_sends_the_normalised_path_on_the_request_line(tmp_path: Path) -> None:
+    lines: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append(await reader.readline())
+        writer.close()
+
+    server = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = settings(tmp_path, [], probe_allow=f"ws://127.0.0.1:{port}/allowed/*")
+        async with serve(cfg) as app:
+            status, _ = await _get(
+                app.url + "/probe", params={"target": f"ws://127.0.0.1:{port}/allowed/a b"}
+            )
+            assert status == 200
+            status, _ = await _get(
+                app.url + "/probe", params={"target": f"ws://127.0.0.1:{port}/allowed/../../secret"}
+            )
+            assert status == 403
+    finally:
+        server.close()
+    assert lines == [b"GET /allowed/a%20b HTTP/1.1\r\n"]

@@ -51,7 +51,9 @@ def authorized(header: str | None, token: str) -> bool:
     """Constant-time check of `Authorization: Bearer <token>`."""
     if not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode them back the same way, so
+    # invalid UTF-8 is compared (and fails) instead of raising UnicodeEncodeError.
+    return hmac.compare_digest(header[7:].strip().encode("utf-8", "surrogateescape"), token.encode())
 
 
 def parse_ci_deployment(body: bytes, now: float) -> tuple[str, str, Deployment]:

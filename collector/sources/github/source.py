@@ -120,6 +120,9 @@ class GitHubSource:
         signature = request.headers.get("X-Hub-Signature-256")
         if not signature:
             return self._reject(event, "missing_signature", 401, "X-Hub-Signature-256 is missing", delivery)
+        if not signature.isascii():
+            # `sha256=<hex>` is ASCII; gidgethub's compare_digest raises TypeError on a non-ASCII str.
+            return self._reject(event, "invalid_signature", 401, "signature does not match", delivery)
         try:
             assert self.secret is not None
             validate_event(body, signature=signature, secret=self.secret)  # HMAC-SHA256, constant time

@@ -51,6 +51,10 @@ def verify(payload: bytes, header: str | None, secrets: Sequence[str], tolerance
     """
     if not header:
         return "signature_missing"
+    if not header.isascii():
+        # Stripe's header is ASCII (`t=<digits>,v1=<hex>`); a non-ASCII byte would reach
+        # hmac.compare_digest as a non-ASCII str, which raises TypeError instead of failing the match.
+        return "signature_malformed"
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError:

@@ -28,6 +28,7 @@ __all__ = [
     "classify",
     "earliest_expiry",
     "encode_send",
+    "normalize_ws_url",
     "reply_matches",
 ]
 
@@ -157,22 +158,123 @@ def _split_netloc(netloc: str) -> tuple[str, str]:
     return host, port
 
 
-def allowed(url: str, patterns: Iterable[str]) -> bool:
-    """Whether `/probe` may reach `url`: some pattern matches its scheme, host, port and path.
+# RFC 3986 2.3: unreserved characters are the same whether percent-encoded or not.
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# Characters that may stay raw in a path or query (RFC 3986 3.3/3.4); anything else is encoded.
+_PCHAR = _UNRESERVED | frozenset("!$&'()*+,;=:@/")
+_QCHAR = _PCHAR | frozenset("?")
 
-    A pattern is a URL whose host, port and path are shell globs matched separately, so
-    `wss://*.example.com/*` cannot match `wss://evil.test/x.example.com/`. Without a port the
-    scheme's default port is meant; without a path any path is allowed.
+
+def _normalize_part(text: str, keep: frozenset[str]) -> str | None:
+    """Percent-encoding normalised (RFC 3986 6.2.2.1-2): unreserved escapes decoded, other escapes
+    upper-cased, raw characters outside `keep` encoded. None for a control character (raw or encoded)
+    or a broken escape: such a target is refused, never sent."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "%":
+            code = text[i + 1 : i + 3]
+            if len(code) != 2 or any(c not in "0123456789abcdefABCDEF" for c in code):
+                return None
+            value = int(code, 16)
+            if value < 0x20 or value == 0x7F:
+                return None
+            decoded = chr(value)
+            out.append(decoded if decoded in _UNRESERVED else "%" + code.upper())
+            i += 3
+            continue
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            return None
+        out.append(ch if ch in keep else "".join(f"%{b:02X}" for b in ch.encode("utf-8")))
+        i += 1
+    return "".join(out)
+
+
+def _remove_dot_segments(path: str) -> str:
+    """RFC 3986 5.2.4 on a normalised absolute path (`/ws/../admin` -> `/admin`)."""
+    segments: list[str] = []
+    parts = path.split("/")[1:]
+    for i, seg in enumerate(parts):
+        last = i == len(parts) - 1
+        if seg == "..":
+            if segments:
+                segments.pop()
+            if last:
+                segments.append("")
+        elif seg == ".":
+            if last:
+                segments.append("")
+        else:
+            segments.append(seg)
+    return "/" + "/".join(segments)
+
+
+def normalize_ws_url(url: str) -> str | None:
+    """The URL `/probe` would connect to, normalised so the allow-list and the wire see the same thing:
+    lower-case scheme and host, dot segments removed, percent-encoding normalised, no fragment.
+
+    Returns None for anything that is not a plain ws:// or wss:// URL: credentials, a fragment, a bad
+    port, whitespace in the host, or a control character anywhere.
     """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return None
     try:
         parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        port = parts.port
     except ValueError:
-        return False
-    if parts.scheme not in ("ws", "wss") or not parts.hostname or "@" in parts.netloc:
-        return False
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in ("ws", "wss") or not parts.hostname or "@" in parts.netloc or parts.fragment:
+        return None
+    if "#" in url or any(c in parts.netloc for c in " %\\"):
+        return None
     host = parts.hostname.lower()
-    path = parts.path or "/"
+    path = _normalize_part(parts.path or "/", _PCHAR)
+    query = _normalize_part(parts.query, _QCHAR)
+    if path is None or query is None or not path.startswith("/"):
+        return None
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{_remove_dot_segments(path)}" + (f"?{query}" if query else "")
+
+
+def _segments_match(path: list[str], pattern: list[str]) -> bool:
+    """Path globs over whole segments: a `*` segment is any one segment, a `**` segment any number
+    (zero included), and a last segment ending in `*` (`/ws*`) is that segment and anything below it
+    (`/ws`, `/ws/x`, never `/wsx`). Every other segment must equal the path's exactly."""
+    if not pattern:
+        return not path
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_segments_match(path[i:], rest) for i in range(len(path) + 1))
+    if not path:
+        return False
+    if head == "*":
+        return _segments_match(path[1:], rest)
+    if not rest and head.endswith("*"):
+        return path[0] == head[:-1]
+    return path[0] == head and _segments_match(path[1:], rest)
+
+
+def allowed(url: str, patterns: Iterable[str]) -> bool:
+    """Whether `/probe` may reach `url`: some pattern matches its scheme, host, port, path and query.
+
+    A pattern is a URL whose host, port and path are shell globs matched separately, so
+    `wss://*.example.com/*` cannot match `wss://evil.test/x.example.com/`. The URL is normalised first
+    (`normalize_ws_url`: `/ws/../admin` is `/admin`, `%2e%2e` is `..`), and path globs match whole
+    segments (`_segments_match`): `/ws/*` admits `/ws/x` but not `/ws/x/y`, `/ws/**` and `/ws*` admit
+    `/ws` and anything below it, never `/wsx`, `/ws/../admin` becomes `/admin` and is refused. Without a port the scheme's default port is meant; without a path any
+    path is allowed; without a query (`?...`, also a glob) no query is.
+    """
+    norm = normalize_ws_url(url)
+    if norm is None:
+        return False
+    parts = urlsplit(norm)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    host = (parts.hostname or "").lower()
+    path = parts.path.split("/")[1:]
     for pattern in patterns:
         p = urlsplit(pattern.strip())
         if p.scheme != parts.scheme:
@@ -181,7 +283,9 @@ def allowed(url: str, patterns: Iterable[str]) -> bool:
         p_port = p_port or ("443" if p.scheme == "wss" else "80")
         if not fnmatch.fnmatchcase(host, p_host) or not fnmatch.fnmatchcase(str(port), p_port):
             continue
-        if p.path and not fnmatch.fnmatchcase(path, p.path):
+        if p.path and not _segments_match(path, p.path.split("/")[1:]):
+            continue
+        if parts.query and not (p.query and fnmatch.fnmatchcase(parts.query, p.query)):
             continue
         return True
     return False

@@ -19,7 +19,15 @@ from collector.logsetup import LogFirst
 from collector.metrics import Family, MetricState
 from collector.settings import WebSocketSettings, WebSocketTarget
 from collector.source import SourceContext
-from collector.sources.websocket.logic import PHASES, REASONS, PhaseClock, ProbeResult, allowed, classify
+from collector.sources.websocket.logic import (
+    PHASES,
+    REASONS,
+    PhaseClock,
+    ProbeResult,
+    allowed,
+    classify,
+    normalize_ws_url,
+)
 from collector.sources.websocket.probe import Plan, exchange, hold, open_ws, probe_once
 
 __all__ = ["ProbeMetrics", "WebSocketSource"]
@@ -257,8 +265,11 @@ class WebSocketSource:
             if target in (plan.label, plan.target.url):
                 return plan
         if allowed(target, self.settings.probe_allow):
+            # The normalised URL is the one matched, so it is the one probed: no raw space or
+            # control character reaches the handshake's request line.
+            url = normalize_ws_url(target)
             try:
-                t = WebSocketTarget(url=target)
+                t = WebSocketTarget(url=url or "")
             except ValueError:
                 return None
             # No token: the source-wide token is only for targets the operator configured.

@@ -1,0 +1,120 @@
+"""Secret redaction for every byte the collector writes: log lines (its own and third-party loggers such
+as websockets, which print request headers at DEBUG), error lines and HTTP answers (pure, no I/O
+besides reading `token_file`s once in `from_settings`).
+
+Three rules, applied in order: every configured secret value becomes `***`; the value after a
+credential-carrying header name (`Authorization: ...`, a target's `token_header`) becomes `***`; the
+password of a URL's userinfo (`https://user:pw@host`) becomes `***`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, SecretStr
+
+if TYPE_CHECKING:
+    from collector.settings import Settings
+
+__all__ = ["MASK", "Redactor", "mask_url", "secret_values"]
+
+MASK = "***"
+#: Headers whose value is a credential wherever they appear.
+CREDENTIAL_HEADERS = (
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+)
+# A secret shorter than this would mask ordinary words; none of the collector's secrets is that short.
+_MIN_SECRET = 4
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@\"'?#]*:)[^/\s@\"'?#]*@")
+
+
+def mask_url(text: str) -> str:
+    """`scheme://user:password@host` -> `scheme://user:***@host`, anywhere in `text`."""
+    return _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
+
+
+def _secrets_in(value: Any) -> Iterable[str]:
+    if isinstance(value, SecretStr):
+        yield value.get_secret_value()
+    elif isinstance(value, BaseModel):
+        for name in type(value).model_fields:
+            yield from _secrets_in(getattr(value, name))
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _secrets_in(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _secrets_in(item)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the settings hold: `SecretStr` fields (direct or from `_FILE`), WebSocket target
+    headers, and the tokens a target reads from `token_env` or `token_file` (as they are now)."""
+    import os
+
+    out = list(_secrets_in(settings))
+    for target in settings.websocket.targets:
+        if target.token_env:
+            out.append(os.environ.get(target.token_env, ""))
+        if target.token_file is not None:
+            # An unreadable file is the probe's to report; there is nothing to mask yet.
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                out.append(Path(target.token_file).read_text(encoding="utf-8").strip())
+    for url in (settings.github.api_url, settings.stripe.api_base):
+        match = _USERINFO.search(url)
+        if match:
+            out.append(url[match.end(1) : match.end() - 1])
+    return [s for s in out if s]
+
+
+class Redactor:
+    """Masks secrets in text.
+
+    Args:
+        secrets: exact values to mask (shorter than 4 characters are ignored).
+        header_names: extra header names whose values are credentials (e.g. a `token_header`).
+    """
+
+    def __init__(self, secrets: Iterable[str] = (), header_names: Iterable[str] = ()) -> None:
+        values = {s for s in secrets if len(s) >= _MIN_SECRET}
+        # Also as they appear inside JSON strings (quotes and backslashes escaped).
+        values |= {json.dumps(s, ensure_ascii=False)[1:-1] for s in values}
+        self.secrets = sorted(values, key=len, reverse=True)
+        names = sorted({*CREDENTIAL_HEADERS, *(h.lower() for h in header_names if h)}, key=len, reverse=True)
+        self._header = re.compile(
+            r"(?i)(?<![\w-])(" + "|".join(re.escape(n) for n in names) + r")(\"?\s*[:=]\s*\"?)([^\r\n\"',}]+)"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Redactor:
+        headers: set[str] = set()
+        for target in settings.websocket.targets:
+            headers.add(target.token_header)
+            headers.update(target.headers)
+        return cls(secret_values(settings), headers)
+
+    def __call__(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        text = self._header.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+        return mask_url(text)
+
+    def bytes(self, data: bytes) -> bytes:
+        """The exact-value rule on bytes (HTTP bodies): cheap enough for every answer but /metrics."""
+        for secret in self.secrets:
+            raw = secret.encode("utf-8", "surrogateescape")
+            if raw in data:
+                data = data.replace(raw, MASK.encode())
+        return data

@@ -1,0 +1,100 @@
+"""Request budgets: each route class has its own concurrency limit per listener, and one client
+address may hold only a share of it, so slow webhook bodies or an auth flood cannot take the slots
+that liveness, readiness and `/metrics` need (pure bookkeeping, no I/O)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collector.settings import HttpSettings
+
+__all__ = ["ROUTE_CLASSES", "Budgets", "Slot", "route_class_of"]
+
+#: Every route class, each with its own budget (a bounded label value by construction).
+ROUTE_CLASSES = ("health", "metrics", "ingest", "probe", "other")
+
+
+def route_class_of(canonical: str | None) -> str:
+    """The class of a matched route's canonical path (None: no route matched, e.g. a 404).
+
+    Decided on the canonical path of the matched route, never the raw request path, like the auth
+    decision, so a crafted path cannot borrow the health class's capacity.
+    """
+    if canonical is None:
+        return "other"
+    if canonical in ("/health", "/health/live", "/health/ready"):
+        return "health"
+    if canonical == "/metrics":
+        return "metrics"
+    if canonical.startswith("/webhooks/") or canonical == "/deployments":
+        return "ingest"
+    if canonical == "/probe":
+        return "probe"
+    return "other"
+
+
+def _limits(http: HttpSettings) -> dict[str, int]:
+    return {
+        "health": http.max_concurrent_health,
+        "metrics": http.max_concurrent_scrapes,
+        "ingest": http.max_concurrent_requests,
+        "probe": http.max_concurrent_probes,
+        "other": http.max_concurrent_other,
+    }
+
+
+@dataclass
+class Slot:
+    """One admitted request; `release` gives its capacity back (idempotent)."""
+
+    budgets: Budgets
+    key: tuple[str, str]
+    client: tuple[str, str, str]
+    released: bool = False
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        b = self.budgets
+        b.in_flight[self.key] -= 1
+        left = b.per_client[self.client] - 1
+        if left:
+            b.per_client[self.client] = left
+        else:
+            del b.per_client[self.client]  # the map holds only clients with requests in flight
+
+
+@dataclass
+class Budgets:
+    """In-flight requests per (listener, class) and per (listener, class, client address).
+
+    Args:
+        http: the limits (`COLLECTOR_HTTP__MAX_CONCURRENT_*`, `COLLECTOR_HTTP__MAX_CLIENT_SHARE`).
+    """
+
+    http: HttpSettings
+    in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
+    per_client: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def limit(self, route_class: str) -> int:
+        return _limits(self.http)[route_class]
+
+    def client_limit(self, route_class: str) -> int:
+        """How many of a class's slots one address may hold: a share of the budget, at least one."""
+        return max(1, math.floor(self.limit(route_class) * self.http.max_client_share))
+
+    def acquire(self, listener: str, route_class: str, client: str) -> Slot | str:
+        """A slot, or the refusal reason: `concurrency` (the class is full) or `client_concurrency`."""
+        key = (listener, route_class)
+        ckey = (listener, route_class, client)
+        if self.in_flight.get(key, 0) >= self.limit(route_class):
+            return "concurrency"
+        if self.per_client.get(ckey, 0) >= self.client_limit(route_class):
+            return "client_concurrency"
+        self.in_flight[key] = self.in_flight.get(key, 0) + 1
+        self.per_client[ckey] = self.per_client.get(ckey, 0) + 1
+        return Slot(self, key, ckey)
