@@ -38,8 +38,9 @@ def _free_port() -> int:
 class Daemon:
     """The collector tailing one log file with the benchmark rules."""
 
-    def __init__(self, log: Path, data: Path) -> None:
+    def __init__(self, log: Path, data: Path, env: dict[str, str] | None = None) -> None:
         self.port = _free_port()
+        overrides = env
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
         env.update(
             COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
@@ -49,6 +50,7 @@ class Daemon:
             COLLECTOR_LOGS__RULES=str(RULES),
             COLLECTOR_LOG_LEVEL="WARNING",
         )
+        env.update(overrides or {})
         self.stderr = (data / "collector.stderr").open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "collector"], env=env, stderr=self.stderr)
         self.ps = psutil.Process(self.proc.pid)
@@ -67,15 +69,15 @@ class Daemon:
                 total += float(line.rsplit(b" ", 1)[1])
         return int(total)
 
-    def wait_for(self, count: int, timeout: float) -> float:
-        """Poll until `count` lines are visible; the monotonic time they were."""
+    def wait_for(self, count: int, timeout: float, every: float = 0.005) -> float:
+        """Poll every `every` seconds until `count` lines are visible; the monotonic time they were."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"collector exited {self.proc.returncode}")
             if self.lines() >= count:
                 return time.monotonic()
-            time.sleep(0.005)
+            time.sleep(every)
         raise RuntimeError(f"only {self.lines()} of {count} lines visible after {timeout} s")
 
     def cpu(self) -> float:

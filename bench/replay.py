@@ -25,6 +25,33 @@ MTAIL_PROG = BENCH / "app.mtail"
 LABEL_MAP = {"status": "status_code"}
 DROP_LABELS = {"prog"}
 
+#: The decode floor: msgspec `decode_lines` of the same file into the fields bench/app_rules.yaml
+#: reads, nothing else (no rules, no metrics), in the same 4 MiB chunks; a child process like ours.
+DECODE_FLOOR = """
+import sys, msgspec
+class L(msgspec.Struct):
+    message: str | None = None
+    method: str | None = None
+    route: str | None = None
+    status: int | str | None = None
+    duration_ms: float | None = None
+    outcome: str | None = None
+    event_type: str | None = None
+    severity: str | None = None
+    content_type: str | None = None
+    access_level: str | None = None
+dec = msgspec.json.Decoder(L)
+n = 0
+with open(sys.argv[1], "rb") as f:
+    rest = b""
+    while chunk := f.read(4 << 20):
+        buf = rest + chunk
+        cut = buf.rfind(b"\\n") + 1
+        n += len(dec.decode_lines(buf[:cut]))
+        rest = buf[cut:]
+print(n)
+"""
+
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -113,13 +140,21 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
         "--port",
         "0",
     ]
+    floor_cmd = [sys.executable, "-c", DECODE_FLOOR, str(log)]
+    empty = log.with_name("empty.log")
+    empty.touch()
+    empty_cmd = [*ours_cmd[:-1], str(empty)]
     # Runs alternate (ours, mtail, ours, ...): the machine's speed drifts over minutes here, and
     # alternating lets the drift hit both sides of the ratio alike.
     ours_cpu, ours_wall, m_cpu, m_wall, text, mtext = [], [], [], [], "", ""
+    floor_cpu: list[float] = []
+    empty_cpu: list[float] = []
     for _ in range(runs):
         wall, cpu, text = run_child(ours_cmd, env)
         ours_cpu.append(cpu)
         ours_wall.append(wall)
+        floor_cpu.append(run_child(floor_cmd, env)[1])
+        empty_cpu += [run_child(empty_cmd, env)[1] for _ in range(3)]
         if mtail is not None:
             wall, cpu, mtext = run_child(cmd)
             m_cpu.append(cpu)
@@ -132,6 +167,9 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
         "collector_wall_s": statistics.median(ours_wall),
         "collector_lps_cpu": lines / statistics.median(ours_cpu),
         "collector_series": len(ours),
+        "floor_cpu_s": statistics.median(floor_cpu),
+        "floor_ratio": statistics.median(floor_cpu) / statistics.median(ours_cpu),
+        "empty_startup_cpu_ms": 1000 * statistics.median(empty_cpu),
         "http_requests": total,
     }
     if mtail is None:

@@ -113,6 +113,58 @@ async def _send_raw(url: str, bodies: list[bytes], concurrency: int) -> tuple[fl
     return time.perf_counter() - began, codes
 
 
+#: The signature-only floor: an aiohttp server whose handler reads the body, checks the
+#: Stripe-Signature header as Stripe documents it (HMAC-SHA256 of "t.body", 5-minute tolerance) and
+#: answers 200, nothing else. Same client, same events: what the HTTP stack and the check cost.
+FLOOR_SERVER = """
+import hashlib, hmac, sys, time
+from aiohttp import web
+SECRET = sys.argv[2].encode()
+async def handle(request):
+    body = await request.read()
+    parts = dict(p.split("=", 1) for p in request.headers.get("Stripe-Signature", "").split(",") if "=" in p)
+    ts = parts.get("t", "")
+    mac = hmac.new(SECRET, ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    ok = ts.isdigit() and abs(time.time() - int(ts)) <= 300 and hmac.compare_digest(mac, parts.get("v1", ""))
+    return web.Response(status=200 if ok else 400, text="ok")
+async def ready(request):
+    return web.Response(text="ok")
+app = web.Application()
+app.add_routes([web.post("/webhooks/stripe", handle), web.get("/health/ready", ready)])
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def bench_floor(events: int, concurrency: int = 32, runs: int = 1) -> dict[str, Any]:
+    """The signature-only floor: events/s and events per server CPU-second (median of `runs`)."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_SERVER, str(port), SECRET], stderr=subprocess.DEVNULL
+    )
+    base = f"http://127.0.0.1:{port}"
+    rates, cpu_ms = [], []
+    try:
+        asyncio.run(_wait_ready(base))
+        server = psutil.Process(proc.pid)
+        for run in range(runs):
+            bodies = _bodies(events, 50 + run)
+            before = sum(server.cpu_times()[:2])
+            elapsed, codes = asyncio.run(_send_raw(base + "/webhooks/stripe", bodies, concurrency))
+            cpu = sum(server.cpu_times()[:2]) - before
+            if set(codes) != {200}:
+                raise RuntimeError(f"floor server answered {codes}")
+            rates.append(events / elapsed)
+            cpu_ms.append(cpu / events * 1e3)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    per = statistics.median(cpu_ms)
+    return {
+        "events_per_s": statistics.median(rates),
+        "events_per_server_cpu_s": 1e3 / per if per > 0 else float("inf"),
+    }
+
+
 def _metric(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for line in text.splitlines():

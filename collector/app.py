@@ -20,7 +20,7 @@ from collector.metrics import MetricState
 from collector.selfmetrics import SelfMetrics
 from collector.settings import Settings
 from collector.source import Source, SourceContext, supervise
-from collector.sources import SOURCES
+from collector.sources import SOURCES, SourceRef
 from collector.store import StateStore
 from collector.web import install as install_web_security
 
@@ -49,14 +49,15 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 def build_app(
     settings: Settings,
-    sources: Mapping[str, type] | None = None,
+    sources: Mapping[str, type | SourceRef] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """Build the aiohttp application with every enabled source; nothing starts until the app does.
 
     Args:
         settings: validated settings.
-        sources: settings field name -> source class; `collector.sources.SOURCES` by default.
+        sources: settings field name -> source class (or `SourceRef`); `collector.sources.SOURCES` by
+            default.
         clock: wall clock handed to sources (tests may freeze it).
     """
     self_metrics = SelfMetrics()
@@ -65,10 +66,11 @@ def build_app(
         settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc()
     )
     runtime = Runtime(settings, metrics, self_metrics, store, clock)
-    for name, cls in (SOURCES if sources is None else sources).items():
+    for name, entry in (SOURCES if sources is None else sources).items():
         cfg = getattr(settings, name)
         if not cfg.is_enabled():
             continue
+        cls = entry.load() if isinstance(entry, SourceRef) else entry  # imported only when enabled
         ctx = SourceContext(
             name=name,
             settings=cfg,

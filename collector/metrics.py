@@ -52,6 +52,8 @@ class Family:
         buckets: histogram upper bounds (seconds, bytes, ...), ascending, without +Inf.
         max_series: series limit; label sets beyond it fold into one `__overflow__` series.
         on_overflow: called with the family name each time a new label set is folded.
+        track_changes: keep the set of series changed since `take_changes()` (checkpoints write only
+            those); `collector replay` never checkpoints and does not pay for it.
 
     Raises:
         MetricDefinitionError: on an invalid name, label or bucket list.
@@ -62,6 +64,7 @@ class Family:
         "_template",
         "_text",
         "buckets",
+        "changed",
         "fold",
         "help",
         "kind",
@@ -70,6 +73,7 @@ class Family:
         "name",
         "on_overflow",
         "overflow_key",
+        "rewrite",
         "series",
     )
 
@@ -82,6 +86,7 @@ class Family:
         buckets: Sequence[float] | None = None,
         max_series: int = 10_000,
         on_overflow: Callable[[str], None] | None = None,
+        track_changes: bool = True,
     ) -> None:
         _validate(name, kind, labelnames, buckets)
         self.name = name
@@ -104,6 +109,12 @@ class Family:
         self._template = ""
         # rendered text of the whole family per format, dropped on any change
         self._text: dict[bool, str] = {}
+        # -- change tracking, for checkpoints that write only what changed (see `take_changes`) --
+        # keys of series set, updated or removed since the last `take_changes()`; code that writes
+        # `series` directly (compiled rules) adds to it too. The set object is never replaced.
+        self.changed: set[tuple[str, ...]] | None = set() if track_changes else None
+        # every series must be written again (new, cleared or restored family): `changed` is not enough
+        self.rewrite = True
 
     # -- identity ---------------------------------------------------------------------------------
     def signature(self) -> tuple[Any, ...]:
@@ -140,12 +151,16 @@ class Family:
             value = series.get(labels, 0)
         series[labels] = value + amount
         self._text.clear()
+        if self.changed is not None:
+            self.changed.add(labels)
 
     def set(self, labels: tuple[str, ...], value: float) -> None:
         if labels not in self.series:
             labels = self.admit(labels)
         self.series[labels] = float(value)
         self._text.clear()
+        if self.changed is not None:
+            self.changed.add(labels)
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
         cells = self.series.get(labels)
@@ -157,19 +172,47 @@ class Family:
         cells[bisect_left(self.buckets, value)] += 1
         cells[-1] += value
         self._text.clear()
+        if self.changed is not None:
+            self.changed.add(labels)
 
     def remove(self, labels: tuple[str, ...]) -> None:
         if self.series.pop(labels, None) is not None:
             self._text.clear()
+            if self.changed is not None:
+                self.changed.add(labels)
 
     def clear(self) -> None:
         self.series.clear()
         self._keys, self._template = [], ""
         self._text.clear()
+        if self.changed is not None:
+            self.changed.clear()
+        self.rewrite = True
 
     def touch(self) -> None:
         """Mark the family changed after code updated `series` directly (compiled rules do)."""
         self._text.clear()
+
+    # -- change tracking --------------------------------------------------------------------------
+    def take_changes(self) -> tuple[bool, list[tuple[str, ...]]]:
+        """What changed since the last call: (every series must be rewritten, keys set or removed).
+
+        An untracked family always answers "rewrite everything". Call it together with reading the
+        values (no await in between), so no update falls between what is taken and what is written.
+        """
+        changed, rewrite = self.changed, self.rewrite
+        self.rewrite = False
+        if changed is None:
+            return True, []
+        keys = list(changed)
+        changed.clear()
+        return rewrite, keys
+
+    def mark_saved(self) -> None:
+        """The stored copy is exactly `series` (just restored from it): nothing to write yet."""
+        if self.changed is not None:
+            self.changed.clear()
+            self.rewrite = False
 
     # -- persistence ------------------------------------------------------------------------------
     def snapshot(self) -> list[list[Any]]:
@@ -229,11 +272,14 @@ class MetricState:
 
     Args:
         on_overflow: passed to every family created here (counts folded label sets).
+        track_changes: families keep the series changed since the last checkpoint (see
+            `Family.take_changes`); False where nothing is checkpointed (`collector replay`).
     """
 
-    def __init__(self, on_overflow: Callable[[str], None] | None = None) -> None:
+    def __init__(self, on_overflow: Callable[[str], None] | None = None, track_changes: bool = True) -> None:
         self.families: dict[str, Family] = {}
         self.on_overflow = on_overflow
+        self.track_changes = track_changes
 
     def family(
         self,
@@ -249,7 +295,7 @@ class MetricState:
         Raises:
             MetricDefinitionError: the name is taken by a family of another type, labels or buckets.
         """
-        fam = Family(name, kind, help, labelnames, buckets, max_series, self.on_overflow)
+        fam = Family(name, kind, help, labelnames, buckets, max_series, self.on_overflow, self.track_changes)
         existing = self.families.get(name)
         if existing is not None:
             if existing.signature() != fam.signature():

@@ -233,7 +233,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     )
     rules_path = args.rules if args.rules is not None else logs.rules
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="collector: %(message)s")
-    metrics = MetricState()
+    metrics = MetricState(track_changes=False)  # nothing is checkpointed: skip change tracking
     try:
         ruleset = RuleSet(
             metrics, logging.getLogger("collector.replay"), presets, rules_path, logs.max_series

@@ -12,10 +12,11 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SCHEMA_VERSION", "StateStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "SeriesDelta", "StateStore", "StoreError"]
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -27,6 +28,14 @@ CREATE TABLE IF NOT EXISTS kv (
     key   TEXT NOT NULL,
     value BLOB NOT NULL,
     PRIMARY KEY (owner, key)
+) WITHOUT ROWID;
+-- one row per metric series, so a checkpoint rewrites only the series that changed
+CREATE TABLE IF NOT EXISTS series (
+    owner  TEXT NOT NULL,
+    family TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  TEXT NOT NULL,
+    PRIMARY KEY (owner, family, key)
 ) WITHOUT ROWID;
 """
 
@@ -159,9 +168,39 @@ class StateStore:
     async def delete(self, owner: str, keys: Iterable[str]) -> None:
         await self.call(_delete, owner, list(keys))
 
+    async def put_with_series(
+        self, owner: str, items: Iterable[tuple[str, bytes | str]], delta: SeriesDelta
+    ) -> None:
+        """Write kv items and a series delta of one owner in one transaction (all or nothing)."""
+        await self.call(_put_with_series, owner, list(items), delta)
+
+    async def series_rows(self, owner: str, decode: Callable[[str, str, str], Any]) -> list[Any]:
+        """Every series row of `owner` as `decode(family, key, value)`, decoded on the store thread."""
+        return await self.call(_series_rows, owner, decode)
+
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
         return await self.call(_in_transaction, fn)
+
+
+@dataclass
+class SeriesDelta:
+    """Changes to one owner's rows of the `series` table, written with its kv items in one transaction.
+
+    Keys and values are opaque text (the owner encodes them); `drop` runs first, so a family can be
+    dropped and written again whole in the same delta.
+    """
+
+    drop: list[str] = field(default_factory=list)  # families whose every row is deleted
+    # (family, key, value); may be lazy (a generator consumed on the store thread), then
+    # `upserts` says how many rows it yields
+    upsert: Iterable[tuple[str, str, str]] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)  # (family, key)
+    upserts: int | None = None
+
+    def __bool__(self) -> bool:
+        rows = self.upserts if self.upserts is not None else len(list(self.upsert))
+        return bool(self.drop or rows or self.delete)
 
 
 class _Incompatible(Exception):
@@ -191,6 +230,34 @@ def _put(conn: sqlite3.Connection, owner: str, items: list[tuple[str, bytes | st
         )
 
     _in_transaction(conn, write)
+
+
+def _put_with_series(
+    conn: sqlite3.Connection, owner: str, items: list[tuple[str, bytes | str]], delta: SeriesDelta
+) -> None:
+    def write(c: sqlite3.Connection) -> None:
+        c.executemany("DELETE FROM series WHERE owner=? AND family=?", [(owner, name) for name in delta.drop])
+        c.executemany(
+            "INSERT INTO series (owner, family, key, value) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (owner, family, key) DO UPDATE SET value=excluded.value",
+            ((owner, f, k, v) for f, k, v in delta.upsert),
+        )
+        c.executemany(
+            "DELETE FROM series WHERE owner=? AND family=? AND key=?",
+            [(owner, f, k) for f, k in delta.delete],
+        )
+        c.executemany(
+            "INSERT INTO kv (owner, key, value) VALUES (?, ?, ?) "
+            "ON CONFLICT (owner, key) DO UPDATE SET value=excluded.value",
+            [(owner, k, _as_bytes(v)) for k, v in items],
+        )
+
+    _in_transaction(conn, write)
+
+
+def _series_rows(conn: sqlite3.Connection, owner: str, decode: Callable[[str, str, str], T]) -> list[T]:
+    cur = conn.execute("SELECT family, key, value FROM series WHERE owner=?", (owner,))
+    return [decode(f, k, v) for f, k, v in cur]
 
 
 def _delete(conn: sqlite3.Connection, owner: str, keys: list[str]) -> None:

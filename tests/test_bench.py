@@ -52,7 +52,10 @@ def test_short_mode_runs_and_every_count_agrees(tmp_path: Path, capsys: pytest.C
     else:
         assert replay["mtail"].startswith("skipped")
     assert figures["scrape"]["samples"] >= 10_000 + 1_000 * 14  # + the self-metrics
-    assert figures["daemon_latency"]["samples"] > 0
+    assert figures["daemon_latency_1000"]["samples"] > 0 and figures["daemon_latency_20000"]["samples"] > 0
+    assert [r["rate"] for r in figures["sidecar"]["rows"]] == [0, 1_000]
+    state = {r["series"]: r for r in figures["state"]["rows"]}
+    assert set(state) == {0, 10_000} and all(r["rss_mb"] > 0 for r in state.values())
     webhooks = figures["webhooks"]
     assert (webhooks["processed"], webhooks["payments"], webhooks["duplicates"]) == (300, 300, 30)
     assert webhooks["exactly_once"] is True

@@ -88,7 +88,7 @@ async def test_killing_each_source_mid_run_changes_no_counter(tmp_path: Path) ->
                 "interval": 3600,  # one probe per run of the source: a restart makes exactly one more
             },
         )
-        sources = {name: crashable(cls) for name, cls in SOURCES.items()}
+        sources = {name: crashable(ref.load()) for name, ref in SOURCES.items()}  # each class, imported
         async with serve(settings, sources) as c:
             while not all(ctx.status.state == "running" for _s, ctx in c.runtime.sources):
                 await asyncio.sleep(0.02)

@@ -55,7 +55,7 @@ def add_parser(sub: Any) -> None:
 
 
 def collector_env(
-    sources: Mapping[str, type], fields: set[str], log_dir: Path, data_dir: Path, ws_url: str, app_pid: int
+    sources: Mapping[str, object], fields: set[str], log_dir: Path, data_dir: Path, ws_url: str, app_pid: int
 ) -> tuple[dict[str, str], list[str]]:
     """The `COLLECTOR_*` settings that point every available source at the synthetic app.
 

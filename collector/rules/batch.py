@@ -131,6 +131,8 @@ class _Observe:
             for b, n in Counter(map(self.bucket, vals)).items():
                 c[b] += n
         c[-1] = total
+        if fam.changed is not None:
+            fam.changed.add(a)
         if self.stamps is not None:
             self.stamps[a] = self.now[0]
 
@@ -196,6 +198,8 @@ class _Group:
                             for _ in range(count - 1):  # admit() counted one; every line is an update
                                 fam.on_overflow(fam.name)
                         fam.series[k] = fam.series.get(k, 0) + count
+                        if fam.changed is not None:
+                            fam.changed.add(k)
                         stamps = self.stamps[j]
                         if stamps is not None:
                             stamps[k] = stamp

@@ -335,6 +335,8 @@ def generate_group(
                 body.append(f"{ind}{s}[k] = x")
         else:
             body.append(f"{ind}{s}[k] = float(v)")
+        if fam.changed is not None:  # the checkpoint writes only the series that changed
+            body.append(f"{ind}{g.const(fam.changed, 'D')}.add(k)")
         if fam.name in seen:
             body.append(f"{ind}{g.const(seen[fam.name], 'E')}[k] = NOW[0]")
         body.append(f"{ind}hit = True")

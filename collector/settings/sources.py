@@ -85,6 +85,13 @@ class LogsSettings(SourceSettings):
     poll_interval: float = Field(
         default=1.0, gt=0, le=60, description="Polling fallback period when file notifications are missed."
     )
+    read_window: float = Field(
+        default=0.25,
+        ge=0.01,
+        le=5,
+        description="Latency budget (seconds): change notifications are coalesced so files are read at "
+        "most once per window; a trickle of lines is read in batches instead of waking per write.",
+    )
     preset: CommaList = Field(
         default_factory=list, description="Rule presets by name (winston, pino-http, ...)."
     )

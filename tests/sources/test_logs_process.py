@@ -58,10 +58,11 @@ def _ready(proc: CollectorProcess, timeout: float = 30.0) -> None:
 def _checkpointed_info_count(tmp_path: Path) -> float:
     """`app_log_lines_total{level="info"}` as the last committed checkpoint holds it."""
     with sqlite3.connect(tmp_path / "data" / "state.db") as conn:
-        row = conn.execute("SELECT value FROM kv WHERE owner='logs' AND key='checkpoint'").fetchone()
-    data = json.loads(bytes(row[0]))
-    series = data["metrics"].get("app_log_lines_total", {}).get("series", [])
-    return sum(v for labels, v in series if labels == ["info"])
+        row = conn.execute(
+            "SELECT value FROM series WHERE owner='logs' AND family='app_log_lines_total' AND key=?",
+            (json.dumps(["info"]),),
+        ).fetchone()
+    return 0.0 if row is None else float(json.loads(row[0]))
 
 
 def test_kill_9_mid_burst_then_restart_counts_every_line_exactly_once(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 One task owns the tailer: scan (worker thread) -> decide (loop) -> read chunks (worker thread) ->
 consume and advance (loop, one synchronous step). Every `checkpoint_interval` seconds, between two
-steps, offsets + fingerprints + the line-counting metric families are written in ONE store
-transaction; on start that state is restored and reading resumes from those offsets, so lines read
+steps, offsets + fingerprints + the line-counting metric series that changed are written in ONE store
+transaction (nothing when nothing changed, see `checkpoint.py`); on start that state is restored and reading resumes from those offsets, so lines read
 after the last checkpoint are read again into state that has not seen them.
 """
 
@@ -11,27 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-import watchfiles
 from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
+from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
 from collector.source import SourceContext
+from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.scan import FileObs, scan
 from collector.sources.logs.tailer import Tailer
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 
-#: Store owner/key of the checkpoint (one JSON document: offsets, fingerprints, metric state).
+#: Store owner/key of the checkpoint document (offsets, fingerprints, family signatures); the metric
+#: series are rows of the store's `series` table under the same owner (see `checkpoint.py`).
 OWNER = "logs"
 CHECKPOINT_KEY = "checkpoint"
-CHECKPOINT_VERSION = 1
 
 
 class LogsSource:
@@ -51,7 +53,10 @@ class LogsSource:
             self.consumer_error = exc
         self.tailer: Tailer | None = None
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
+        self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
         self.wake = asyncio.Event()
+        self.last_pass = 0.0  # monotonic start of the last read pass (notifications coalesce after it)
+        self.busy_until = 0.0  # monotonic time until which files count as busy (lines kept coming)
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -96,7 +101,13 @@ class LogsSource:
                 tasks.append(asyncio.create_task(run_consumer(self.ctx.stop), name="logs-consumer"))
             never = lambda _fo: False  # noqa: E731 - files found after the first scan start at 0
             while not self.ctx.stop.is_set():
-                await self._read_all(tailer)
+                moved = await self._read_all(tailer)
+                now = time.monotonic()
+                if moved:  # busy: poll once per read window, without per-write notifications
+                    self.busy_until = now + max(1.0, 4 * self.settings.read_window)
+                    watcher.pause()
+                elif now >= self.busy_until:  # quiet again: notifications wake us
+                    watcher.resume()
                 tailer.expire(time.monotonic())
                 tailer.update_gauges()
                 if self._checkpoint_due():
@@ -121,18 +132,31 @@ class LogsSource:
                 await self._checkpoint(tailer)
             tailer.close()
 
-    async def _read_all(self, tailer: Tailer) -> None:
+    async def _read_all(self, tailer: Tailer) -> bool:
+        """Read every stream to its end; True when any bytes were consumed."""
+        self.last_pass = time.monotonic()
+        before = sum(s.offset for s in tailer.streams.values())
+
         async def between() -> None:
             if self._checkpoint_due():
                 await self._checkpoint(tailer)
 
         for s in list(tailer.streams.values()):
             if self.ctx.stop.is_set():
-                return
+                break
             await tailer.read(s, self.ctx.stop, between)
+        return sum(s.offset for s in tailer.streams.values()) != before
 
     async def _wait(self) -> None:
-        timeout = self.settings.poll_interval
+        now = time.monotonic()
+        # Busy (and one window after notifications resume, so nothing written while they were being
+        # re-armed waits for the poll): the next pass is one read window away.
+        busy = now < self.busy_until + self.settings.read_window
+        timeout = (
+            min(self.settings.read_window, self.settings.poll_interval)
+            if busy
+            else self.settings.poll_interval
+        )
         if self.last_checkpoint is not None:
             due = self.last_checkpoint + self.settings.checkpoint_interval - time.monotonic()
             timeout = max(0.0, min(timeout, due))
@@ -140,6 +164,11 @@ class LogsSource:
         wake = asyncio.ensure_future(self.wake.wait())
         try:
             await asyncio.wait((stop, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            # Coalesce: a notification soon after a read pass waits for the rest of the read window,
+            # so a trickle of lines costs one pass per window, not one per write (the latency budget).
+            hold = self.last_pass + self.settings.read_window - time.monotonic()
+            if wake.done() and hold > 0 and not stop.done():
+                await asyncio.wait((stop,), timeout=hold)
         finally:
             stop.cancel()
             wake.cancel()
@@ -149,33 +178,34 @@ class LogsSource:
         last = self.last_checkpoint
         return last is None or time.monotonic() - last >= self.settings.checkpoint_interval
 
-    def _state(self, tailer: Tailer) -> bytes:
-        """Offsets and metric state taken together between two steps (no await here)."""
+    def _families(self, tailer: Tailer) -> list[str]:
         assert self.consumer is not None
-        names = [*self.consumer.family_names(), *tailer.checkpoint_families()]
-        # state a consumer keeps between lines (a join's pending requests) goes with the offsets
-        consumer_state = getattr(self.consumer, "checkpoint_state", None)
-        return msgspec.json.encode(
-            {
-                "version": CHECKPOINT_VERSION,
-                "patterns": list(self.settings.paths),
-                "streams": tailer.snapshot(),
-                "metrics": self.ctx.metrics.snapshot(names),
-                "consumer": consumer_state() if consumer_state is not None else None,
-            }
-        )
+        return [*self.consumer.family_names(), *tailer.checkpoint_families()]
 
     async def _checkpoint(self, tailer: Tailer) -> None:
-        blob = self._state(tailer)
+        # Offsets, metric changes and the state a consumer keeps between lines (a join's pending
+        # requests) taken together between two steps (no await in take()).
+        consumer_state = getattr(self.consumer, "checkpoint_state", None)
+        pending = self.checkpointer.take(
+            self._families(tailer),
+            tailer.snapshot(),
+            list(self.settings.paths),
+            consumer_state() if consumer_state is not None else None,
+        )
         began = time.monotonic()
+        if pending is None:  # the store already holds exactly this state: nothing to write
+            self.last_checkpoint = began
+            return
         try:
-            await self.ctx.store.put(OWNER, [(CHECKPOINT_KEY, blob)])
+            await self.ctx.store.put_with_series(OWNER, [(CHECKPOINT_KEY, pending.doc)], pending.delta)
         except Exception as exc:
+            self.checkpointer.failed(pending)
             self.ctx.self_metrics.store_errors.labels("logs_checkpoint").inc()
             self.ctx.error("checkpoint_failed", str(exc))
             tailer.log_first("checkpoint_failed", "cannot write the logs checkpoint", error=str(exc))
             self.last_checkpoint = began  # retry at the next interval, not in a tight loop
             return
+        self.checkpointer.committed(pending)
         self.last_checkpoint = began
 
     async def _restore(self, tailer: Tailer) -> tuple[bool, set[str]]:
@@ -184,33 +214,43 @@ class LogsSource:
         Returns:
             (first start, patterns already used at the last checkpoint)
         """
+        self.checkpointer = Checkpointer(self.ctx.metrics)
         raw = await self.ctx.store.get(OWNER, CHECKPOINT_KEY)
         if raw is None:
             return True, set()
         try:
             data: dict[str, Any] = msgspec.json.decode(raw)
-            if data.get("version") != CHECKPOINT_VERSION:
-                raise ValueError(f"unknown checkpoint version {data.get('version')!r}")
-            skipped = self.ctx.metrics.restore(data.get("metrics", {}))
-            tailer.restore(list(data.get("streams", [])))
+            if not isinstance(data, dict):
+                raise ValueError("the checkpoint is not a JSON object")
+            rows = None
+            if data.get("version") == CHECKPOINT_VERSION:
+                rows = await self.ctx.store.series_rows(OWNER, decode_row)
+            restored = self.checkpointer.restore(data, rows)
+            tailer.restore(restored.streams)
             restore_consumer = getattr(self.consumer, "restore_state", None)
             if restore_consumer is not None:
                 restore_consumer(data.get("consumer"))
         except (msgspec.DecodeError, ValueError, KeyError, TypeError) as exc:
+            for name in self._families(tailer):  # nothing half-restored stays
+                fam = self.ctx.metrics.families.get(name)
+                if fam is not None:
+                    fam.clear()
+            tailer.streams.clear()
+            self.checkpointer = Checkpointer(self.ctx.metrics)
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
                 "logs checkpoint unreadable; starting as on a first start", extra={"error": str(exc)}
             )
             return True, set()
-        if skipped:
+        if restored.skipped:
             self.ctx.log.warning(
                 "checkpointed metric families changed definition; their counts restart",
-                extra={"families": skipped},
+                extra={"families": restored.skipped},
             )
         self.ctx.log.info(
-            "resuming from checkpoint", extra={"files": len(tailer.streams), "paths": data.get("patterns")}
+            "resuming from checkpoint", extra={"files": len(tailer.streams), "paths": restored.patterns}
         )
-        return False, set(data.get("patterns", []))
+        return False, set(restored.patterns)
 
     def checkpoint_age(self) -> float | None:
         return None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
@@ -236,56 +276,84 @@ class _CheckpointAge:
 
 
 class _Watcher:
-    """watchfiles notifications on the patterns' directories; the poll interval covers what it misses."""
+    """File change notifications (watchfiles' inotify/FSEvents core) on the patterns' directories, on
+    one thread of their own; the poll interval covers what they miss.
+
+    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
+    `read_window` (COLLECTOR_LOGS__READ_WINDOW). The notifier is driven directly rather than through
+    `watchfiles.awatch`, which hops through an AnyIO worker thread for every batch of changes.
+    """
 
     def __init__(self, source: LogsSource, roots: tuple[tuple[str, bool], ...]) -> None:
         self.source = source
+        self.loop = asyncio.get_running_loop()
         self.roots: tuple[tuple[str, bool], ...] = ()
-        self.task: asyncio.Task[None] | None = None
-        self.stop = asyncio.Event()
+        self.thread: threading.Thread | None = None
+        self.stop = threading.Event()
+        self.paused = False  # while lines keep arriving: the source polls once per read window
+        self.broken: tuple[tuple[str, bool], ...] | None = None  # roots whose watch failed: poll only
         self.follow(roots)
+
+    def pause(self) -> None:
+        """Stop notifications while files are busy: each write would cost the notifier thread an
+        event, and the source reads once per window anyway."""
+        if not self.paused:
+            self.paused = True
+            self.stop.set()
+            self.thread = None
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            roots, self.roots = self.roots, ()
+            self.follow(roots)
 
     def follow(self, roots: tuple[tuple[str, bool], ...]) -> None:
         """(Re)start watching when the directories to watch changed (e.g. a log directory appeared)."""
-        if roots == self.roots:
+        if roots == self.roots and (self.thread is not None or self.paused or not roots):
             return
         self.roots = roots
-        if self.task is not None:
-            self.stop.set()
-            self.task.cancel()
-        self.stop = asyncio.Event()
-        if roots:
-            self.task = asyncio.create_task(self._watch(roots, self.stop), name="logs-watch")
+        self.stop.set()  # the old thread sees it within one step and exits
+        self.stop = threading.Event()
+        self.thread = None
+        if roots and not self.paused and roots != self.broken:
+            self.thread = threading.Thread(
+                target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
+            )
+            self.thread.start()
 
-    async def _watch(self, roots: tuple[tuple[str, bool], ...], stop: asyncio.Event) -> None:
-        src = self.source
+    def _watch(self, roots: tuple[tuple[str, bool], ...], stop: threading.Event) -> None:
+        """The notifier loop (its own thread): each batch of changes sets `wake` on the event loop."""
+        window = self.source.settings.read_window
+        # Changes are grouped for up to one read window; the notifier wakes every `step` ms to check
+        # `stop` even when idle, so it is not 10 ms (~100 wake-ups a second for nothing).
+        debounce, step = max(10, int(window * 1000)), min(100, max(10, int(window * 500)))
         try:
-            async for _changes in watchfiles.awatch(
-                *(path for path, _r in roots),
-                watch_filter=None,
-                recursive=any(r for _p, r in roots),
-                debounce=100,
-                step=10,
-                stop_event=stop,
-                ignore_permission_denied=True,
-            ):
-                src.wake.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # inotify limits, a watched directory removed, network volumes: polling carries on.
-            if src.tailer is not None:
-                src.tailer.file_errors.inc(("watch_failed",))
-                src.tailer.log_first(
-                    "watch_failed",
-                    "file change notifications unavailable; polling only",
-                    error=f"{type(exc).__name__}: {exc}",
-                    poll_interval_s=src.settings.poll_interval,
-                )
+            with RustNotify([p for p, _r in roots], False, False, 300, any(r for _p, r in roots), True) as w:
+                while not stop.is_set():
+                    changes = w.watch(debounce, step, 5000, stop)
+                    if isinstance(changes, set) and changes:
+                        self._call(self.source.wake.set)
+        except Exception as exc:  # inotify limits, a watched directory removed, network volumes
+            self._call(self._failed, roots, exc)
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def _failed(self, roots: tuple[tuple[str, bool], ...], exc: Exception) -> None:
+        self.broken = roots  # not retried at every resume: counted and logged once per set of roots
+        src = self.source
+        if src.tailer is not None:
+            src.tailer.file_errors.inc(("watch_failed",))
+            src.tailer.log_first(
+                "watch_failed",
+                "file change notifications unavailable; polling only",
+                error=f"{type(exc).__name__}: {exc}",
+                poll_interval_s=src.settings.poll_interval,
+            )
 
     async def close(self) -> None:
         self.stop.set()
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self.task
+        if self.thread is not None:
+            await asyncio.to_thread(self.thread.join, 5.0)
