@@ -42,6 +42,8 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Set by `collector run` once the listeners are bound; sources wait for it (None: start at once).
+    gate: asyncio.Event | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -61,7 +63,10 @@ def build_app(
         clock: wall clock handed to sources (tests may freeze it).
     """
     self_metrics = SelfMetrics()
-    metrics = MetricState(on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc())
+    metrics = MetricState(
+        on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc(),
+        on_family=lambda name: self_metrics.series_overflow.labels(name).inc(0),  # 0 from the start
+    )
     store = StateStore(
         settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc()
     )
@@ -81,7 +86,7 @@ def build_app(
             clock=clock,
         )
         runtime.sources.append((cls(ctx), ctx))
-        self_metrics.source_up.labels(name).set(0)
+        self_metrics.init_source(name, tuple(getattr(cls, "error_reasons", ())))
 
     # Bodies over the limit fail to read (413); collector.web counts them.
     app = web.Application(client_max_size=settings.http.max_body_bytes)
@@ -100,13 +105,18 @@ async def _on_startup(app: web.Application) -> None:
     rt.started_at = rt.clock()
     rt.tasks.append(asyncio.create_task(_open_store_then_start_sources(rt), name="startup"))
     rt.tasks.append(asyncio.create_task(_watch_loop_lag(rt), name="loop-lag"))
-    log.info(
-        "collector started",
-        extra={"listen": rt.settings.listen, "sources": [ctx.name for _s, ctx in rt.sources]},
-    )
+    # "collector started" is logged by the CLI once the listeners are bound (with their addresses).
 
 
 async def _open_store_then_start_sources(rt: Runtime) -> None:
+    if rt.gate is not None:  # wait for the listeners (or for a stop: a port clash)
+        stopping = asyncio.ensure_future(rt.stopping.wait())
+        gate = asyncio.ensure_future(rt.gate.wait())
+        await asyncio.wait((stopping, gate), return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        gate.cancel()
+        if not rt.gate.is_set():
+            return
     # Sources restore offsets and state from the store, so none starts before it is open.
     delay = 1.0
     while not rt.store.is_open:
@@ -148,4 +158,5 @@ async def _on_cleanup(app: web.Application) -> None:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     await rt.store.close()
-    log.info("collector stopped")
+    if rt.gate is None or rt.gate.is_set():  # after a port clash nothing started: the error says it all
+        log.info("collector stopped")

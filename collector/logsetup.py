@@ -1,4 +1,4 @@
-"""The collector's own logs: one JSON object per line on stderr, plus a log-the-first-few helper."""
+"""The collector's own logs: one JSON object (or one text line) per record on stderr, and a log-the-first-few helper."""
 
 from __future__ import annotations
 
@@ -9,7 +9,19 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["JsonFormatter", "LogFirst", "RedactingHandler", "setup_logging"]
+__all__ = [
+    "LIBRARY_LOGGERS",
+    "JsonFormatter",
+    "LogFirst",
+    "RedactingHandler",
+    "TextFormatter",
+    "setup_logging",
+]
+
+#: Third-party loggers held at `COLLECTOR_LOG_LEVEL_LIBRARIES` (WARNING by default): watchfiles logs
+#: "1 change detected" per write to a watched log (and feeds itself when our own log is watched),
+#: aiohttp.access one line per request, websockets one per connection.
+LIBRARY_LOGGERS = ("watchfiles", "aiohttp", "websockets", "asyncio", "gidgethub", "stripe", "urllib3")
 
 # LogRecord attributes that are not user-supplied `extra=` fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -34,6 +46,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class TextFormatter(logging.Formatter):
+    """`<ts> <LEVEL> <logger>: <msg> key=value ...` per record, for people reading a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        fields = " ".join(
+            f"{key}={_text_value(value)}"
+            for key, value in record.__dict__.items()
+            if key not in _STANDARD and not key.startswith("_")
+        )
+        line = f"{ts} {record.levelname:<7} {record.name}: {record.getMessage()}" + (
+            f" {fields}" if fields else ""
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        text = ",".join(str(v) for v in value)
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return json.dumps(text, ensure_ascii=False) if (not text or any(c in text for c in ' "=')) else text
+
+
 class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that passes each formatted record (message, extra fields, traceback) through
     `redact` before writing it: third-party loggers (websockets prints every request header at DEBUG)
@@ -47,15 +85,28 @@ class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         return self.redact(super().format(record))
 
 
-def setup_logging(level: str = "INFO", redact: Callable[[str], str] | None = None) -> None:
-    """Send every `collector.*` record (and aiohttp's) as JSON lines to stderr, secrets masked."""
+def setup_logging(
+    level: str = "INFO",
+    redact: Callable[[str], str] | None = None,
+    fmt: str = "json",
+    libraries: str = "WARNING",
+) -> None:
+    """Send every record to stderr, one JSON object (`fmt="json"`) or one text line (`"text"`) each,
+    secrets masked.
+
+    Args:
+        level: the collector's own level (`COLLECTOR_LOG_LEVEL`).
+        redact: masks secrets in each formatted record (`collector.redact.Redactor`).
+        fmt: `json` or `text` (`COLLECTOR_LOG_FORMAT`).
+        libraries: level of the third-party loggers in `LIBRARY_LOGGERS` (`COLLECTOR_LOG_LEVEL_LIBRARIES`).
+    """
     handler = RedactingHandler(sys.stderr, redact or (lambda text: text))
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # aiohttp logs every request at INFO; operators want the collector's own events.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(libraries)
 
 
 class LogFirst:

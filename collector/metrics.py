@@ -272,14 +272,22 @@ class MetricState:
 
     Args:
         on_overflow: passed to every family created here (counts folded label sets).
+        on_family: called with the name of each new family that has labels (and so can overflow), so the
+            overflow counter can exist at 0 for it.
         track_changes: families keep the series changed since the last checkpoint (see
             `Family.take_changes`); False where nothing is checkpointed (`collector replay`).
     """
 
-    def __init__(self, on_overflow: Callable[[str], None] | None = None, track_changes: bool = True) -> None:
+    def __init__(
+        self,
+        on_overflow: Callable[[str], None] | None = None,
+        track_changes: bool = True,
+        on_family: Callable[[str], None] | None = None,
+    ) -> None:
         self.families: dict[str, Family] = {}
         self.on_overflow = on_overflow
         self.track_changes = track_changes
+        self.on_family = on_family
 
     def family(
         self,
@@ -306,6 +314,8 @@ class MetricState:
             existing.max_series = max_series
             return existing
         self.families[name] = fam
+        if self.on_family is not None and fam.labelnames:
+            self.on_family(name)
         return fam
 
     def counter(self, name: str, help: str, labelnames: Sequence[str] = (), **kw: Any) -> Family:

@@ -64,8 +64,8 @@ class ReplayStats:
         return r.parsed + r.unmatched + r.invalid_json + r.invalid_utf8 + self.too_long
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register the `replay` subcommand."""
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register the `replay` subcommand; returns its parser."""
     p = sub.add_parser("replay", help="run the log rules over files once and print the metrics")
     p.add_argument("files", nargs="*", metavar="FILE", help="log files ('-' for stdin)")
     p.add_argument("--rules", type=Path, help="rules file (default: COLLECTOR_LOGS__RULES)")
@@ -86,6 +86,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument(
         "--show-compiled", action="store_true", help="print the Python code the rules compile to, then exit"
     )
+    return p
 
 
 class Readable(Protocol):

@@ -12,6 +12,12 @@ from collector import __version__
 
 __all__ = ["SelfMetrics"]
 
+# The states of `collector.source.STATES` (not imported: collector.source imports this module).
+_STATES = ("starting", "running", "degraded", "failed", "stopped")
+
+#: `collector_state_store_errors_total{operation}` values known at start-up.
+STORE_OPERATIONS = ("open", "logs_checkpoint")
+
 
 class SelfMetrics:
     """Self-metrics with the `collector_` prefix, plus the collector's own `process_*` metrics.
@@ -34,8 +40,14 @@ class SelfMetrics:
         ).labels(__version__, platform.python_version()).set(1)
         self.source_up = Gauge(
             "collector_source_up",
-            "1 when the source is running, 0 while it is starting or failed.",
+            "1 when the source is running (also when degraded), 0 while it is starting, failed or stopped.",
             ["source"],
+            registry=r,
+        )
+        self.source_state = Gauge(
+            "collector_source_state",
+            "1 for the source's current state (starting, running, degraded, failed, stopped), 0 for the others.",
+            ["source", "state"],
             registry=r,
         )
         self.source_errors = Counter(
@@ -63,6 +75,8 @@ class SelfMetrics:
             ["operation"],
             registry=r,
         )
+        for op in STORE_OPERATIONS:
+            self.store_errors.labels(op).inc(0)
         self.series_overflow = Counter(
             "collector_series_overflow_total",
             "Label sets folded into a family's __overflow__ series because it hit its series limit.",
@@ -72,6 +86,20 @@ class SelfMetrics:
         self.scrape_duration = Gauge(
             "collector_scrape_render_seconds", "Time the last /metrics response took to render.", registry=r
         )
+
+    def init_source(self, source: str, error_reasons: tuple[str, ...] = ()) -> None:
+        """Series of one enabled source that exist from start-up at 0 (exporter guidelines), so dashboards
+        show 0 instead of "No data" and `increase()` sees the first error."""
+        self.set_source_state(source, "starting")
+        self.source_restarts.labels(source).inc(0)
+        for reason in error_reasons:
+            self.source_errors.labels(source, reason).inc(0)
+
+    def set_source_state(self, source: str, state: str) -> None:
+        """`collector_source_up` and the one-hot `collector_source_state` for `source`."""
+        self.source_up.labels(source).set(1 if state in ("running", "degraded") else 0)
+        for s in _STATES:
+            self.source_state.labels(source, s).set(1 if s == state else 0)
 
     def render(self, openmetrics: bool) -> bytes:
         """The registry's exposition; in OpenMetrics it ends with `# EOF`."""

@@ -1,10 +1,9 @@
-"""HTTP face: /metrics (text, OpenMetrics, gzip), the landing page and the health endpoints."""
+"""HTTP face: /metrics (text, OpenMetrics, gzip), the status page (/, /status.json) and the health endpoints."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import html
 import platform
 import time
 from typing import TYPE_CHECKING, Any
@@ -13,6 +12,7 @@ from aiohttp import web
 
 from collector import __version__
 from collector.exposition import content_type, render, wants_openmetrics
+from collector.status import render_html, status_data
 
 if TYPE_CHECKING:
     from collector.app import Runtime
@@ -60,8 +60,8 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     async def live(_request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    async def ready(_request: web.Request) -> web.Response:
-        reasons = not_ready_reasons(rt)
+    async def ready(request: web.Request) -> web.Response:
+        reasons = not_ready_reasons(rt, strict=_truthy(request.query.get("strict")))
         if reasons:
             return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
         return web.json_response({"status": "ready"})
@@ -69,12 +69,24 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     async def health(_request: web.Request) -> web.Response:
         return web.json_response(summary(rt))
 
-    async def landing(_request: web.Request) -> web.Response:
-        return web.Response(text=landing_page(rt), content_type="text/html")
+    def _status(request: web.Request) -> dict[str, Any]:
+        paths = [r.canonical for r in request.app.router.resources()]
+        return status_data(rt, paths, not_ready_reasons(rt))
+
+    async def landing(request: web.Request) -> web.Response:
+        return web.Response(
+            text=render_html(_status(request)),
+            content_type="text/html",
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def status_json(request: web.Request) -> web.Response:
+        return web.json_response(_status(request), headers={"Cache-Control": "no-store"})
 
     app.add_routes(
         [
             web.get("/", landing),
+            web.get("/status.json", status_json),
             web.get("/metrics", metrics),
             web.get("/health", health),
             web.get("/health/live", live),
@@ -83,15 +95,32 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     )
 
 
-def not_ready_reasons(rt: Runtime) -> list[str]:
+def _truthy(value: str | None) -> bool:
+    return value is not None and value.lower() in ("", "1", "true", "yes", "on")
+
+
+def not_ready_reasons(rt: Runtime, strict: bool = False) -> list[str]:
+    """Why the collector is not ready; empty when it is.
+
+    A sidecar is ready when the collector itself can serve: its state store is open (and, being asked,
+    its HTTP server is up). An outside system being down (the app, Stripe, GitHub, a WebSocket target)
+    never makes it unready, or a sidecar would take its app's pod out of the Service exactly when the
+    app is in trouble. `strict` also requires every source to be running without problems.
+    """
     reasons = []
     if not rt.store.is_open:
         reasons.append(f"state store not open: {rt.store.last_error or 'opening'}")
-    for _source, ctx in rt.sources:
-        status = ctx.status
-        if status.state != "running":
-            detail = f": {status.last_error}" if status.last_error and status.state == "failed" else ""
-            reasons.append(f"source {ctx.name} is {status.state}{detail}")
+    if strict:
+        for _source, ctx in rt.sources:
+            status = ctx.status
+            if status.state == "running":
+                continue
+            detail = status.reasons or (
+                [status.last_error] if status.last_error and status.state == "failed" else []
+            )
+            reasons.append(
+                f"source {ctx.name} is {status.state}" + (f": {'; '.join(detail)}" if detail else "")
+            )
     return reasons
 
 
@@ -100,9 +129,17 @@ def summary(rt: Runtime) -> dict[str, Any]:
     errors = [
         (ctx.status.last_error_at, ctx.status.last_error) for _s, ctx in rt.sources if ctx.status.last_error
     ]
+    states = [ctx.status.state for _s, ctx in rt.sources]
     return {
         "status": "ready" if not reasons else "not ready",
         "reasons": reasons,
+        # The worst source state, for a glance: ok (all running), degraded, or failed.
+        "sources_status": "failed"
+        if "failed" in states
+        else "degraded"
+        if any(st != "running" for st in states)
+        else "ok",
+        "strict_reasons": not_ready_reasons(rt, strict=True),
         "version": __version__,
         "python": platform.python_version(),
         "uptime_seconds": round(rt.clock() - rt.started_at, 3),
@@ -115,27 +152,3 @@ def summary(rt: Runtime) -> dict[str, Any]:
         "sources": {ctx.name: ctx.status.as_dict() for _s, ctx in rt.sources},
         "last_error": max(errors, key=lambda e: e[0] or 0)[1] if errors else None,
     }
-
-
-def landing_page(rt: Runtime) -> str:
-    rows = (
-        "".join(
-            f"<tr><td>{html.escape(ctx.name)}</td><td>{html.escape(ctx.status.state)}</td>"
-            f"<td>{html.escape(ctx.status.last_error or '')}</td></tr>"
-            for _s, ctx in rt.sources
-        )
-        or '<tr><td colspan="3">no source is enabled: see the README for COLLECTOR_* settings</td></tr>'
-    )
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>collector</title></head>
-<body>
-<h1>collector {html.escape(__version__)}</h1>
-<p>Prometheus sidecar exporter. Python {html.escape(platform.python_version())}.</p>
-<ul>
-<li><a href="metrics">/metrics</a></li>
-<li><a href="health">/health</a> (<a href="health/ready">ready</a>, <a href="health/live">live</a>)</li>
-</ul>
-<h2>Sources</h2>
-<table border="1" cellpadding="4"><tr><th>source</th><th>state</th><th>last error</th></tr>{rows}</table>
-</body></html>
-"""

@@ -2,8 +2,10 @@
 
 A source is constructed with a `SourceContext` (its settings, the metric state, the store, a logger, the
 stop event, a clock), registers its metric families in `__init__`, may offer aiohttp routes, and runs
-in `run()` until `ctx.stop` is set. It calls `ctx.started()` once it is working. If `run()` raises,
-the supervisor marks it down, counts the error, and restarts it with exponential backoff.
+in `run()` until `ctx.stop` is set. It calls `ctx.started()` once it is working, `ctx.degraded(key,
+message)` while something it should collect is out of reach (and `ctx.recovered(key)` when it is back),
+and `ctx.record(kind, ...)` for the status page's recent activity. If `run()` raises, the supervisor
+marks it failed, counts the error, and restarts it with exponential backoff.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
@@ -21,23 +24,79 @@ from collector.metrics import MetricState
 from collector.selfmetrics import SelfMetrics
 from collector.store import StateStore
 
-__all__ = ["Source", "SourceContext", "SourceStatus", "supervise"]
+__all__ = ["RECENT", "STATES", "Problem", "Source", "SourceContext", "SourceStatus", "Table", "supervise"]
+
+
+#: Every state a source can be in (`collector_source_state{state}`); bounded by construction.
+STATES = ("starting", "running", "degraded", "failed", "stopped")
+
+#: Entries kept per recent-activity ring (deliveries, probes): enough for an operator's glance.
+RECENT = 20
+
+
+@dataclass
+class Table:
+    """A table a source contributes to the status page and /status.json (followed files, rules, ...)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[Any]]
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "columns": self.columns,
+            "rows": [dict(zip(self.columns, row, strict=False)) for row in self.rows],
+            "note": self.note,
+        }
+
+
+@dataclass
+class Problem:
+    """One current reason a running source is degraded, e.g. "app process not found (pid 4242)"."""
+
+    message: str
+    since: float
+    count: int = 1  # times it was reported since it began (failed polls, refused connects, ...)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"message": self.message, "since": self.since, "count": self.count}
 
 
 @dataclass
 class SourceStatus:
-    """What /health and the landing page say about a source."""
+    """What /health and the status page say about a source.
 
-    state: str = "starting"  # starting | running | failed | stopped
+    `phase` is the supervisor's lifecycle (starting, running, failed, stopped); `state` adds `degraded`:
+    running, but with at least one current problem (its reasons say what is not being collected).
+    """
+
+    phase: str = "starting"  # starting | running | failed | stopped
     started_at: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
     restarts: int = 0
+    problems: dict[str, Problem] = field(default_factory=dict)  # key (bounded per source) -> problem
+    # Recent activity per kind ("deliveries", "probes"): small bounded rings the status page shows.
+    recent: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.phase == "running" and self.problems:
+            return "degraded"
+        return self.phase
+
+    @property
+    def reasons(self) -> list[str]:
+        return [p.message for p in self.problems.values()]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "state": self.state,
-            "up": self.state == "running",
+            "up": self.state in ("running", "degraded"),
+            "reasons": self.reasons,
+            "problems": {k: p.as_dict() for k, p in self.problems.items()},
             "started_at": self.started_at,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
@@ -60,16 +119,67 @@ class SourceContext:
     status: SourceStatus = field(default_factory=SourceStatus)
 
     def started(self) -> None:
-        """Tell the supervisor the source is up (readiness flips once every source has said so)."""
-        self.status.state = "running"
+        """Tell the supervisor the source is up and working."""
+        self._set_phase("running")
         self.status.started_at = self.clock()
-        self.self_metrics.source_up.labels(self.name).set(1)
 
     def error(self, reason: str, message: str | None = None) -> None:
         """Count a non-fatal error (bounded `reason` label) and remember it for /health."""
         self.self_metrics.source_errors.labels(self.name, reason).inc()
         self.status.last_error = f"{reason}: {message}" if message else reason
         self.status.last_error_at = self.clock()
+
+    def degraded(self, key: str, message: str, **context: Any) -> None:
+        """Report a current problem: the source runs but is not collecting something it should.
+
+        Logged once when the problem begins (a new `key`), not on every repeat; `message` may change
+        while it lasts (e.g. a failure count) and /health shows the latest.
+
+        Args:
+            key: bounded identity of the problem within the source ("api", "pattern:/var/log/*.log").
+            message: what an operator reads, naming the thing that is wrong.
+            context: extra fields for the one log line (target, phase, ...).
+        """
+        problem = self.status.problems.get(key)
+        if problem is not None:
+            problem.message = message
+            problem.count += 1
+            return
+        was = self.status.state
+        self.status.problems[key] = Problem(message, self.clock())
+        self.log.warning("source degraded", extra={"source": self.name, "problem": message, **context})
+        if was != self.status.state:
+            self._publish()
+
+    def recovered(self, key: str) -> None:
+        """The problem reported under `key` is over (logged once; a no-op when there was none)."""
+        problem = self.status.problems.pop(key, None)
+        if problem is None:
+            return
+        self.log.info(
+            "source problem resolved",
+            extra={
+                "source": self.name,
+                "problem": problem.message,
+                "lasted_s": round(self.clock() - problem.since, 1),
+            },
+        )
+        self._publish()
+
+    def record(self, kind: str, **entry: Any) -> None:
+        """Remember one recent activity (a webhook delivery, a probe) for the status page; O(1), bounded."""
+        ring = self.status.recent.get(kind)
+        if ring is None:
+            ring = self.status.recent[kind] = deque(maxlen=RECENT)
+        ring.appendleft({"time": self.clock(), **entry})
+
+    def _set_phase(self, phase: str) -> None:
+        self.status.phase = phase
+        self._publish()
+
+    def _publish(self) -> None:
+        """Mirror the state in `collector_source_up` and the one-hot `collector_source_state`."""
+        self.self_metrics.set_source_state(self.name, self.status.state)
 
     async def sleep(self, seconds: float) -> bool:
         """Sleep unless stopping; True when the source should stop."""
@@ -95,13 +205,15 @@ class Source(Protocol):
         """Work until `ctx.stop` is set; call `ctx.started()` once working; flush state before returning."""
         ...
 
+    # Optional: `def status_tables(self) -> list[Table]` - what the status page shows for this source
+    # beyond its state, reasons and recent activity (read at each page view, never on the hot path).
+
 
 async def supervise(source: Source, ctx: SourceContext, max_backoff: float = 60.0) -> None:
     """Run a source until stop, restarting it with exponential backoff when it fails."""
     backoff = 1.0
-    ctx.self_metrics.source_up.labels(ctx.name).set(0)
     while not ctx.stop.is_set():
-        ctx.status.state = "starting"
+        ctx._set_phase("starting")
         began = time.monotonic()
         try:
             await source.run()
@@ -111,8 +223,8 @@ async def supervise(source: Source, ctx: SourceContext, max_backoff: float = 60.
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            ctx.status.state = "failed"
-            ctx.self_metrics.source_up.labels(ctx.name).set(0)
+            ctx.status.problems.clear()  # a restart finds its problems anew
+            ctx._set_phase("failed")
             ctx.error(type(exc).__name__, str(exc))
             if time.monotonic() - began > 60:
                 backoff = 1.0  # it ran for a while: a new failure, not the same one looping
@@ -126,5 +238,4 @@ async def supervise(source: Source, ctx: SourceContext, max_backoff: float = 60.
             backoff = min(backoff * 2, max_backoff)
             ctx.status.restarts += 1
             ctx.self_metrics.source_restarts.labels(ctx.name).inc()
-    ctx.status.state = "stopped"
-    ctx.self_metrics.source_up.labels(ctx.name).set(0)
+    ctx._set_phase("stopped")

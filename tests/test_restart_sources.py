@@ -90,7 +90,7 @@ async def test_killing_each_source_mid_run_changes_no_counter(tmp_path: Path) ->
         )
         sources = {name: crashable(ref.load()) for name, ref in SOURCES.items()}  # each class, imported
         async with serve(settings, sources) as c:
-            while not all(ctx.status.state == "running" for _s, ctx in c.runtime.sources):
+            while not all(ctx.status.phase == "running" for _s, ctx in c.runtime.sources):
                 await asyncio.sleep(0.02)
             assert {ctx.name for _s, ctx in c.runtime.sources} == set(SOURCES)
             now = float(int(time.time()))

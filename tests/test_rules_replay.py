@@ -18,7 +18,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "logs"
 def collector(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     return subprocess.run(
-        [sys.executable, "-m", "collector", "--env-file", "/nonexistent", *args],
+        [sys.executable, "-m", "collector", "--env-file", "/dev/null", *args],
         env={**env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

@@ -152,6 +152,8 @@ def _env(tmp: Path, fakes: Fakes, via_file: bool) -> dict[str, str]:
         "COLLECTOR_WEB_CONFIG_FILE": str(tmp / "web.yml"),
         "COLLECTOR_DATA_DIR": str(tmp / "data"),
         "COLLECTOR_LOG_LEVEL": "DEBUG",
+        # third-party loggers too (they stay at WARNING unless asked): websockets prints request headers
+        "COLLECTOR_LOG_LEVEL_LIBRARIES": "DEBUG",
         "WS_TOKEN_ENV": TOKEN_ENV_SECRET,
     }
     for name, secret in SECRETS.items():

@@ -117,17 +117,26 @@ async def test_landing_page_lists_version_and_sources(tmp_path: Path) -> None:
         page = body.decode()
         assert status == 200 and headers["Content-Type"].startswith("text/html")
         assert f"collector {__version__}" in page
-        assert "<td>process</td><td>running</td>" in page
-        assert 'href="metrics"' in page
+        assert (
+            '<tr id="source-process"><td>process</td><td><span class="state running">running</span>' in page
+        )
+        assert 'href="metrics"' in page and 'href="health"' in page and 'href="status.json"' in page
 
 
-async def test_ready_is_503_while_a_source_fails_and_200_once_it_recovers(tmp_path: Path) -> None:
+async def test_a_failing_source_keeps_ready_200_but_strict_ready_503_until_it_recovers(
+    tmp_path: Path,
+) -> None:
     async with serve(_settings(tmp_path), {"process": FlakySource}) as c:
         s = await c.wait_for(
             lambda s: value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 1
         )
         assert value(s, "collector_source_up", source="process") == 0
+        assert value(s, "collector_source_state", source="process", state="failed") == 1
+        assert value(s, "collector_source_state", source="process", state="running") == 0
+        # A sidecar stays in its Service while a source fails: readiness is about the collector itself.
         status, _, body = await c.get("/health/ready")
+        assert (status, json.loads(body)) == (200, {"status": "ready"})
+        status, _, body = await c.get("/health/ready?strict=1")
         reply = json.loads(body)
         assert status == 503
         assert reply["status"] == "not ready"
@@ -138,7 +147,7 @@ async def test_ready_is_503_while_a_source_fails_and_200_once_it_recovers(tmp_pa
         s = await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1, timeout=15)
         assert value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 2
         assert value(s, "collector_source_restarts_total", source="process") == 2
-        status, _, body = await c.get("/health/ready")
+        status, _, body = await c.get("/health/ready?strict=1")
         assert (status, json.loads(body)) == (200, {"status": "ready"})
         _, _, body = await c.get("/health")
         health = json.loads(body)
@@ -192,7 +201,8 @@ async def test_a_failing_source_does_not_take_the_others_down(tmp_path: Path) ->
         )
         assert value(s, "collector_source_up", source="process") == 0
         assert value(s, "demo_events_total", kind="a") == 3
-        status, _, body = await c.get("/health/ready")
+        assert (await c.get("/health/ready"))[0] == 200
+        status, _, body = await c.get("/health/ready?strict=true")
         assert status == 503
         assert json.loads(body)["reasons"] == [
             "source process is failed: RuntimeError: upstream refused (attempt 1)"

@@ -36,10 +36,23 @@ STRIPE_SECRET = "whsec_collector_demo_secret"
 GITHUB_SECRET = "collector-demo-github-secret"
 
 
-def add_parser(sub: Any) -> None:
-    """Register `collector demo` on the CLI's subparsers."""
-    p = sub.add_parser("demo", help="run the collector with a synthetic app and traffic (no outside system)")
-    p.add_argument("--listen", default="127.0.0.1:9464", help="collector host:port (default 127.0.0.1:9464)")
+#: Where the demo's collector listens unless COLLECTOR_LISTEN (or --listen, or the env file) says otherwise.
+DEMO_LISTEN = "127.0.0.1:9464"
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    """Register `collector demo` on the CLI's subparsers; returns its parser."""
+    p = sub.add_parser(
+        "demo",
+        help="run the collector with a synthetic app and traffic (no outside system)",
+        description="Run the collector with a synthetic app and traffic. Your own COLLECTOR_* settings "
+        "(environment, env file or flags) override the demo's.",
+    )
+    p.add_argument(
+        "--listen",
+        default=None,
+        help=f"collector host:port (default: COLLECTOR_LISTEN if set, else {DEMO_LISTEN})",
+    )
     p.add_argument("--dir", type=Path, default=None, help="work dir for logs and state (default: a temp dir)")
     p.add_argument("--rate", type=float, default=50.0, help="log events per second (default 50)")
     p.add_argument(
@@ -52,6 +65,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--collector-url", default=None, help="with --app-only: where to send webhooks")
     p.add_argument("--ws-listen", default="127.0.0.1:0", help="host:port of the app's WebSocket server")
+    return p
 
 
 def collector_env(
@@ -162,8 +176,9 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     )
     for name in skipped:
         log.warning("source not in this build; the demo skips it", extra={"source": name})
-    # an operator's own COLLECTOR_* settings win over the demo's
-    child_env = {**env, **os.environ, "COLLECTOR_LISTEN": args.listen}
+    # An operator's own COLLECTOR_* settings win over the demo's: from the env file, the environment and
+    # flags, in that order (the child's own env-file reading would lose to the demo's variables).
+    child_env = {**env, **args.operator_env, **os.environ, **args.flag_env, "COLLECTOR_LISTEN": args.listen}
     proc = subprocess.Popen([sys.executable, "-m", "collector", "run"], env=child_env)
     try:
         live = await asyncio.to_thread(_wait_up, url, proc, stop)
@@ -205,12 +220,36 @@ async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
     return 0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else 1
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Run the demo until Ctrl-C, SIGTERM or `--duration`; return the exit code."""
-    from collector.logsetup import setup_logging
+def run_demo(args: argparse.Namespace, settings: Any = None, env_file: str | None = None) -> int:
+    """Run the demo until Ctrl-C, SIGTERM or `--duration`; return the exit code.
 
-    setup_logging("INFO")
-    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per demo connection is noise
+    Args:
+        args: the parsed `collector demo` options (and any settings flags).
+        settings: the operator's loaded settings: where their listen address and log format come from.
+        env_file: the operator's env file, whose COLLECTOR_* lines override the demo's settings.
+    """
+    from collector.logsetup import setup_logging
+    from collector.settings import env_file_values
+    from collector.settings.flags import given_env
+
+    args.flag_env = given_env(args)
+    args.operator_env = {
+        k: v for k, v in env_file_values(env_file).items() if k.upper().startswith("COLLECTOR_")
+    }
+    if args.listen is None:
+        given = settings is not None and "listen" in settings.model_fields_set
+        args.listen = settings.listen if given else DEMO_LISTEN
+    if settings is not None:
+        from collector.redact import Redactor
+
+        setup_logging(
+            "INFO",
+            Redactor.from_settings(settings),
+            fmt=settings.log_format,
+            libraries=settings.log_level_libraries,
+        )
+    else:
+        setup_logging("INFO")
 
     async def main() -> int:
         stop = asyncio.Event()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,10 +67,13 @@ __all__ = [
     "StripeSettings",
     "WebSocketSettings",
     "WebSocketTarget",
+    "env_file_values",
     "env_name",
     "load_settings",
     "masked_dump",
+    "nearest_setting",
     "split_list",
+    "typo_warnings",
     "unknown_env_vars",
 ]
 
@@ -94,7 +98,14 @@ class Settings(BaseSettings):
         default=None, description="SQLite state file; default `<COLLECTOR_DATA_DIR>/state.db`."
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="The collector's own log level (JSON lines on stderr)."
+        default="INFO", description="The collector's own log level (records on stderr)."
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log records as JSON lines (json) or as readable text lines (text)."
+    )
+    log_level_libraries: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="WARNING",
+        description="Level of third-party loggers (watchfiles, aiohttp, websockets, ...); raise it to debug them.",
     )
     shutdown_timeout: float = Field(
         default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
@@ -114,10 +125,15 @@ class Settings(BaseSettings):
     websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
     logs: LogsSettings = Field(default_factory=LogsSettings)
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_level_libraries", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("listen", "webhook_listen")
     @classmethod
@@ -273,7 +289,10 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
         elif not loc:
             lines.append(f"invalid settings: {msg}")
         elif err["type"] == "extra_forbidden":
-            lines.append(f"invalid setting {var}: unknown setting")
+            near = nearest_setting(var)
+            lines.append(
+                f"invalid setting {var}: unknown setting" + (f"; did you mean {near}?" if near else "")
+            )
         elif loc and any(loc == p for p in secrets):
             lines.append(f"invalid setting {var}='***': {msg}")
         elif isinstance(err.get("input"), dict):
@@ -283,15 +302,24 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
     return lines
 
 
-def load_settings(env_file: str | Path | None = ".env", cls: type[Settings] | None = None) -> Settings:
-    """Build the settings from the environment, `<VAR>_FILE` secrets and an optional .env file.
+def load_settings(
+    env_file: str | Path | None = ".env",
+    cls: type[Settings] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from flags, the environment, `<VAR>_FILE` secrets and an optional .env file.
+
+    Args:
+        env_file: the env file (a missing one is simply not read; the CLI rejects a missing explicit one).
+        cls: the settings class (tests).
+        overrides: values given as command-line flags, nested like the model (win over everything).
 
     Raises:
         ConfigError: one line per invalid or conflicting value.
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls(_env_file=env_file)
+        return settings_cls(_env_file=env_file, **(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
     except SettingsError as exc:
@@ -310,11 +338,42 @@ def known_env_vars() -> set[str]:
     return names
 
 
-def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
+def unknown_env_vars(environ: Mapping[str, Any] | None = None) -> list[str]:
     """`COLLECTOR_*` variables that set nothing: usually a typo worth a warning."""
     env = os.environ if environ is None else environ
     known = known_env_vars()
     return sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
+
+
+def env_file_values(env_file: str | Path | None) -> dict[str, str]:
+    """The `KEY=value` pairs of an env file as pydantic-settings reads it (python-dotenv); {} when absent."""
+    if env_file is None or not Path(env_file).is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(env_file, encoding="utf-8").items() if v is not None}
+
+
+def nearest_setting(name: str) -> str | None:
+    """The known variable closest to a misspelt one (`COLLECTOR_PROCES__PID` -> `COLLECTOR_PROCESS__PID`)."""
+    import difflib
+
+    found = difflib.get_close_matches(name.upper(), sorted(known_env_vars()), n=1, cutoff=0.6)
+    return found[0] if found else None
+
+
+def typo_warnings(env_file: str | Path | None, environ: Mapping[str, Any] | None = None) -> list[str]:
+    """One warning per `COLLECTOR_*` name in the environment or the env file that sets nothing."""
+    lines = []
+    for where, names in (
+        ("in the environment", unknown_env_vars(environ)),
+        (f"in env file {env_file}", unknown_env_vars(env_file_values(env_file))),
+    ):
+        for name in names:
+            near = nearest_setting(name)
+            hint = f"did you mean {near}?" if near else "typo?"
+            lines.append(f"{name} is not a known setting ({where}); {hint}")
+    return lines
 
 
 def masked_dump(settings: Settings) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def _process(pid: int) -> tuple[psutil.Process | None, str]:
             return None, f"process {pid} is a zombie"
         return proc, ""
     except psutil.NoSuchProcess:
-        return None, f"no process with pid {pid}"
+        return None, f"pid {pid}"
     except psutil.AccessDenied:
         return psutil.Process(pid), ""
 
@@ -77,6 +77,8 @@ class ProcessSource:
     """Samples the app process every `COLLECTOR_PROCESS__INTERVAL` seconds."""
 
     name = "process"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = ("process_not_found",)
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -140,17 +142,18 @@ class ProcessSource:
     def _apply(self, sample: Sample | None, reason: str) -> None:
         if sample is None:
             if self.proc is not None or reason != self._missing_reason:
-                self.ctx.log.warning("app process not found", extra={"reason": reason})
-                self.ctx.error("process_not_found", reason)
+                self.ctx.error("process_not_found", reason)  # logged by degraded() when it begins
             self.proc = None
             self._missing_reason = reason
             self.up.set((), 0)
             for fam in self.families.values():
                 fam.clear()
+            self.ctx.degraded("process", f"app process not found ({reason})")
             return
-        if self._missing_reason or not self.up.series:
+        if not self._missing_reason and not self.up.series:  # a recovery is logged by recovered()
             self.ctx.log.info("app process found", extra={"pid": sample.pid})
         self._missing_reason = ""
+        self.ctx.recovered("process")
         self.up.set((), 1)
         for name, fam in self.families.items():
             value = sample.values.get(name)

@@ -51,7 +51,7 @@ async def kill_and_wait_restart(running: Running, name: str, timeout: float = 20
             source.kill()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while not (ctx.status.restarts > restarts and ctx.status.state == "running"):
+            while not (ctx.status.restarts > restarts and ctx.status.phase == "running"):
                 if loop.time() > deadline:
                     raise AssertionError(f"{name} was not restarted: {ctx.status}")
                 await asyncio.sleep(0.02)

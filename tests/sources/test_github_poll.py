@@ -214,7 +214,11 @@ async def test_polling_survives_a_broken_api(tmp_path: Path, fake_github: FakeGi
         )
         assert value(m, "github_api_requests_total", status="401") >= 1
         status, _h, body = await run.get("/health")
-        assert status == 200 and json.loads(body)["sources"]["github"]["state"] == "running"
+        github = json.loads(body)["sources"]["github"]
+        assert status == 200 and github["state"] == "degraded"  # running, but the API answers 401
+        assert github["reasons"][0].startswith("GitHub API failing since ")
+        assert "BadRequest" in github["reasons"][0] or "401" in github["reasons"][0]
+        assert (await run.get("/health/ready"))[0] == 200
 
 
 @dataclass

@@ -223,8 +223,9 @@ async def test_repeated_failures_are_logged_once_with_context(
                 )
             )
     records = [r for r in caplog.records if r.name == "collector.sources.websocket"]
-    assert [r.getMessage() for r in records] == ["websocket probe failed"]
+    assert [r.getMessage() for r in records] == ["source degraded"]
     assert (records[0].target, records[0].reason, records[0].phase) == ("down", "refused", "connect")  # type: ignore[attr-defined]
+    assert records[0].problem.startswith(f"ws://127.0.0.1:{port}/ refused: ")  # type: ignore[attr-defined]
 
 
 # -- wss:// ----------------------------------------------------------------------------------------------

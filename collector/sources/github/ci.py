@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 
 import msgspec
@@ -103,6 +104,8 @@ class DeploymentsSource:
     """Serves POST /deployments (and GET /dora when the github source is off)."""
 
     name = "deployments"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = ("bad_request", "store")
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -122,6 +125,22 @@ class DeploymentsSource:
         await keep_fresh(self.ctx, self.engine, 60.0)
 
     async def handle(self, request: web.Request) -> web.Response:
+        resp = await self._handle(request)
+        try:
+            answer = json.loads(resp.body) if isinstance(resp.body, bytes) else {}
+        except ValueError:
+            answer = {}
+        self.ctx.record(
+            "deliveries",
+            type="deployment",
+            status=answer.get("status", "rejected"),
+            code=resp.status,
+            id=str(answer.get("id", ""))[:64],
+            reason=str(answer.get("error", ""))[:200],
+        )
+        return resp
+
+    async def _handle(self, request: web.Request) -> web.Response:
         assert self.settings.token is not None
         if not authorized(request.headers.get("Authorization"), self.settings.token.get_secret_value()):
             self.requests.inc(("unauthorized",))

@@ -150,7 +150,10 @@ class Poller:
                 cache=self.cache,
                 base_url=self.settings.api_url,
             )
+            failing_since: float | None = None
+            failures = 0
             while not self.ctx.stop.is_set():
+                errors: list[tuple[Exception, str]] = []
                 for repo in self.settings.repositories:
                     if self.ctx.stop.is_set():
                         return
@@ -168,12 +171,28 @@ class Poller:
                             "rate_limited" if isinstance(exc, gidgethub.RateLimitExceeded) else "api_error"
                         )
                         self.ctx.error(reason, f"{repo}: {type(exc).__name__}: {exc}")
+                        errors.append((exc, f"{repo}: {type(exc).__name__}: {exc}"))
                         self.log_first(
                             f"poll:{repo}:{type(exc).__name__}",
                             "GitHub API poll failed; retrying next interval",
                             repository=repo,
                             error=f"{type(exc).__name__}: {exc}",
                         )
+                if errors:
+                    failures += 1
+                    failing_since = failing_since or self.ctx.clock()
+                    unreachable = all(
+                        isinstance(e, aiohttp.ClientConnectionError | TimeoutError) for e, _t in errors
+                    )
+                    what = "unreachable" if unreachable else "failing"
+                    self.ctx.degraded(
+                        "api",
+                        f"GitHub API {what} since {time.strftime('%H:%M:%S', time.gmtime(failing_since))} "
+                        f"({failures} failed poll{'s' if failures > 1 else ''}): {errors[0][1]}",
+                    )
+                else:
+                    failing_since, failures = None, 0
+                    self.ctx.recovered("api")
                 if await self.ctx.sleep(self.settings.poll_interval):
                     return
 

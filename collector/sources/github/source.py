@@ -61,6 +61,11 @@ class GitHubSource:
     """GitHub deployments, statuses, pushes, workflow runs and incident issues into the DORA history."""
 
     name = "github"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = (
+        "missing_signature", "invalid_signature", "bad_request", "bad_payload", "store", "api_error",
+        "rate_limited", "deployment_order",
+    )  # fmt: skip
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -134,6 +139,7 @@ class GitHubSource:
             )
         if event == "ping":
             self._count(event, "accepted")
+            self._record(event, "accepted", 200, delivery, "ping")
             return web.json_response({"status": "pong"})
         if request.content_type == "application/x-www-form-urlencoded":
             body = (parse_qs(body.decode("utf-8", "replace")).get("payload") or [""])[0].encode()
@@ -144,6 +150,7 @@ class GitHubSource:
         if isinstance(result, str):
             status = "unsupported" if result == "unsupported" else "ignored"
             self._count(event, status)
+            self._record(event, status, 202, delivery, result)
             return web.json_response({"status": status, "reason": result}, status=202)
         try:
             applied = await self.engine.apply(result, delivery)
@@ -155,12 +162,24 @@ class GitHubSource:
             )
         status = "accepted" if applied else "duplicate"
         self._count(event, status)
+        self._record(event, status, 200, delivery, "")
         return web.json_response({"status": status})
+
+    def _record(self, event: str, status: str, code: int, delivery: str, reason: str) -> None:
+        self.ctx.record(
+            "deliveries",
+            type=event[:64] or "unknown",
+            status=status,
+            code=code,
+            id=delivery[:64],
+            reason=reason,
+        )
 
     def _reject(
         self, event: str, status: str, code: int, msg: str, delivery: str, count_error: bool = True
     ) -> web.Response:
         self._count(event, status)
+        self._record(event, status, code, delivery, msg)
         if count_error:
             self.ctx.error(status, msg)
         self.log_first(

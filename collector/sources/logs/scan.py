@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from collector.sources.logs.identity import FP_BYTES, end_offset
 
-__all__ = ["FdObs", "FileObs", "Scan", "scan", "watch_roots"]
+__all__ = ["FdObs", "FileObs", "Scan", "fixed_base", "scan", "watch_roots"]
 
 Key = tuple[int, int]
 
@@ -146,7 +146,7 @@ def _reason(exc: OSError) -> str:
     return "open_failed"
 
 
-def _fixed_base(pattern: str) -> str:
+def fixed_base(pattern: str) -> str:
     """The pattern's leading directory without glob magic (`/var/log/app` for `/var/log/app/*.log`)."""
     fixed: list[str] = []
     for part in pattern.split(os.sep)[:-1]:
@@ -157,7 +157,7 @@ def _fixed_base(pattern: str) -> str:
 
 
 def _unlistable_base(pattern: str) -> FileObs | None:
-    base = _fixed_base(pattern)
+    base = fixed_base(pattern)
     try:
         with os.scandir(base):
             return None
@@ -175,7 +175,7 @@ def watch_roots(patterns: list[str]) -> tuple[tuple[str, bool], ...]:
     """
     roots: set[tuple[str, bool]] = set()
     for pattern in patterns:
-        base = _fixed_base(pattern)
+        base = fixed_base(pattern)
         recursive = "**" in pattern
         while not os.path.isdir(base):
             parent = os.path.dirname(base.rstrip(os.sep)) or "."

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,9 +25,9 @@ from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
-from collector.source import SourceContext
+from collector.source import SourceContext, Table
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
-from collector.sources.logs.scan import FileObs, scan
+from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import Tailer
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
@@ -34,12 +36,19 @@ __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 #: series are rows of the store's `series` table under the same owner (see `checkpoint.py`).
 OWNER = "logs"
 CHECKPOINT_KEY = "checkpoint"
+#: Followed files the status page lists (the most behind first when there are more).
+MAX_FILE_ROWS = 200
 
 
 class LogsSource:
     """Tails `COLLECTOR_LOGS__PATHS` and counts each complete line exactly once."""
 
     name = "logs"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = (
+        "permission_denied", "not_regular", "open_failed", "read_failed", "checkpoint_failed",
+        "checkpoint_unreadable",
+    )  # fmt: skip
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -57,6 +66,10 @@ class LogsSource:
         self.wake = asyncio.Event()
         self.last_pass = 0.0  # monotonic start of the last read pass (notifications coalesce after it)
         self.busy_until = 0.0  # monotonic time until which files count as busy (lines kept coming)
+        # Status page: when each stream last had nothing unread (monotonic), for its lag in seconds.
+        self._caught_up: dict[Key, float] = {}
+        self._last_scan: Scan | None = None
+        self.unmatched: deque[tuple[float, str]] = deque(maxlen=5)  # (time, line) no rule matched
         ctx.self_metrics.registry.register(_CheckpointAge(self))
 
     def routes(self) -> list[web.RouteDef]:
@@ -66,7 +79,7 @@ class LogsSource:
         assert self.consumer is not None
         s = self.settings
         return Tailer(
-            self.consumer,
+            _Sampler(self.consumer, self.unmatched, self.ctx.clock),
             self.ctx.metrics,
             self.ctx.log,
             s.max_line_bytes,
@@ -90,8 +103,9 @@ class LogsSource:
                 # `start_at` only for files present at the first start (or the first start of a pattern).
                 return self.settings.start_at == "end" and (first_start or fo.pattern not in known_patterns)
 
-            found = await asyncio.to_thread(scan, patterns, {}, self.settings.start_at == "end")
+            found, missing = await asyncio.to_thread(_scan, patterns, {}, self.settings.start_at == "end")
             tailer.apply(found, time.monotonic(), start_end)
+            self._report(found, missing)
             tailer.update_gauges()
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
@@ -110,14 +124,16 @@ class LogsSource:
                     watcher.resume()
                 tailer.expire(time.monotonic())
                 tailer.update_gauges()
+                self._note_lag(tailer)
                 if self._checkpoint_due():
                     await self._checkpoint(tailer)
                 await self._wait()
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
-                found = await asyncio.to_thread(scan, patterns, tailer.open_fds(), False)
+                found, missing = await asyncio.to_thread(_scan, patterns, tailer.open_fds(), False)
                 tailer.apply(found, time.monotonic(), never)
+                self._report(found, missing)
                 watcher.follow(found.roots)
             clean = True
         finally:
@@ -172,6 +188,104 @@ class LogsSource:
         finally:
             stop.cancel()
             wake.cancel()
+
+    # -- health and status ------------------------------------------------------------------------
+    def _report(self, found: Scan, missing: set[str]) -> None:
+        """Degraded while a pattern matches no file (saying whether its directory exists) or a matched
+        file cannot be followed; each problem is logged once when it begins and once when it ends."""
+        self._last_scan = found
+        matched = {fo.pattern for fo in found.files.values() if fo.error is None}
+        for pattern in self.settings.paths:
+            key = f"pattern:{pattern}"
+            if pattern in matched:
+                self.ctx.recovered(key)
+            elif pattern in missing:
+                self.ctx.degraded(key, f"directory {fixed_base(pattern)} does not exist (pattern {pattern})")
+            else:
+                self.ctx.degraded(key, f"pattern {pattern} matches no file")
+        bad = {f"file:{path}": fo for path, fo in found.files.items() if fo.error is not None}
+        for key in [k for k in self.ctx.status.problems if k.startswith("file:") and k not in bad]:
+            self.ctx.recovered(key)
+        for key, fo in list(bad.items())[:10]:  # a bounded number of reasons, however many files
+            self.ctx.degraded(key, f"cannot follow {fo.path}: {fo.detail or fo.error}")
+
+    def _note_lag(self, tailer: Tailer) -> None:
+        now = time.monotonic()
+        for key, s in tailer.streams.items():
+            if s.size <= s.offset or key not in self._caught_up:
+                self._caught_up[key] = now
+        for key in [k for k in self._caught_up if k not in tailer.streams]:
+            del self._caught_up[key]
+
+    def status_tables(self) -> list[Table]:
+        """Followed files (offset, size, lag, rotations, errors) and the rule metrics with their counts."""
+        tables = []
+        tailer = self.tailer
+        now = time.monotonic()
+        rows: list[list[Any]] = []
+        if tailer is not None:
+            for key, s in sorted(tailer.streams.items(), key=lambda kv: kv[1].path):
+                behind = max(0, s.size - s.offset) if s.tied_to is None else 0
+                since = self._caught_up.get(key, now)
+                note = "copy (read if the original is truncated)" if s.tied_to is not None else ""
+                if s.gone_since is not None:
+                    note = "rotated away or deleted; draining"
+                elif s.fd is None:
+                    note = "from the checkpoint; not found yet"
+                rotations = int(tailer.rotations.series.get((s.path,), 0))
+                lag_s = round(now - since, 1) if behind else 0.0
+                rows.append([s.path, s.offset, s.size, behind, lag_s, rotations, note])
+            scan_files = self._last_scan.files if self._last_scan is not None else {}
+            for path, fo in sorted(scan_files.items()):
+                if fo.error is not None:
+                    rows.append([path, None, None, None, None, None, f"{fo.error}: {fo.detail}"])
+        shown = (
+            sorted(rows, key=lambda r: -(r[3] or 0))[:MAX_FILE_ROWS] if len(rows) > MAX_FILE_ROWS else rows
+        )
+        more = (
+            f"; {len(rows) - len(shown)} more not shown (the most behind are)"
+            if len(shown) < len(rows)
+            else ""
+        )
+        tables.append(
+            Table(
+                "Followed files",
+                ["path", "offset", "size", "lag_bytes", "lag_seconds", "rotations", "last_error"],
+                shown,
+                note=f"patterns: {', '.join(self.settings.paths)}{more}",
+            )
+        )
+        consumer = self.consumer
+        compiled = getattr(consumer, "_compiled", None)
+        families = getattr(compiled, "families", None)
+        if families is None and consumer is not None:
+            families = {n: self.ctx.metrics.families[n] for n in consumer.family_names()}
+        lines = tailer.lines.series if tailer is not None else {}
+        loaded = getattr(consumer, "rules_loaded", None)  # the rules engine's collector_rules_loaded gauge
+        n_rules = int(loaded.series.get((), 0)) if loaded is not None else 0
+        if families:
+            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in families.values()]
+            tables.append(
+                Table(
+                    "Rules",
+                    ["metric", "type", "series", "matches"],
+                    rule_rows,
+                    note=f"{n_rules} rules; presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
+                    f"{self.settings.rules or 'none'}; lines parsed {int(lines.get(('parsed',), 0))}, "
+                    f"unmatched {int(lines.get(('unmatched',), 0))}, invalid JSON "
+                    f"{int(lines.get(('invalid_json',), 0))}",
+                )
+            )
+        tables.append(
+            Table(
+                "Unmatched lines",
+                ["time", "line"],
+                [[t, text] for t, text in self.unmatched],
+                note="samples of lines no rule used (taken at most every 5 s from batches no line of "
+                "which matched)",
+            )
+        )
+        return tables
 
     # -- checkpoint -------------------------------------------------------------------------------
     def _checkpoint_due(self) -> bool:
@@ -254,6 +368,62 @@ class LogsSource:
 
     def checkpoint_age(self) -> float | None:
         return None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
+
+
+def _scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> tuple[Scan, set[str]]:
+    """`scan`, plus the patterns whose leading directory does not exist (worker thread: it stats)."""
+    found = scan(patterns, open_fds, want_end)
+    missing = {p for p in patterns if not os.path.isdir(fixed_base(p))}
+    return found, missing
+
+
+def _total(fam: Any) -> float:
+    """Matches a rule metric counted: the sum of its counter series, or of its histogram counts."""
+    total = 0.0
+    for v in fam.series.values():
+        total += sum(v[:-1]) if isinstance(v, list) else v  # histogram: [per-bucket counts..., sum]
+    return round(total, 3)
+
+
+class _Sampler:
+    """The consumer the tailer feeds, keeping a few recent lines that no rule used for the status page.
+
+    A batch's result only counts its unmatched lines, so a sample is taken only from a batch in which
+    no line matched (then its first line is one): at most one every `SAMPLE_EVERY` seconds, one
+    comparison per batch otherwise.
+    """
+
+    SAMPLE_EVERY = 5.0
+
+    def __init__(self, inner: LineConsumer, samples: deque[tuple[float, str]], clock: Any) -> None:
+        self.inner = inner
+        self.samples = samples
+        self.clock = clock
+        self.next_at = 0.0
+
+    def family_names(self) -> Any:
+        return self.inner.family_names()
+
+    def consume(self, lines: Any) -> Any:
+        result = self.inner.consume(lines)
+        if result.unmatched and not result.parsed and lines:
+            self._sample(bytes(lines[0][:300]))
+        return result
+
+    def consume_buffer(self, buf: bytes | memoryview, count: int) -> Any:
+        fast = getattr(self.inner, "consume_buffer", None)
+        if fast is None:
+            return None  # the tailer splits the chunk and calls consume()
+        result = fast(buf, count)
+        if result is not None and result.unmatched and not result.parsed:
+            self._sample(bytes(buf[:300]).split(b"\n", 1)[0])
+        return result
+
+    def _sample(self, line: bytes) -> None:
+        now = self.clock()
+        if now >= self.next_at:
+            self.next_at = now + self.SAMPLE_EVERY
+            self.samples.appendleft((now, line.decode("utf-8", "replace")))
 
 
 class _CheckpointAge:

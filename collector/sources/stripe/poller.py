@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -175,11 +176,21 @@ class Poller:
     async def run(self) -> None:
         backoff = 1.0
         interval = self.src.settings.poll_interval
+        failing_since: float | None = None
+        failures = 0
         while True:
             try:
                 more = await self.poll_once()
             except ApiError as exc:
                 self.ctx.error(exc.reason, str(exc))
+                failures += 1
+                failing_since = failing_since or self.ctx.clock()
+                what = "unreachable" if exc.reason == "api_unreachable" else f"failing ({exc.reason})"
+                self.ctx.degraded(
+                    "api",
+                    f"Stripe API {what} since {_hms(failing_since)} ({failures} "
+                    f"failure{'s' if failures > 1 else ''}): {exc}",
+                )
                 self.src._log_first(
                     exc.reason, "stripe events poll failed; backing off", error=str(exc), retry_in_s=backoff
                 )
@@ -189,6 +200,8 @@ class Poller:
                     return
                 continue
             backoff = 1.0
+            failing_since, failures = None, 0
+            self.ctx.recovered("api")
             self.last_success.set((), self.ctx.clock())
             if more:
                 continue  # catching up: the next page now
@@ -314,6 +327,11 @@ class Poller:
             self.src._mirror_subscription(st)
         self.src._publish_subscriptions()
         return len(written)
+
+
+def _hms(t: float) -> str:
+    """UTC wall time of day, as the status page and /health show "since" times."""
+    return time.strftime("%H:%M:%S", time.gmtime(t))
 
 
 def _error_code(body: bytes) -> str:

@@ -60,6 +60,13 @@ class StripeSource:
     """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
 
     name = "stripe"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = (
+        "signature_missing", "signature_mismatch", "signature_expired", "signature_malformed",
+        "signature_no_v1", "body_not_utf8", "body_too_large", "invalid_json", "invalid_event", "store",
+        "api_unreachable", "api_4xx", "api_5xx", "api_rate_limited", "api_bad_response", "cursor_expired",
+        "stored_state_invalid",
+    )  # fmt: skip
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -335,10 +342,17 @@ class StripeSource:
         # The writer mirrors and counts the event even if this request is cancelled meanwhile.
         status = await self.process(ev, counter=self.webhooks)
         if status == "error":
+            self.ctx.record(
+                "deliveries", type=ev.type, status="error", code=500, id=ev.id, reason="store failed"
+            )
             return web.Response(body=_NOT_RECORDED, status=500, content_type="application/json")
+        self.ctx.record("deliveries", type=ev.type, status=status, code=200, id=ev.id, reason="")
         return web.Response(body=_ANSWERS[status], content_type="application/json")
 
     def _reject(self, status: str, reason: str, code: int, detail: str, signed: bool = False) -> web.Response:
+        self.ctx.record(
+            "deliveries", type="unknown", status=status, code=code, id="", reason=f"{reason}: {detail}"
+        )
         self.webhooks.inc(("unknown", status))
         self.ctx.error(reason)
         self._log_first(reason, "stripe webhook rejected", reason=reason, http_status=code, detail=detail)

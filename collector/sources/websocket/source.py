@@ -39,6 +39,20 @@ RTT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 PROBE_RESULTS = ("success", "failure", "forbidden", "busy", "bad_request")
 
 
+#: How a degraded reason words each failure reason ("ws://app:3000/ws refused: ...").
+_WHAT = {
+    "dns": "does not resolve",
+    "refused": "refused",
+    "connect": "unreachable",
+    "timeout": "timed out",
+    "tls": "failed TLS",
+    "handshake": "failed the upgrade",
+    "closed": "closed the connection",
+    "unexpected_reply": "sent an unexpected reply",
+    "error": "could not be probed",
+}
+
+
 class ProbeMetrics:
     """The `probe_websocket_*` families in one `MetricState` (the shared one, or a `/probe` scratch one)."""
 
@@ -112,6 +126,8 @@ class WebSocketSource:
     """Probes `COLLECTOR_WEBSOCKET__TARGETS`; serves `/probe?target=` for the multi-target pattern."""
 
     name = "websocket"
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up.
+    error_reasons = ("probe_exception",)
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -130,7 +146,7 @@ class WebSocketSource:
         # Bounds concurrent /probe work; requests beyond it are refused, not queued.
         self.probe_slots = asyncio.Semaphore(s.probe_concurrency)
         self.log_first = LogFirst(ctx.log)
-        self.last_reason: dict[str, str | None] = {}  # label -> last failure reason, to log changes once
+        self._urls = {p.label: p.target.url for p in self.plans}  # degraded reasons name the URL
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/probe", self.handle_probe)]
@@ -243,20 +259,32 @@ class WebSocketSource:
             self.metrics.failures.inc((label, result.reason or "error"))
         else:
             self.metrics.record(label, result)
-        previous = self.last_reason.get(label)
-        self.last_reason[label] = result.reason
-        if result.reason is not None and result.reason != previous:
-            self.log_first(
-                f"{label}:{result.reason}",
-                "websocket connection dropped" if drop else "websocket probe failed",
+        self._record(label, result)
+        url = self._urls.get(label, label)
+        if result.reason is not None:
+            # Logged once when the target starts failing (and once when it recovers), not per probe.
+            self.ctx.degraded(
+                f"target:{label}",
+                f"{url} {_WHAT.get(result.reason, result.reason)}: {result.detail}",
                 target=label,
                 reason=result.reason,
                 phase=result.phase,
                 status_code=result.status_code,
                 error=result.detail,
             )
-        elif result.reason is None and previous is not None:
-            self.ctx.log.info("websocket probe recovered", extra={"target": label})
+        else:
+            self.ctx.recovered(f"target:{label}")
+
+    def _record(self, target: str, result: ProbeResult) -> None:
+        """One probe for the status page's recent probes (a bounded ring)."""
+        self.ctx.record(
+            "probes",
+            target=target[:200],
+            result="success" if result.reason is None else result.reason,
+            status_code=result.status_code,
+            **{f"{ph}_ms": round(result.phases[ph] * 1000, 1) for ph in PHASES},
+            failure=result.detail[:200],
+        )
 
     # -- /probe -----------------------------------------------------------------------------------
     def _plan_for(self, target: str) -> Plan | None:
@@ -303,6 +331,7 @@ class WebSocketSource:
         async with self.probe_slots:
             result = await self._guarded(lambda p: probe_once(p, timeout), plan)
         self.requests.inc(("success" if result.success else "failure",))
+        self._record(f"/probe {plan.label}", result)
         if result.reason is not None:
             self.log_first(
                 f"probe:{result.reason}",
