@@ -81,7 +81,7 @@ def change_every_series(state: MetricState) -> None:
 async def _http_scrape_ms(state: MetricState, runs: int, change: bool) -> tuple[float, int, str]:
     """Median time of a scrape of the collector's own /metrics handler over HTTP; `change`: every
     series changes between scrapes, else none (each family's text is then reused as it is)."""
-    runtime = SimpleNamespace(metrics=state, self_metrics=SelfMetrics())  # what the handler reads
+    runtime = SimpleNamespace(metrics=state, self_metrics=SelfMetrics(), sources=[])  # what the handler reads
     app = web.Application()
     add_routes(app, runtime)  # type: ignore[arg-type]
     runner = web.AppRunner(app, access_log=None)

@@ -8,16 +8,28 @@ metric state together (exactly-once; see docs/design.md).
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from collector.metrics import MetricState
     from collector.settings import LogsSettings
 
-__all__ = ["RESULTS", "BatchResult", "LineConsumer", "bad_line_reason", "build_consumer", "valid_utf8"]
+__all__ = [
+    "NOT_JSON",
+    "RESULTS",
+    "BatchResult",
+    "LineConsumer",
+    "bad_line_reason",
+    "build_consumer",
+    "lenient_json",
+    "valid_utf8",
+]
 
 #: Every line ends in exactly one of these (`too_long` is decided by the tailer, the rest by the consumer).
 RESULTS = ("parsed", "unmatched", "invalid_json", "invalid_utf8", "too_long")
@@ -39,6 +51,53 @@ def bad_line_reason(line: bytes) -> str:
     UnicodeDecodeError for invalid UTF-8, later releases raise DecodeError for it.
     """
     return "invalid_json" if valid_utf8(line) else "invalid_utf8"
+
+
+#: `lenient_json`'s answer for a line that is not JSON.
+NOT_JSON: object = object()
+
+
+def lenient_json(line: bytes) -> Any:
+    """Decode a valid-UTF-8 line msgspec refused, if it is valid JSON after all (RFC 8259); else NOT_JSON.
+
+    msgspec rejects three kinds of valid JSON: escaped lone surrogates (`"\\ud800"`, which Node's
+    `JSON.stringify` writes for a string cut inside a character pair), numbers beyond a double
+    (`1e400`), and nesting past its depth limit. The standard library parser accepts all three;
+    lone surrogates become U+FFFD (a label value must encode as UTF-8) and out-of-range numbers
+    become null (absent), never an infinite value that would poison a counter. Only called for lines
+    that already failed the fast path, so its cost does not touch the hot path.
+    """
+    try:
+        data = json.loads(line, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+    return _fix_surrogates(data, 0)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _finite(text: str) -> float | None:
+    value = float(text)
+    return value if math.isfinite(value) else None
+
+
+def _no_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not JSON")  # NaN, Infinity: Python accepts them, RFC 8259 does not
+
+
+def _fix_surrogates(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        if value.isascii():
+            return value
+        return _SURROGATE.sub("\ufffd", value)
+    if depth > 1000:
+        return value
+    if isinstance(value, dict):
+        return {_fix_surrogates(k, depth): _fix_surrogates(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fix_surrogates(v, depth + 1) for v in value]
+    return value
 
 
 @dataclass

@@ -40,9 +40,7 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     async def metrics(request: web.Request) -> web.Response:
         began = time.perf_counter()
         openmetrics = wants_openmetrics(request.headers.get("Accept"))
-        body = render(rt.metrics.families.values(), openmetrics).encode() + rt.self_metrics.render(
-            openmetrics
-        )
+        body = await durable_render(rt, openmetrics)
         headers = {
             "Content-Type": content_type(openmetrics),
             "Vary": "Accept, Accept-Encoding",
@@ -93,6 +91,37 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
             web.get("/health/ready", ready),
         ]
     )
+
+
+async def durable_render(rt: Runtime, openmetrics: bool) -> bytes:
+    """The exposition, holding no restored counter before its restore and only values already durable.
+
+    A counter served and then lost in a crash would come back lower after the restart, which
+    Prometheus reads as a reset (`increase()` then counts everything again). So a source's
+    `held_families()` are left out until its `ctx.restored` is set, and each source's
+    `before_scrape()` (which queues a write of the state the served values come from) is called right
+    before the render, with no await in between; the response waits for those writes. If a write
+    fails (disk full), the values are served anyway and the failure is counted: the counts stay
+    visible, and only a crash during the fault can then take back what was served.
+    """
+    hidden: set[str] = set()
+    writes: list[asyncio.Future[None]] = []
+    for source, ctx in rt.sources:
+        if not ctx.restored.is_set():
+            held = getattr(source, "held_families", None)
+            hidden.update(held() if held is not None else ())
+            continue
+        hook = getattr(source, "before_scrape", None)
+        write = hook() if hook is not None else None
+        if write is not None:
+            writes.append(write)
+    families = rt.metrics.families.values()
+    body = render([f for f in families if f.name not in hidden] if hidden else families, openmetrics)
+    if writes:
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results):
+            rt.self_metrics.store_errors.labels("scrape_checkpoint").inc()
+    return body.encode() + rt.self_metrics.render(openmetrics)
 
 
 def _truthy(value: str | None) -> bool:

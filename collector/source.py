@@ -77,6 +77,7 @@ class SourceStatus:
     last_error: str | None = None
     last_error_at: float | None = None
     restarts: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)  # source-specific (logs: pending files)
     problems: dict[str, Problem] = field(default_factory=dict)  # key (bounded per source) -> problem
     # Recent activity per kind ("deliveries", "probes"): small bounded rings the status page shows.
     recent: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
@@ -101,6 +102,7 @@ class SourceStatus:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "restarts": self.restarts,
+            **self.detail,
         }
 
 
@@ -117,9 +119,14 @@ class SourceContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     clock: Callable[[], float] = time.time
     status: SourceStatus = field(default_factory=SourceStatus)
+    # Set once the source's metric families hold their restored values: /metrics serves the shared
+    # families only when every source has set it, so no scrape sees a counter below a value served
+    # before a restart. `started()` sets it; a source that restores may set it earlier.
+    restored: asyncio.Event = field(default_factory=asyncio.Event)
 
     def started(self) -> None:
-        """Tell the supervisor the source is up and working."""
+        """Tell the supervisor the source is up and working (its state is restored by now)."""
+        self.restored.set()
         self._set_phase("running")
         self.status.started_at = self.clock()
 
@@ -205,6 +212,11 @@ class Source(Protocol):
         """Work until `ctx.stop` is set; call `ctx.started()` once working; flush state before returning."""
         ...
 
+    # Optional, read by `collector.server.durable_render` (getattr):
+    #   held_families() -> list[str]: families restored from the store, left out of /metrics until
+    #       `ctx.restored` is set (a scrape must never see a restored counter below a served value).
+    #   before_scrape() -> asyncio.Future | None: called right before /metrics renders, with no await
+    #       in between; queue a write of the state the served values come from (the response waits).
     # Optional: `def status_tables(self) -> list[Table]` - what the status page shows for this source
     # beyond its state, reasons and recent activity (read at each page view, never on the hot path).
 

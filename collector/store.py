@@ -1,7 +1,9 @@
 """The state store: one SQLite file in WAL mode, used from a single worker thread off the event loop.
 
-Sources keep offsets, de-duplication ids, metric snapshots and histories here. A file that SQLite
-cannot open or that fails `PRAGMA quick_check` is moved aside and replaced by a fresh one.
+Sources keep offsets, de-duplication ids, metric snapshots and histories here. Only a file that is
+genuinely unusable (not a database, failing `PRAGMA quick_check`, or of a newer schema) is moved aside
+and replaced by a fresh one. Anything that may pass (locked by another process, I/O error, disk full,
+read-only or permission denied) raises `StoreError` with the state left as it is; the caller retries.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["SCHEMA_VERSION", "SeriesDelta", "StateStore", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "SeriesDelta", "StateStore", "StoreError", "WriteChain", "is_corrupt"]
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -43,7 +45,30 @@ log = logging.getLogger("collector.store")
 
 
 class StoreError(Exception):
-    """The state store cannot be used (after a reset attempt)."""
+    """The state store cannot be used right now (retry later); its file was left untouched."""
+
+
+# SQLite result codes (https://www.sqlite.org/rescode.html) that mean the file itself is bad.
+_CORRUPT_CODES = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def is_corrupt(exc: BaseException) -> bool:
+    """Whether an error opening the store means its file is unusable, not that opening may work later.
+
+    Locked (`SQLITE_BUSY`/`SQLITE_LOCKED`), `SQLITE_IOERR`, `SQLITE_FULL`, `SQLITE_READONLY`,
+    `SQLITE_CANTOPEN` and `SQLITE_PERM` are conditions of the moment: moving the file aside for them
+    would throw away every counter's state.
+    """
+    if isinstance(exc, _Incompatible | _CheckFailed):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = getattr(exc, "sqlite_errorname", None)
+    if name is not None:
+        return name.startswith(tuple(_CORRUPT_CODES))  # extended codes too: SQLITE_CORRUPT_INDEX
+    # Older SQLite bindings without error names: the two messages SQLite gives a bad file.
+    text = str(exc)
+    return "file is not a database" in text or "malformed" in text
 
 
 class StateStore:
@@ -52,11 +77,15 @@ class StateStore:
     Args:
         path: the database file; parents are created.
         on_reset: called with the reason when a corrupt file is moved aside.
+        busy_timeout: seconds to wait for a lock held by another process before failing (retried).
     """
 
-    def __init__(self, path: Path, on_reset: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, path: Path, on_reset: Callable[[str], None] | None = None, busy_timeout: float = 5.0
+    ) -> None:
         self.path = Path(path)
         self.on_reset = on_reset
+        self.busy_timeout = busy_timeout  # seconds to wait for another process's lock
         # SQLite connections belong to the thread that made them: one worker does all the I/O.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="state-store")
         self._conn: sqlite3.Connection | None = None
@@ -69,8 +98,11 @@ class StateStore:
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on the store thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn, args)
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Queue `fn(conn, *args)` on the store thread now (calls run in the order they were queued)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._conn is None:
@@ -89,10 +121,13 @@ class StateStore:
         await loop.run_in_executor(self._executor, self._open)
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = self._connect()
-        except (sqlite3.DatabaseError, _Incompatible) as exc:
+        except (sqlite3.Error, _Incompatible, _CheckFailed, OSError) as exc:
+            if not is_corrupt(exc):
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                raise StoreError(f"cannot open the state store at {self.path}: {exc}") from exc
             reason = "incompatible" if isinstance(exc, _Incompatible) else "corrupt"
             aside = self._move_aside()
             log.error(
@@ -109,17 +144,20 @@ class StateStore:
                 raise StoreError(f"cannot create a fresh state store at {self.path}: {exc2}") from exc2
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
-                raise sqlite3.DatabaseError(f"cannot switch to WAL mode (got {mode})")
+                # e.g. a read-only directory: a condition to fix and retry, not a bad file
+                raise sqlite3.OperationalError(f"cannot switch to WAL mode (got {mode})")
             # NORMAL in WAL mode: a crash of the process never loses a committed transaction.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             check = conn.execute("PRAGMA quick_check").fetchall()
             if check != [("ok",)]:
-                raise sqlite3.DatabaseError(f"quick_check failed: {check[:3]}")
+                raise _CheckFailed(f"quick_check failed: {check[:3]}")
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT version FROM schema_version").fetchone()
             if row is None:
@@ -165,6 +203,10 @@ class StateStore:
         """Write several keys of one owner in one transaction (all or nothing)."""
         await self.call(_put, owner, list(items))
 
+    def put_nowait(self, owner: str, items: Iterable[tuple[str, bytes | str]]) -> asyncio.Future[None]:
+        """`put`, queued before this returns: a later write of the same key cannot overtake it."""
+        return self.submit(_put, owner, list(items))
+
     async def delete(self, owner: str, keys: Iterable[str]) -> None:
         await self.call(_delete, owner, list(keys))
 
@@ -174,6 +216,12 @@ class StateStore:
         """Write kv items and a series delta of one owner in one transaction (all or nothing)."""
         await self.call(_put_with_series, owner, list(items), delta)
 
+    def put_with_series_nowait(
+        self, owner: str, items: Iterable[tuple[str, bytes | str]], delta: SeriesDelta, chain: WriteChain
+    ) -> asyncio.Future[None]:
+        """`put_with_series`, queued before this returns; refused if an earlier write of `chain` failed."""
+        return self.submit(_chained, chain, _put_with_series, owner, list(items), delta)
+
     async def series_rows(self, owner: str, decode: Callable[[str, str, str], Any]) -> list[Any]:
         """Every series row of `owner` as `decode(family, key, value)`, decoded on the store thread."""
         return await self.call(_series_rows, owner, decode)
@@ -181,6 +229,27 @@ class StateStore:
     async def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` inside BEGIN IMMEDIATE ... COMMIT (rolled back if it raises)."""
         return await self.call(_in_transaction, fn)
+
+
+class WriteChain:
+    """Writes queued one after another where each builds on the one before (deltas of a checkpoint).
+
+    Once one fails, the ones queued after it are refused rather than applied on top of a state
+    they did not assume. Only the store thread reads or sets `broken`.
+    """
+
+    def __init__(self) -> None:
+        self.broken = False
+
+
+def _chained(conn: sqlite3.Connection, chain: WriteChain, fn: Callable[..., T], *args: Any) -> T:
+    if chain.broken:
+        raise StoreError("an earlier checkpoint write failed; this one builds on it")
+    try:
+        return fn(conn, *args)
+    except BaseException:
+        chain.broken = True
+        raise
 
 
 @dataclass
@@ -204,6 +273,10 @@ class SeriesDelta:
 
 
 class _Incompatible(Exception):
+    pass
+
+
+class _CheckFailed(Exception):
     pass
 
 

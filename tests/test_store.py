@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.store import SCHEMA_VERSION, StateStore
+from collector.store import SCHEMA_VERSION, StateStore, StoreError, is_corrupt
 
 pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
@@ -92,3 +92,52 @@ async def test_file_from_a_newer_collector_is_moved_aside(tmp_path: Path) -> Non
         == SCHEMA_VERSION
     )
     await store.close()
+
+
+async def test_a_store_locked_by_another_process_is_retried_never_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    await store.open()
+    await store.put("logs", [("checkpoint", b"precious")])
+    await store.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    # Another process holds the file locked at start-up (an `sqlite3` shell, a backup tool).
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    resets: list[str] = []
+    store = StateStore(path, on_reset=resets.append, busy_timeout=0.2)
+    with pytest.raises(StoreError, match="locked"):
+        await store.open()
+    assert resets == [] and not store.is_open
+    assert "locked" in (store.last_error or "")
+    assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == []
+    holder.execute("ROLLBACK")
+    holder.close()
+    await store.open()  # the caller's retry: everything is still there
+    assert await store.get("logs", "checkpoint") == b"precious"
+    assert resets == []
+    await store.close()
+
+
+async def test_a_store_that_cannot_be_created_is_an_error_to_retry_not_a_reset(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("a file where the directory should be")
+    resets: list[str] = []
+    store = StateStore(tmp_path / "data" / "state.db", on_reset=resets.append)
+    for _ in range(3):
+        with pytest.raises(StoreError):
+            await store.open()
+    assert resets == [] and store.resets == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def test_only_a_bad_file_counts_as_corruption() -> None:
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute("SELECT * FROM nowhere")
+    except sqlite3.Error as exc:
+        assert not is_corrupt(exc)  # a plain error (a bug), not a reason to throw state away
+    assert not is_corrupt(OSError(28, "No space left on device"))
+    assert not is_corrupt(sqlite3.OperationalError("database is locked"))
+    assert not is_corrupt(sqlite3.OperationalError("disk I/O error"))
+    assert is_corrupt(sqlite3.DatabaseError("file is not a database"))
+    assert is_corrupt(sqlite3.DatabaseError("database disk image is malformed"))

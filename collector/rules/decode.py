@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import BatchResult, bad_line_reason
+from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -108,7 +108,7 @@ class LineDecoder:
         for line in bytes(buf[:SAMPLE_BYTES]).split(b"\n")[:SAMPLE_LINES]:
             try:
                 data = msgspec.json.decode(line)
-            except (msgspec.DecodeError, UnicodeDecodeError):
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
                 continue
             if isinstance(data, dict):
                 _walk(data, "", self._order, seen)
@@ -194,7 +194,7 @@ class LineDecoder:
             objs = self._batch(b"\n".join(lines))
             if len(objs) == len(lines):
                 return objs
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass
         return self._decode_each(lines, result)
 
@@ -205,7 +205,7 @@ class LineDecoder:
             self.learn(buf)
         try:
             objs = self._batch(buf)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         return objs if len(objs) == count else None
 
@@ -223,8 +223,9 @@ class LineDecoder:
                 continue
             except msgspec.ValidationError:
                 obj = self._reshape(line)  # valid JSON whose shape differs where a rule looks
-            except (msgspec.DecodeError, UnicodeDecodeError):
-                obj = bad_line_reason(line)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                # valid JSON msgspec refuses (a lone surrogate escape, 1e400, depth) is reshaped too
+                obj = self._reshape(line) if bad_line_reason(line) == "invalid_json" else "invalid_utf8"
             if isinstance(obj, str):
                 if obj == "invalid_utf8":
                     result.invalid_utf8 += 1
@@ -240,8 +241,12 @@ class LineDecoder:
         """Decode generically, drop values whose type a nested path cannot read, then convert."""
         try:
             data = msgspec.json.decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return bad_line_reason(line)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+            if bad_line_reason(line) == "invalid_utf8":
+                return "invalid_utf8"
+            data = lenient_json(line)  # valid JSON msgspec refuses: lone surrogate escapes, 1e400, depth
+            if data is NOT_JSON:
+                return "invalid_json"
         if not isinstance(data, dict):
             return "not_object"
         return msgspec.convert(_prune(data, self._tree), self.root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +255,31 @@ def test_a_copy_resumed_past_its_end_is_not_taken_for_a_truncation() -> None:
     t.apply(Scan(files={}, fds={(1, 9): FdObs(2, b"a\n"), (1, 7): FdObs(0, b"")}), 2, _never)
     assert t.streams[(1, 9)].offset == 6  # nothing re-read from the copy
     assert t.truncations.series == {("app.log",): 1}
+
+
+def test_rotated_names_are_told_from_other_logs_beside_them() -> None:
+    from collector.sources.logs.identity import rotated_name
+
+    live = "app.log"
+    for name in ("app.log.1", "app.log.2.gz", "app.log-20261201", "app.log-20261201-1764547200.gz",
+                 "app-20261201.log", "app-20261201.log.gz", "app.log.1.xz"):  # fmt: skip
+        assert rotated_name(name, live), name
+    for name in ("app.log", "app-error.log", "app.log.bak", "other.log", "app.logs", "app.log.old.gz"):
+        assert not rotated_name(name, live), name
+
+
+def test_a_compressed_copy_is_read_at_any_offset_and_a_partial_line_is_served_again(tmp_path: Path) -> None:
+    import gzip
+
+    from collector.sources.logs.scan import Decompressed
+
+    data = b"".join(b"line %06d\n" % i for i in range(50_000))
+    path = tmp_path / "app.log.1.gz"
+    path.write_bytes(gzip.compress(data))
+    z = Decompressed(str(path), "gzip")
+    assert z.pread(100, 0) == data[:100]
+    assert z.pread(100, 95) == data[95:195]  # backwards inside the last chunk: no re-decompression
+    assert z.pread(1000, 300_000) == data[300_000:301_000]  # forward seek
+    assert z.pread(10**7, 499_990) == data[499_990:]
+    assert z.pread(10, len(data)) == b""
+    z.close()

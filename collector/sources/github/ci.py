@@ -116,6 +116,10 @@ class DeploymentsSource:
         )
         self.log_first = LogFirst(ctx.log)
 
+    def held_families(self) -> list[str]:
+        """Counters and histograms rebuilt from the stored history: not served before it is loaded."""
+        return [self.engine.total.name, self.engine.lead.name, self.engine.recovery.name]
+
     def routes(self) -> list[web.RouteDef]:
         return [web.post("/deployments", self.handle), *dora_routes(self.engine, self)]
 

@@ -88,6 +88,10 @@ class GitHubSource:
             self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
         )
 
+    def held_families(self) -> list[str]:
+        """Counters and histograms rebuilt from the stored history: not served before it is loaded."""
+        return [self.engine.total.name, self.engine.lead.name, self.engine.recovery.name]
+
     def routes(self) -> list[web.RouteDef]:
         routes = []
         if self.secret is not None:

@@ -100,6 +100,7 @@ class Checkpointer:
         streams: list[dict[str, Any]],
         patterns: list[str],
         consumer: Any = None,
+        extra: dict[str, Any] | None = None,
     ) -> Pending | None:
         """The checkpoint of this instant (no await here), or None when the store already holds it.
 
@@ -147,6 +148,7 @@ class Checkpointer:
                 "streams": streams,
                 "families": signatures,
                 "consumer": consumer,
+                **(extra or {}),  # the tailer's pending and closed streams (issue 15)
             }
         )
         if not delta and doc == self.last_doc:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from collector.logpipe import BatchResult, valid_utf8
+from collector.logpipe import BatchResult, lenient_json, valid_utf8
 from collector.metrics import MetricState
 
 __all__ = ["LEVELS", "LevelConsumer", "normalise_level"]
@@ -117,7 +117,7 @@ class LevelConsumer:
         if buf.isascii() or valid_utf8(buf):
             try:
                 items = self._decoder.decode_lines(buf)
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
                 items = None
             if items is not None and len(items) != len(lines):
                 items = None  # decode_lines skips blank lines; they are invalid JSON here
@@ -170,7 +170,12 @@ class LevelConsumer:
                 continue
             try:
                 good.append(self._decoder.decode(line))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                data = lenient_json(line)  # valid JSON msgspec refuses: lone surrogate escapes, ...
+            if isinstance(data, dict):
+                good.append(msgspec.convert(data, _Line))
+            else:
                 result.invalid_json += 1
                 if len(result.bad) < _MAX_BAD:
                     result.bad.append((i, "invalid_json"))

@@ -5,20 +5,35 @@ Returns plain observations; every decision (and every metric update) happens on 
 
 from __future__ import annotations
 
+import bz2
 import errno
 import glob
+import gzip
+import lzma
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import IO
 
 from collector.sources.logs.identity import FP_BYTES, end_offset
 
-__all__ = ["FdObs", "FileObs", "Scan", "fixed_base", "scan", "watch_roots"]
+__all__ = [
+    "Decompressed",
+    "FdObs",
+    "FileObs",
+    "Scan",
+    "fixed_base",
+    "open_decompressed",
+    "scan",
+    "watch_roots",
+]
 
 Key = tuple[int, int]
 
 # Magic numbers of gzip, zstd, xz and bzip2: rotated logs compressed by logrotate are not text.
 _COMPRESSED = (b"\x1f\x8b", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ\x00", b"BZh")
+# The ones the standard library can read back (zstd needs Python 3.14): magic -> codec name.
+_CODECS = {b"\x1f\x8b": "gzip", b"\xfd7zXZ\x00": "xz", b"BZh": "bz2"}
 
 _COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip")
 
@@ -40,6 +55,8 @@ class FileObs:
     end: tuple[int, bool] = (0, False)  # start for `start_at=end` (only when asked for)
     error: str | None = None  # bounded reason: permission_denied, not_regular, open_failed
     detail: str = ""
+    mtime: float = 0.0
+    codec: str | None = None  # a compressed copy (found beside a stream): prefix is decompressed
 
     @property
     def key(self) -> Key:
@@ -59,15 +76,31 @@ class Scan:
     files: dict[str, FileObs] = field(default_factory=dict)
     fds: dict[Key, FdObs] = field(default_factory=dict)
     roots: tuple[tuple[str, bool], ...] = ()
+    # Every other file of the directories asked for (`look_in`), whatever its name: where a stream's
+    # unread bytes may live after a rotation the patterns do not match (app.log.1, app.log-2026.gz).
+    others: dict[str, FileObs] = field(default_factory=dict)
+    # look_in directory -> "ok", "missing" or "unlistable" (a pending stream is lost only when "ok")
+    dirs: dict[str, str] = field(default_factory=dict)
+
+    def close_unused(self) -> None:
+        """Close descriptors opened for files the tailer did not take (it sets `fd=None` on those it takes)."""
+        for fo in (*self.files.values(), *self.others.values()):
+            if fo.fd is not None:
+                os.close(fo.fd)
+                fo.fd = None
 
 
-def scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> Scan:
+def scan(
+    patterns: list[str], open_fds: dict[Key, int], want_end: bool, look_in: frozenset[str] = frozenset()
+) -> Scan:
     """Glob every pattern, stat every match, open the ones not followed yet; look at open descriptors.
 
     Args:
         patterns: glob patterns (`**` allowed).
         open_fds: followed inode -> descriptor (those are not opened again).
         want_end: also find where `start_at=end` would begin in newly opened files.
+        look_in: directories whose every regular file is observed too (`Scan.others`), compressed
+            copies included (their first bytes decompressed).
     """
     out = Scan(roots=watch_roots(patterns))
     # Open files first: a copytruncate copy is made before the truncation, so when a truncation is
@@ -88,11 +121,77 @@ def scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> Scan:
                 obs = _observe(path, pattern, open_fds, want_end)
                 if obs is not None:
                     out.files[path] = obs
+    for directory in sorted(look_in):
+        try:
+            names = sorted(os.listdir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            out.dirs[directory] = "missing"
+            continue
+        except OSError:
+            out.dirs[directory] = "unlistable"
+            continue
+        out.dirs[directory] = "ok"
+        for name in names:
+            path = os.path.join(directory, name)
+            if path in out.files:
+                continue
+            obs = _observe(path, "", open_fds, False, other=True)
+            if obs is not None:
+                out.others[path] = obs
     return out
 
 
-def _observe(path: str, pattern: str, open_fds: dict[Key, int], want_end: bool) -> FileObs | None:
-    if path.endswith(_COMPRESSED_SUFFIXES):
+def open_decompressed(path: str, codec: str) -> IO[bytes]:
+    """A compressed rotated copy opened for reading its decompressed bytes."""
+    if codec == "gzip":
+        return gzip.open(path, "rb")
+    if codec == "bz2":
+        return bz2.open(path, "rb")
+    return lzma.open(path, "rb")
+
+
+class Decompressed:
+    """`os.pread` over a compressed copy, read forward once (a partial last line is re-served from memory).
+
+    A decompressing file object can only seek forward cheaply (backwards decompresses again from 0), so
+    the last chunk is kept: re-reading the unconsumed end of it, as the tailer does at a partial line,
+    costs nothing.
+    """
+
+    def __init__(self, path: str, codec: str) -> None:
+        self.f = open_decompressed(path, codec)
+        self.base = 0
+        self.last = b""
+
+    def pread(self, size: int, offset: int) -> bytes:
+        head = b""
+        if self.base <= offset <= self.base + len(self.last):
+            head = self.last[offset - self.base : offset - self.base + size]
+            if len(head) == size:
+                return head
+            offset += len(head)
+        if self.f.tell() != offset:
+            self.f.seek(offset)
+        data = head + self.f.read(size - len(head))
+        self.base, self.last = offset - len(head), data
+        return data
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _decompressed_prefix(path: str, codec: str) -> bytes:
+    try:
+        with open_decompressed(path, codec) as f:
+            return f.read(FP_BYTES)
+    except (OSError, EOFError, lzma.LZMAError):
+        return b""  # still being written by the compressor, or damaged: looked at again next scan
+
+
+def _observe(
+    path: str, pattern: str, open_fds: dict[Key, int], want_end: bool, other: bool = False
+) -> FileObs | None:
+    if path.endswith(_COMPRESSED_SUFFIXES) and not other:
         return None  # logrotate writes `app.log.2.gz` under its final name: skip it before it has bytes
     obs = FileObs(path, pattern)
     try:
@@ -107,7 +206,7 @@ def _observe(path: str, pattern: str, open_fds: dict[Key, int], want_end: bool) 
             return None  # a directory matched by a `*` pattern is just a path step, not a log file
         obs.error, obs.detail = "not_regular", "not a regular file (FIFO, socket or device)"
         return obs
-    obs.dev, obs.ino, obs.size = st.st_dev, st.st_ino, st.st_size
+    obs.dev, obs.ino, obs.size, obs.mtime = st.st_dev, st.st_ino, st.st_size, st.st_mtime
     if obs.key in open_fds:
         return obs
     try:
@@ -128,7 +227,12 @@ def _observe(path: str, pattern: str, open_fds: dict[Key, int], want_end: bool) 
         obs.prefix = os.pread(fd, FP_BYTES, 0)
         if obs.prefix.startswith(_COMPRESSED):
             os.close(fd)
-            return None  # a compressed rotation (app.log.2.gz) matched by a wide pattern: not a log
+            codec = next((c for magic, c in _CODECS.items() if obs.prefix.startswith(magic)), None)
+            if not other or codec is None:
+                return None  # a compressed rotation (app.log.2.gz) matched by a wide pattern: not a log
+            # Beside a stream, a compressed copy may hold its unread tail (logrotate `compress`).
+            obs.codec, obs.prefix = codec, _decompressed_prefix(path, codec)
+            return obs
         if want_end and obs.size:
             start = max(0, obs.size - _TAIL_BYTES)
             obs.end = end_offset(os.pread(fd, obs.size - start, start), obs.size)

@@ -28,7 +28,8 @@ from collector.settings import LogsSettings
 from collector.source import SourceContext, Table
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
-from collector.sources.logs.tailer import Tailer
+from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
+from collector.store import WriteChain
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 
@@ -63,6 +64,10 @@ class LogsSource:
         self.tailer: Tailer | None = None
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
         self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
+        self.chain = WriteChain()  # checkpoint writes in flight build on each other (see _write_checkpoint)
+        self.checkpointed_changes = -1  # `tailer.changes` at the last checkpoint taken
+        self.scanned_at = 0.0  # wall time the last scan began (checkpointed: see Tailer._first_look)
+        self.saved_at = 0.0  # the `saved_at` of the last checkpoint taken
         self.wake = asyncio.Event()
         self.last_pass = 0.0  # monotonic start of the last read pass (notifications coalesce after it)
         self.busy_until = 0.0  # monotonic time until which files count as busy (lines kept coming)
@@ -90,7 +95,10 @@ class LogsSource:
 
     async def run(self) -> None:
         if self.consumer is None:
-            self.consumer = build_consumer(self.settings, self.ctx.metrics, self.ctx.log)
+            try:
+                self.consumer = build_consumer(self.settings, self.ctx.metrics, self.ctx.log)
+            except ValueError:
+                raise
         tailer = self.tailer = self._new_tailer()
         clean = False
         tasks: list[asyncio.Task[None]] = []
@@ -103,10 +111,14 @@ class LogsSource:
                 # `start_at` only for files present at the first start (or the first start of a pattern).
                 return self.settings.start_at == "end" and (first_start or fo.pattern not in known_patterns)
 
-            found, missing = await asyncio.to_thread(_scan, patterns, {}, self.settings.start_at == "end")
+            self.scanned_at = self.ctx.clock()
+            found, missing = await asyncio.to_thread(
+                _scan, patterns, {}, self.settings.start_at == "end", tailer.look_dirs(patterns)
+            )
             tailer.apply(found, time.monotonic(), start_end)
             self._report(found, missing)
             tailer.update_gauges()
+            self._report_pending(tailer)
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
             watcher = _Watcher(self, found.roots)
@@ -127,13 +139,19 @@ class LogsSource:
                 self._note_lag(tailer)
                 if self._checkpoint_due():
                     await self._checkpoint(tailer)
-                await self._wait()
+                if not any(p.why == "truncated" for p in tailer.pending):
+                    # (a truncated file's copy is looked for at once, before the next rotation moves it)
+                    await self._wait()
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
-                found, missing = await asyncio.to_thread(_scan, patterns, tailer.open_fds(), False)
+                self.scanned_at = self.ctx.clock()
+                found, missing = await asyncio.to_thread(
+                    _scan, patterns, tailer.open_fds(), False, tailer.look_dirs(patterns)
+                )
                 tailer.apply(found, time.monotonic(), never)
                 self._report(found, missing)
+                self._report_pending(tailer)
                 watcher.follow(found.roots)
             clean = True
         finally:
@@ -147,6 +165,10 @@ class LogsSource:
             if clean:
                 await self._checkpoint(tailer)
             tailer.close()
+
+    def _report_pending(self, tailer: Tailer) -> None:
+        """/health lists files whose unread bytes are owed but cannot be read yet."""
+        self.ctx.status.detail["pending_files"] = tailer.pending_report()
 
     async def _read_all(self, tailer: Tailer) -> bool:
         """Read every stream to its end; True when any bytes were consumed."""
@@ -296,30 +318,82 @@ class LogsSource:
         assert self.consumer is not None
         return [*self.consumer.family_names(), *tailer.checkpoint_families()]
 
-    async def _checkpoint(self, tailer: Tailer) -> None:
+    def _write_checkpoint(self, tailer: Tailer) -> asyncio.Future[None] | None:
+        """Take the checkpoint of this instant (between two steps, no await) and queue its write.
+
+        Returns:
+            The write, queued in order on the store thread; None when the store already holds this
+            state. Writes in flight build on each other (each delta assumes the ones before it
+            committed), so they share a `WriteChain`: once one fails the rest are refused, and the
+            next checkpoint rewrites every family.
+        """
+        if tailer.changes != self.checkpointed_changes:
+            # Files modified since the last scan began may hold lines no checkpoint has seen (kept
+            # as it was while nothing changed, so an idle collector writes nothing).
+            self.saved_at, self.checkpointed_changes = self.scanned_at, tailer.changes
         # Offsets, metric changes and the state a consumer keeps between lines (a join's pending
-        # requests) taken together between two steps (no await in take()).
+        # requests) taken together.
         consumer_state = getattr(self.consumer, "checkpoint_state", None)
         pending = self.checkpointer.take(
             self._families(tailer),
             tailer.snapshot(),
             list(self.settings.paths),
             consumer_state() if consumer_state is not None else None,
+            extra={
+                "pending": tailer.snapshot_pending(),
+                "finished": tailer.snapshot_finished(),
+                "saved_at": self.saved_at,
+            },
         )
+        if pending is None:
+            return None
+        chain = self.chain
+        write = self.ctx.store.put_with_series_nowait(
+            OWNER, [(CHECKPOINT_KEY, pending.doc)], pending.delta, chain
+        )
+
+        def done(fut: asyncio.Future[None]) -> None:
+            if fut.cancelled() or fut.exception() is not None:
+                self.checkpointer.failed(pending)
+                if self.chain is chain:
+                    self.chain = WriteChain()  # the next take rewrites everything: a fresh chain
+            else:
+                self.checkpointer.committed(pending)
+
+        write.add_done_callback(done)
+        return write
+
+    def held_families(self) -> list[str]:
+        """Families restored from the checkpoint: not served before the restore (see `durable_render`)."""
+        names = list(self.consumer.family_names()) if self.consumer is not None else []
+        return [*names, *CHECKPOINT_FAMILIES]
+
+    def before_scrape(self) -> asyncio.Future[None] | None:
+        """Called by /metrics right before it renders (no await in between): make what it serves durable.
+
+        A scrape then never shows a count that a crash could take back, so after a restart no counter
+        is ever below a value served before (Prometheus would read that as a reset). Nothing is written
+        when nothing changed since the last checkpoint.
+        """
+        tailer = self.tailer
+        if tailer is None or self.ctx.status.phase != "running" or not self.ctx.store.is_open:
+            return None
+        return self._write_checkpoint(tailer)
+
+    async def _checkpoint(self, tailer: Tailer) -> None:
         began = time.monotonic()
-        if pending is None:  # the store already holds exactly this state: nothing to write
+        write = self._write_checkpoint(tailer)
+        if write is None:  # the store already holds exactly this state: nothing to write
             self.last_checkpoint = began
             return
         try:
-            await self.ctx.store.put_with_series(OWNER, [(CHECKPOINT_KEY, pending.doc)], pending.delta)
+            await write
         except Exception as exc:
-            self.checkpointer.failed(pending)
             self.ctx.self_metrics.store_errors.labels("logs_checkpoint").inc()
             self.ctx.error("checkpoint_failed", str(exc))
             tailer.log_first("checkpoint_failed", "cannot write the logs checkpoint", error=str(exc))
             self.last_checkpoint = began  # retry at the next interval, not in a tight loop
             return
-        self.checkpointer.committed(pending)
         self.last_checkpoint = began
 
     async def _restore(self, tailer: Tailer) -> tuple[bool, set[str]]:
@@ -330,6 +404,7 @@ class LogsSource:
         """
         self.checkpointer = Checkpointer(self.ctx.metrics)
         raw = await self.ctx.store.get(OWNER, CHECKPOINT_KEY)
+        self.ctx.restored.set()  # from here on our families hold restored values (or a first start's)
         if raw is None:
             return True, set()
         try:
@@ -340,7 +415,13 @@ class LogsSource:
             if data.get("version") == CHECKPOINT_VERSION:
                 rows = await self.ctx.store.series_rows(OWNER, decode_row)
             restored = self.checkpointer.restore(data, rows)
-            tailer.restore(restored.streams)
+            saved_at = data.get("saved_at")
+            tailer.restore(
+                restored.streams,
+                list(data.get("pending") or []),
+                list(data.get("finished") or []),
+                float(saved_at) if saved_at is not None else None,
+            )
             restore_consumer = getattr(self.consumer, "restore_state", None)
             if restore_consumer is not None:
                 restore_consumer(data.get("consumer"))
@@ -350,6 +431,9 @@ class LogsSource:
                 if fam is not None:
                     fam.clear()
             tailer.streams.clear()
+            tailer.pending.clear()
+            tailer.finished.clear()
+            tailer.saved_at = None
             self.checkpointer = Checkpointer(self.ctx.metrics)
             self.ctx.error("checkpoint_unreadable", str(exc))
             self.ctx.log.error(
@@ -370,9 +454,11 @@ class LogsSource:
         return None if self.last_checkpoint is None else time.monotonic() - self.last_checkpoint
 
 
-def _scan(patterns: list[str], open_fds: dict[Key, int], want_end: bool) -> tuple[Scan, set[str]]:
+def _scan(
+    patterns: list[str], open_fds: dict[Key, int], want_end: bool, look_in: frozenset[str] = frozenset()
+) -> tuple[Scan, set[str]]:
     """`scan`, plus the patterns whose leading directory does not exist (worker thread: it stats)."""
-    found = scan(patterns, open_fds, want_end)
+    found = scan(patterns, open_fds, want_end, look_in)
     missing = {p for p in patterns if not os.path.isdir(fixed_base(p))}
     return found, missing
 

@@ -150,6 +150,10 @@ class StripeSource:
             return []
         return [web.post(WEBHOOK_PATH, self.handle_webhook)]
 
+    def held_families(self) -> list[str]:
+        """Counters restored from the store: not served before the restore (see `durable_render`)."""
+        return list(self.persisted)
+
     # -- lifecycle -------------------------------------------------------------------------------------
     async def run(self) -> None:
         self.writer.open()
