@@ -46,7 +46,8 @@ def mounts(service: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return out
 
 
-def test_docker_compose_config_validates_the_whole_stack() -> None:
+def compose_config() -> dict[str, Any]:
+    """docker-compose.yml as `docker-compose config` resolves it (fails the test when it is invalid)."""
     res = subprocess.run(
         [need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config"],
         capture_output=True,
@@ -55,7 +56,12 @@ def test_docker_compose_config_validates_the_whole_stack() -> None:
         cwd=REPO,
     )
     assert res.returncode == 0, res.stderr
-    services = yaml.safe_load(res.stdout)["services"]
+    loaded: dict[str, Any] = yaml.safe_load(res.stdout)
+    return loaded
+
+
+def test_docker_compose_config_validates_the_whole_stack() -> None:
+    services = compose_config()["services"]
     assert set(services) == {"app", "collector", "prometheus", "alertmanager", "grafana", "node-exporter"}
     collector = services["collector"]
     assert collector["pid"] == "service:app"
@@ -70,15 +76,7 @@ def test_docker_compose_config_validates_the_whole_stack() -> None:
 
 
 def test_compose_publishes_only_on_loopback_reads_passwords_from_files_and_keeps_prometheus_safe() -> None:
-    res = subprocess.run(
-        [need("docker-compose"), "-f", str(REPO / "docker-compose.yml"), "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-    )
-    assert res.returncode == 0, res.stderr
-    cfg = yaml.safe_load(res.stdout)
+    cfg = compose_config()
     published = [(name, p) for name, s in cfg["services"].items() for p in s.get("ports", [])]
     assert published and all(str(p).startswith("127.0.0.1:") for _n, p in published), published
     grafana = cfg["services"]["grafana"]
