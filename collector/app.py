@@ -71,6 +71,9 @@ def build_app(
         settings.effective_state_path, on_reset=lambda _reason: self_metrics.store_resets.inc()
     )
     runtime = Runtime(settings, metrics, self_metrics, store, clock)
+    # Services several sources share (the DORA engine of github + deployments): one per app, never
+    # module-level; each is built from the context of the first enabled source that declares it.
+    shared: dict[object, object] = {}
     for name, entry in (SOURCES if sources is None else sources).items():
         cfg = getattr(settings, name)
         if not cfg.is_enabled():
@@ -85,7 +88,7 @@ def build_app(
             log=logging.getLogger(f"collector.sources.{name}"),
             clock=clock,
         )
-        runtime.sources.append((cls(ctx), ctx))
+        runtime.sources.append((_construct(cls, ctx, shared), ctx))
         self_metrics.init_source(name, tuple(getattr(cls, "error_reasons", ())))
 
     # Bodies over the limit fail to read (413); collector.web counts them.
@@ -98,6 +101,18 @@ def build_app(
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     return app
+
+
+def _construct(cls: type, ctx: SourceContext, shared: dict[object, object]) -> Source:
+    """`cls(ctx)`, passing the shared services its `shares` declares (argument name -> factory)."""
+    wants: Mapping[str, Callable[[SourceContext], object]] = getattr(cls, "shares", {})
+    services: dict[str, object] = {}
+    for arg, factory in wants.items():
+        if factory not in shared:
+            shared[factory] = factory(ctx)
+        services[arg] = shared[factory]
+    source: Source = cls(ctx, **services)
+    return source
 
 
 async def _on_startup(app: web.Application) -> None:

@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "CAUSES",
@@ -43,6 +43,7 @@ __all__ = [
     "analyze_repo",
     "band",
     "brought_commits",
+    "document",
     "merge_deployment",
     "parse_time",
 ]
@@ -163,6 +164,22 @@ class EnvReport:
     recovery_times: dict[str, list[float]] = field(default_factory=dict)  # cause -> all history
     last_success_at: float | None = None
     windows: dict[str, WindowKeys] = field(default_factory=dict)
+
+
+def document(reports: Mapping[str, Mapping[str, EnvReport]], now: float) -> dict[str, Any]:
+    """The `GET /dora` document: the four keys and their bands per repository/environment and window."""
+    out = []
+    for repo in sorted(reports):
+        for env, rep in sorted(reports[repo].items()):
+            out.append(
+                {
+                    "repository": repo,
+                    "environment": env,
+                    "last_success_at": rep.last_success_at,
+                    "windows": {name: wk.as_dict() for name, wk in rep.windows.items()},
+                }
+            )
+    return {"generated_at": now, "windows": list(WINDOWS), "environments": out}
 
 
 def parse_time(value: str | float | int | None) -> float | None:

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import json
 import re
+from collections.abc import Callable
+from typing import ClassVar
 
 import msgspec
 from aiohttp import web
@@ -22,8 +24,12 @@ from collector.dora import Deployment
 from collector.logsetup import LogFirst
 from collector.settings import DeploymentsSettings
 from collector.source import SourceContext
-from collector.sources.github.history import Change, DoraEngine
-from collector.sources.github.source import dora_routes, keep_fresh, read_limited
+from collector.sources.github import store_sql
+from collector.sources.github.engine import DoraEngine, dora_engine
+from collector.sources.github.history import Change
+from collector.sources.github.source import dora_routes, keep_fresh
+from collector.sources.http import read_limited
+from collector.sources.storage import Migration
 
 __all__ = ["CiDeployment", "DeploymentsSource", "authorized", "parse_ci_deployment"]
 
@@ -104,13 +110,17 @@ class DeploymentsSource:
     """Serves POST /deployments (and GET /dora when the github source is off)."""
 
     name = "deployments"
+    #: Services shared with other sources, built once per app by `collector.app` and passed in.
+    shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
+    #: The tables and migrations of the shared history (applied once at start by the engine).
+    storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = ("bad_request", "store")
 
-    def __init__(self, ctx: SourceContext) -> None:
+    def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx
         self.settings: DeploymentsSettings = ctx.settings
-        self.engine = DoraEngine.of(ctx)
+        self.engine = engine if engine is not None else dora_engine(ctx)
         self.requests = ctx.metrics.counter(
             "deployments_reports_total", "POST /deployments requests by outcome.", ("status",)
         )

@@ -33,8 +33,9 @@ from collector.dora import Deployment
 from collector.metrics import Family
 from collector.settings import GitHubSettings
 from collector.source import SourceContext
+from collector.sources.github.engine import DoraEngine
 from collector.sources.github.events import deployment_key
-from collector.sources.github.history import Change, DoraEngine
+from collector.sources.github.history import Change
 
 __all__ = ["EtagCache", "Poller", "pick_status"]
 
@@ -103,12 +104,12 @@ class _API(GitHubAPI):
 
 def pick_status(statuses: list[dict[str, Any]]) -> tuple[str, float] | None:
     """The outcome of a deployment from its statuses: the earliest terminal one, else the latest one."""
-    parsed = [
-        (s.get("state"), dora.parse_time(s.get("created_at")))
-        for s in statuses
-        if isinstance(s, dict) and isinstance(s.get("state"), str)
-    ]
-    parsed = [(st, t) for st, t in parsed if t is not None]
+    parsed: list[tuple[str, float]] = []
+    for s in statuses:
+        state = s.get("state") if isinstance(s, dict) else None
+        at = dora.parse_time(s.get("created_at")) if isinstance(state, str) else None
+        if isinstance(state, str) and at is not None:
+            parsed.append((state, at))
     terminal = [(t, st) for st, t in parsed if st in dora.TERMINAL]
     if terminal:
         t, st = min(terminal)
@@ -261,10 +262,10 @@ class Poller:
             ):
                 todo[key] = (env, dep.sha, dep.created_at, key.removeprefix("gh:"))
         # Oldest first, so each success finds the previous success of its environment for `compare`.
-        for key, (env, sha, created, dep_id) in sorted(todo.items(), key=lambda kv: kv[1][2]):
+        for key, (env, sha, created, api_id) in sorted(todo.items(), key=lambda kv: kv[1][2]):
             statuses = await gh.getitem(
                 "/repos/{+repo}/deployments/{id}/statuses{?per_page}",
-                {"repo": repo, "id": dep_id, "per_page": 100},
+                {"repo": repo, "id": api_id, "per_page": 100},
             )
             picked = pick_status(statuses if isinstance(statuses, list) else [])
             state, at = picked if picked else ("created", created)

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
+from typing import ClassVar
 from urllib.parse import parse_qs
 
 import gidgethub
@@ -16,24 +18,17 @@ from gidgethub.sansio import validate_event
 from collector.logsetup import LogFirst
 from collector.settings import GitHubSettings
 from collector.source import SourceContext
+from collector.sources.github import store_sql
+from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.events import KNOWN_EVENTS, parse_event
-from collector.sources.github.history import DoraEngine
 from collector.sources.github.poller import Poller
+from collector.sources.http import read_limited
+from collector.sources.storage import Migration
 
-__all__ = ["GitHubSource", "dora_routes", "keep_fresh", "read_limited"]
+__all__ = ["GitHubSource", "dora_routes", "keep_fresh"]
 
 #: GitHub caps webhook payloads at 25 MB.
 MAX_WEBHOOK_BODY = 25 * 1024 * 1024
-
-
-async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None when it is longer than `limit` (or the app's client_max_size)."""
-    try:
-        # request.read() caches the body, so it works whether or not a middleware read it first.
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return None
-    return body if len(body) <= limit else None
 
 
 def dora_routes(engine: DoraEngine, owner: object) -> list[web.RouteDef]:
@@ -61,16 +56,20 @@ class GitHubSource:
     """GitHub deployments, statuses, pushes, workflow runs and incident issues into the DORA history."""
 
     name = "github"
+    #: Services shared with other sources, built once per app by `collector.app` and passed in.
+    shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
+    #: The tables and migrations of the shared history (applied once at start by the engine).
+    storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
         "missing_signature", "invalid_signature", "bad_request", "bad_payload", "store", "api_error",
         "rate_limited", "deployment_order",
     )  # fmt: skip
 
-    def __init__(self, ctx: SourceContext) -> None:
+    def __init__(self, ctx: SourceContext, engine: DoraEngine | None = None) -> None:
         self.ctx = ctx
         self.settings: GitHubSettings = ctx.settings
-        self.engine = DoraEngine.of(ctx)
+        self.engine = engine if engine is not None else dora_engine(ctx)
         m = ctx.metrics
         self.webhooks = m.counter(
             "github_webhooks_total", "GitHub webhook deliveries by event and outcome.", ("event", "status")

@@ -168,7 +168,7 @@ def decline_label(error: PaymentError | None) -> str:
 
 
 def _bounded(value: str | None, allowed: frozenset[str] | tuple[str, ...]) -> str:
-    return value if value in allowed else "other"  # type: ignore[operator]
+    return value if value is not None and value in allowed else "other"
 
 
 # -- subscriptions ----------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ after downtime the cursor catches up through every page; an expired cursor (olde
 days) restarts from 30 days back, and event ids de-duplicate the overlap.
 aiohttp is used directly rather than stripe-python's client: the same lean decoder then serves both
 delivery paths, and no StripeObject tree is built per event.
+
+The poller knows the source only through the narrow `Ledger` protocol (apply an event exactly once,
+count a polled outcome, take committed subscription snapshots), never its internals.
 """
 
 from __future__ import annotations
@@ -15,24 +18,48 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import aiohttp
 import msgspec
 
+from collector.logsetup import LogFirst
+from collector.settings import StripeSettings
+from collector.source import SourceContext
 from collector.sources.stripe import state
-from collector.sources.stripe.events import EventError, decode_event, decode_object, subscription_state
+from collector.sources.stripe.events import (
+    Event,
+    EventError,
+    SubState,
+    decode_event,
+    decode_object,
+    subscription_state,
+)
 
-if TYPE_CHECKING:
-    from collector.sources.stripe.source import StripeSource
-
-__all__ = ["ApiError", "Poller"]
+__all__ = ["ApiError", "Ledger", "Poller"]
 
 PAGE = 100
 EVENTS_RETENTION_S = 30 * 86400  # Stripe keeps events for 30 days
 MAX_BACKOFF_S = 60.0
 #: Subscriptions waiting for a re-read at most (each tie adds one; more ties are left to reconciliation).
 MAX_REFETCH = 1000
+
+
+class Ledger(Protocol):
+    """What the poller needs from its source (`StripeSource` is one)."""
+
+    async def process(self, ev: Event, cursor: str | None = None) -> str:
+        """Apply one event exactly once, storing `cursor` with it; returns its outcome."""
+        ...
+
+    def count_polled(self, event_type: str, status: str) -> None:
+        """Count one event read from the Events API by its outcome."""
+        ...
+
+    def subscriptions_written(self, states: Iterable[SubState]) -> None:
+        """Show subscription snapshots the poller has committed."""
+        ...
 
 
 class ApiError(Exception):
@@ -63,12 +90,22 @@ _page = msgspec.json.Decoder(_Page)
 
 
 class Poller:
-    """Polls `/v1/events` and optionally reconciles `/v1/subscriptions` for one StripeSource."""
+    """Polls `/v1/events` and optionally reconciles `/v1/subscriptions` into one `Ledger`.
 
-    def __init__(self, source: StripeSource) -> None:
-        self.src = source
-        self.ctx = source.ctx
-        s = source.settings
+    Args:
+        ctx: the source's context (store, clock, metrics, stop, errors).
+        settings: the Stripe settings (an API key is required).
+        ledger: where events and subscription snapshots go.
+        log_first: the source's bounded logger.
+    """
+
+    def __init__(
+        self, ctx: SourceContext, settings: StripeSettings, ledger: Ledger, log_first: LogFirst
+    ) -> None:
+        self.ledger = ledger
+        self.ctx = ctx
+        self.settings = s = settings
+        self._log_first = log_first
         assert s.api_key is not None
         self._auth = {"Authorization": f"Bearer {s.api_key.get_secret_value()}"}
         self.base = s.api_base.rstrip("/")
@@ -102,7 +139,7 @@ class Poller:
                 await self.refetch(sub_id)
             except ApiError as exc:
                 self.ctx.error(exc.reason, str(exc))
-                self.src._log_first("refetch", "stripe subscription re-read failed", error=str(exc))
+                self._log_first("refetch", "stripe subscription re-read failed", error=str(exc))
 
     async def refetch(self, sub_id: str) -> bool:
         """Re-read one subscription and store it as a snapshot taken now; True when it changed state."""
@@ -119,9 +156,7 @@ class Poller:
             written = await self.ctx.store.transaction(lambda c: state.apply_snapshot(c, [st]))
         except Exception as exc:
             raise ApiError("store", f"refetch: {exc}") from None
-        for w in written:
-            self.src._mirror_subscription(w)
-        self.src._publish_subscriptions()
+        self.ledger.subscriptions_written(written)
         return bool(written)
 
     async def close(self) -> None:
@@ -175,7 +210,7 @@ class Poller:
     # -- polling ---------------------------------------------------------------------------------------
     async def run(self) -> None:
         backoff = 1.0
-        interval = self.src.settings.poll_interval
+        interval = self.settings.poll_interval
         failing_since: float | None = None
         failures = 0
         while True:
@@ -191,7 +226,7 @@ class Poller:
                     f"Stripe API {what} since {_hms(failing_since)} ({failures} "
                     f"failure{'s' if failures > 1 else ''}): {exc}",
                 )
-                self.src._log_first(
+                self._log_first(
                     exc.reason, "stripe events poll failed; backing off", error=str(exc), retry_in_s=backoff
                 )
                 wait = min(max(backoff, exc.retry_after or 0), MAX_BACKOFF_S)
@@ -216,7 +251,7 @@ class Poller:
         """
         cursor = await self.ctx.store.call(state.read_kv, "cursor")
         if cursor is None:  # very first start
-            backfill = self.src.settings.backfill
+            backfill = self.settings.backfill
             if backfill > 0:
                 return await self._start_from_oldest(int(self.ctx.clock() - backfill))
             page = await self._list_events(limit="1")
@@ -267,13 +302,13 @@ class Poller:
                 ident = msgspec.json.decode(body, type=_IdOnly)  # without an id the cursor cannot move on
             except (msgspec.MsgspecError, RecursionError):
                 raise ApiError("api_bad_response", f"event without a readable id: {exc}") from None
-            self.src.polled.inc(("unknown", "invalid"))
+            self.ledger.count_polled("unknown", "invalid")
             self.ctx.error(exc.reason, str(exc)[:200])
-            self.src._log_first(exc.reason, "invalid event from the Events API", event_id=ident.id)
+            self._log_first(exc.reason, "invalid event from the Events API", event_id=ident.id)
             await self.ctx.store.put(state.OWNER, [("cursor", ident.id)])
             return
-        status = await self.src.process(ev, cursor=ev.id)
-        self.src.polled.inc((ev.type, status))
+        status = await self.ledger.process(ev, cursor=ev.id)
+        self.ledger.count_polled(ev.type, status)
         if status == "invalid":
             # A poison event the store refused alone took its cursor move with it: move on anyway,
             # or the next poll would read it again forever.
@@ -288,8 +323,8 @@ class Poller:
                 await self.reconcile()
             except ApiError as exc:
                 self.ctx.error(exc.reason, str(exc))
-                self.src._log_first("reconcile", "stripe subscription reconciliation failed", error=str(exc))
-            if await self.ctx.sleep(self.src.settings.reconcile_interval):
+                self._log_first("reconcile", "stripe subscription reconciliation failed", error=str(exc))
+            if await self.ctx.sleep(self.settings.reconcile_interval):
                 return
 
     async def reconcile(self) -> int:
@@ -323,9 +358,7 @@ class Poller:
             written = await self.ctx.store.transaction(lambda c: state.apply_snapshot(c, snapshots))
         except Exception as exc:
             raise ApiError("store", f"reconcile: {exc}") from None
-        for st in written:
-            self.src._mirror_subscription(st)
-        self.src._publish_subscriptions()
+        self.ledger.subscriptions_written(written)
         return len(written)
 
 

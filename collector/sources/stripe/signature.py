@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 __all__ = ["verify"]
 
-# Failure reasons, worst-to-best: the reported one is the most informative any secret produced.
+# Failure reasons, least to most informative: the reported one is the highest any secret produced.
 _RANK = {
     "signature_missing": 0,
     "signature_malformed": 1,
@@ -69,7 +69,8 @@ def verify(
     except UnicodeDecodeError:
         return "body_not_utf8"
     parsed = _parse(header)
-    worst, best = "signature_mismatch", -1
+    # The most informative failure so far and its rank (higher is more informative).
+    most_informative, its_rank = "signature_mismatch", -1
     signed = b"" if parsed is None else b"%d." % parsed[0] + payload
     for secret in secrets:
         if not secret.strip(_BLANK):
@@ -86,6 +87,6 @@ def verify(
                 reason = "signature_expired"
             else:
                 return None
-        if _RANK[reason] > best:
-            worst, best = reason, _RANK[reason]
-    return worst
+        if _RANK[reason] > its_rank:
+            most_informative, its_rank = reason, _RANK[reason]
+    return most_informative

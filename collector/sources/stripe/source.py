@@ -1,7 +1,9 @@
 """The Stripe source: webhook route and Events API poller feeding one exactly-once pipeline.
 
-Pipeline per event: decode -> pure effects -> one store transaction (event id + counter deltas +
-subscription state) -> mirror the committed result in memory. Only then does the webhook answer 200,
+A thin I/O shell. Pipeline per event: decode (`payload.py`) -> pure effects (`events.py`) -> one
+store transaction (`writer.py` -> `state.py`, which asks the I/O-free `ledger.step` what the event
+changes: event id + counter deltas + subscription state) -> mirror the committed result in memory
+(`ledger.Mirror`) and publish the metric changes it returns. Only then does the webhook answer 200,
 so a crash at any point is either "not recorded, Stripe retries" or "recorded and counted". Events
 arriving together share one transaction (group commit, `writer.py`); each is still all-or-nothing.
 """
@@ -12,8 +14,8 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections import Counter
-from fractions import Fraction
+from collections.abc import Iterable
+from typing import ClassVar
 
 from aiohttp import web
 
@@ -21,17 +23,11 @@ from collector.logsetup import LogFirst
 from collector.metrics import Family
 from collector.settings import StripeSettings
 from collector.source import SourceContext
-from collector.sources.stripe import state
-from collector.sources.stripe.currency import to_major
-from collector.sources.stripe.events import (
-    ACTIVE,
-    SUBSCRIPTION_STATUSES,
-    Event,
-    EventError,
-    SubState,
-    decode_event,
-    effects,
-)
+from collector.sources.http import read_limited
+from collector.sources.storage import Migration
+from collector.sources.stripe import ledger, state
+from collector.sources.stripe.events import Event, EventError, SubState, decode_event, effects
+from collector.sources.stripe.ledger import MetricChange, Mirror
 from collector.sources.stripe.poller import Poller
 from collector.sources.stripe.signature import verify
 from collector.sources.stripe.writer import GroupCommitter, Job
@@ -46,8 +42,6 @@ DEDUPE_RETENTION_S = 35 * 86400
 CHARGE_RETENTION_S = 400 * 86400
 PRUNE_INTERVAL_S = 3600.0
 
-# Families whose value is a sum of minor currency units, exposed in major units.
-_VALUE_FAMILIES = frozenset(("stripe_payment_value_total", "stripe_refund_value_total"))
 # Webhook answers encoded once: the same few bodies on every delivery.
 _ANSWERS = {
     st: json.dumps({"received": True, "status": st}).encode()
@@ -60,6 +54,8 @@ class StripeSource:
     """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
 
     name = "stripe"
+    #: The tables and migrations this source owns (applied at start; see `collector.sources.storage`).
+    storage: ClassVar[tuple[Migration, ...]] = state.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
         "signature_missing", "signature_mismatch", "signature_expired", "signature_malformed",
@@ -75,12 +71,8 @@ class StripeSource:
         self._log_first = LogFirst(ctx.log)
         # Set once the store's state is loaded into memory; webhooks get 503 before that.
         self.ready = asyncio.Event()
-        # Minor-unit totals behind the value families, so the exposed float is never a running sum.
-        self._minor: dict[tuple[str, tuple[str, ...]], int] = {}
-        # Subscriptions in memory (a mirror of the store) and their aggregates, updated incrementally.
-        self.subs: dict[str, SubState] = {}
-        self._by_status: Counter[str] = Counter()
-        self._mrr: dict[str, Fraction] = {}
+        # What is committed, in memory (pure: it returns the metric changes this shell publishes).
+        self.mirror = Mirror()
         m = ctx.metrics
         self.webhooks = m.counter(
             "stripe_webhooks_total",
@@ -142,7 +134,13 @@ class StripeSource:
         self.last_event = m.gauge(
             "stripe_last_event_timestamp_seconds", "Creation time of the newest event processed."
         )
-        self.poller = Poller(self) if self.settings.api_key is not None else None
+        self._families: dict[str, Family] = {
+            **self.persisted,
+            **{f.name: f for f in (self.active, self.by_status, self.mrr, self.last_event)},
+        }
+        self.poller = (
+            Poller(ctx, self.settings, self, self._log_first) if self.settings.api_key is not None else None
+        )
         self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed, self._rejected)
 
     def routes(self) -> list[web.RouteDef]:
@@ -158,6 +156,8 @@ class StripeSource:
     async def run(self) -> None:
         self.writer.open()
         if not self.ready.is_set():
+            # The source's storage, declared in one list (`state.MIGRATIONS`), then its state.
+            await self.ctx.store.call(state.create_tables)
             loaded = await self.ctx.store.call(state.load)
             self._restore(loaded)
             self.ready.set()
@@ -204,18 +204,11 @@ class StripeSource:
 
     def _restore(self, loaded: state.Loaded) -> None:
         """Set (never add) the in-memory view to the stored one: a restarted run shows the same totals."""
-        self._minor.clear()
         for fam in self.persisted.values():
             fam.clear()
-        self.subs.clear()
-        self._by_status.clear()
-        self._mrr.clear()
-        for name, labels, value in loaded.counters:
-            self._mirror_counter(name, labels, value)
+        self._publish(self.mirror.restore(loaded.counters, loaded.last_event_created))
         for sub in loaded.subscriptions:
-            self._mirror_subscription(sub)
-        if loaded.last_event_created is not None:
-            self.last_event.set((), loaded.last_event_created)
+            self.mirror.subscription(sub)
         for row in loaded.bad_rows:
             # Skipped, not fatal: one unreadable row must not keep the source from ever starting.
             self.ctx.error("stored_state_invalid", row[:200])
@@ -240,11 +233,9 @@ class StripeSource:
     def _committed(self, job: Job, applied: state.Applied) -> str:
         """Mirror one committed event in memory; runs on the loop, in commit order."""
         ev, eff = job.ev, job.eff
-        if applied.duplicate:
-            status = "duplicate"
-        elif eff.problem is not None:
-            # Recorded so redeliveries are duplicates: retrying cannot fix a payload we cannot read.
-            status = "invalid"
+        status = ledger.outcome(applied, eff)
+        if status == "invalid":
+            assert eff.problem is not None
             self.ctx.error(eff.reason, eff.problem[:200])
             self._log_first(
                 eff.reason,
@@ -253,16 +244,8 @@ class StripeSource:
                 event_type=ev.type,
                 problem=eff.problem[:200],
             )
-        else:
-            status = "processed" if eff.handled else "ignored"
         if not applied.duplicate:
-            for name, labels, delta in applied.counters:
-                self._mirror_counter(name, labels, delta)
-            if applied.subscription is not None:
-                self._mirror_subscription(applied.subscription)
-                self._publish_subscriptions()
-            if ev.created > (self.last_event.series.get(()) or 0):
-                self.last_event.set((), ev.created)
+            self._publish(self.mirror.applied(applied, ev.created))
             if applied.tied is not None and self.poller is not None and self.settings.refetch_on_tie:
                 self.poller.refetch_soon(applied.tied)
         if job.extra is not None:
@@ -293,45 +276,38 @@ class StripeSource:
             if job.extra is not None:
                 job.extra.inc((job.ev.type, "error"))
 
-    def _mirror_counter(self, name: str, labels: tuple[str, ...], delta: int) -> None:
-        fam = self.persisted.get(name)
-        if fam is None:
-            return
-        if name in _VALUE_FAMILIES:
-            key = (name, labels)
-            total = self._minor[key] = self._minor.get(key, 0) + delta
-            fam.set(labels, to_major(total, labels[0]))
-        else:
-            fam.inc(labels, delta)
-
-    def _mirror_subscription(self, new: SubState) -> None:
-        old = self.subs.get(new.id)
-        # The same ordering rule as the store, so concurrent commits mirrored in any order agree.
-        if not new.supersedes(old):
-            return
-        if old is not None:
-            self._by_status[old.status] -= 1
-            if old.status == ACTIVE:
-                self._mrr[old.currency] -= old.mrr
-        self.subs[new.id] = new
-        self._by_status[new.status] += 1
-        if new.status == ACTIVE:
-            self._mrr[new.currency] = self._mrr.get(new.currency, Fraction(0)) + new.mrr
+    def _publish(self, changes: Iterable[MetricChange]) -> None:
+        """Apply the mirror's metric changes to the families (the only place that writes them)."""
+        families = self._families
+        for family, labels, value, add in changes:
+            fam = families.get(family)
+            if fam is None:
+                continue
+            if add:
+                fam.inc(labels, value)
+            else:
+                fam.set(labels, value)
 
     def _publish_subscriptions(self) -> None:
-        self.active.set((), self._by_status[ACTIVE])
-        for st in (*SUBSCRIPTION_STATUSES, "other"):
-            if self._by_status[st] or (st,) in self.by_status.series:
-                self.by_status.set((st,), self._by_status[st])
-        for cur, minor in self._mrr.items():
-            self.mrr.set((cur,), to_major(minor, cur))
+        self._publish(self.mirror.subscription_gauges())
+
+    # -- what the poller may use (`poller.Ledger`) -------------------------------------------------------
+    def count_polled(self, event_type: str, status: str) -> None:
+        """Count one event read from the Events API by its outcome."""
+        self.polled.inc((event_type, status))
+
+    def subscriptions_written(self, states: Iterable[SubState]) -> None:
+        """Mirror and publish subscription snapshots the poller committed (reconcile, re-read)."""
+        for st in states:
+            self.mirror.subscription(st)
+        self._publish_subscriptions()
 
     # -- webhook ---------------------------------------------------------------------------------------
     async def handle_webhook(self, request: web.Request) -> web.Response:
         if not self.ready.is_set():
             return web.json_response({"error": "starting"}, status=503)
         limit = self.settings.max_body_bytes
-        body = await _read_limited(request, limit)
+        body = await read_limited(request, limit)
         if body is None:
             return self._reject("invalid", "body_too_large", 413, f"body larger than {limit} bytes")
         reason = verify(body, request.headers.get("Stripe-Signature"), self.secrets, self.settings.tolerance)
@@ -363,18 +339,3 @@ class StripeSource:
         if signed:
             return web.json_response({"received": True, "status": "rejected", "reason": reason}, status=code)
         return web.json_response({"error": reason}, status=code)
-
-
-async def _read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The request body, or None when it exceeds `limit` bytes (refused unread when declared so).
-
-    `request.read()` rather than the raw stream: the HTTP guard middleware may already have read and
-    cached the body, and aiohttp's own `client_max_size` still bounds chunked bodies.
-    """
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        return None
-    return None if len(body) > limit else body

@@ -1,5 +1,8 @@
 """Stripe state in SQLite: seen event ids, counters, subscriptions, refund marks, the poll cursor.
 
+All of the Stripe source's SQL is here (its tables in `MIGRATIONS`); what an event changes is
+decided by the I/O-free `ledger`, this module only reads the facts it needs and writes its rows.
+
 Every function here runs on the state store's thread. `apply_batch` is the exactly-once step: it
 inserts each event id, adds the events' counter deltas and writes subscriptions in ONE transaction,
 so the store can never hold an event counted but not recorded, or recorded but not counted. Counters
@@ -13,9 +16,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from fractions import Fraction
 
+from collector.sources.storage import AddColumn, Migration, Tables, migrate
+from collector.sources.stripe import ledger
 from collector.sources.stripe.events import Effects, SubState
+from collector.sources.stripe.ledger import Applied, ChargeFacts, ChargeWrite, SubFacts, SubWrite
 
 __all__ = [
+    "MIGRATIONS",
     "Applied",
     "Loaded",
     "apply_batch",
@@ -27,7 +34,7 @@ __all__ = [
     "read_kv",
 ]
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS stripe_events (
     id TEXT PRIMARY KEY, type TEXT NOT NULL, created INTEGER NOT NULL, seen_at REAL NOT NULL
 ) WITHOUT ROWID;
@@ -46,19 +53,19 @@ CREATE TABLE IF NOT EXISTS stripe_refunds (
     charge_id TEXT NOT NULL, key TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (charge_id, key)
 ) WITHOUT ROWID;
 """
-#: Columns added after the first release: (table, column, definition).
-_ADDED = (("stripe_subscriptions", "kind", "INTEGER NOT NULL DEFAULT 1"),)
+#: Stripe's storage, in order: the tables as first released, then the columns added since.
+MIGRATIONS: tuple[Migration, ...] = (
+    Tables(_TABLES),
+    AddColumn("stripe_subscriptions", "kind", "INTEGER NOT NULL DEFAULT 1"),
+)
 
 #: kv owner for the poll cursor.
 OWNER = "stripe"
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    conn.executescript(_SCHEMA)
-    for table, column, definition in _ADDED:
-        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    """Apply `MIGRATIONS` (the source runs this once at start, before `load`)."""
+    migrate(conn, MIGRATIONS)
 
 
 @dataclass
@@ -77,8 +84,10 @@ _MAX_MRR = Fraction(10**30)
 
 
 def load(conn: sqlite3.Connection) -> Loaded:
-    """Everything the in-memory view is rebuilt from at start; unreadable rows are skipped and named."""
-    create_tables(conn)
+    """Everything the in-memory view is rebuilt from at start; unreadable rows are skipped and named.
+
+    The tables must exist (`create_tables`).
+    """
     bad: list[str] = []
     counters = []
     for name, labels, value in conn.execute("SELECT name, labels, value FROM stripe_counters"):
@@ -104,18 +113,6 @@ def load(conn: sqlite3.Connection) -> Loaded:
             bad.append(f"stripe_subscriptions {i!r}: {exc}")
     last = conn.execute("SELECT max(created) FROM stripe_events").fetchone()[0]
     return Loaded(counters, subs, last if type(last) is int else None, bad)
-
-
-@dataclass
-class Applied:
-    """The committed result of one event: deltas to mirror in memory, the subscription state written."""
-
-    duplicate: bool = False
-    counters: list[tuple[str, tuple[str, ...], int]] = field(default_factory=list)
-    subscription: SubState | None = None
-    #: The stored state had the same `created` second and other content: ordered by the lifecycle,
-    #: worth re-reading from the API when a key is configured (Stripe's advice when order matters).
-    tied: str | None = None
 
 
 def apply_event(
@@ -145,6 +142,7 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
     Each event is handled exactly as if it were alone, in list order: an id already stored, or seen
     earlier in the same batch, is a duplicate; refund marks and subscription rows see the writes of
     the events before them. Only the counter upserts are merged (one per series for the batch).
+    What each event changes is decided by `ledger.step`; this reads its facts and writes its rows.
 
     Returns:
         one `Applied` per item, in order.
@@ -161,14 +159,13 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
         if cur.rowcount == 0:
             out.append(Applied(duplicate=True))
             continue
-        applied = Applied(counters=list(eff.counters))
-        if eff.refund is not None:
-            applied.counters.extend(_refund_delta(conn, eff, now))
-        if eff.subscription is not None:
-            applied.subscription, canceled, tied = _write_subscription(conn, eff.subscription)
-            applied.tied = eff.subscription.id if tied else None
-            if canceled:
-                applied.counters.append(("stripe_subscriptions_canceled_total", (), 1))
+        charge = _charge_facts(conn, eff.refund.charge_id) if eff.refund is not None else None
+        sub = _sub_facts(conn, eff.subscription.id) if eff.subscription is not None else None
+        applied, charge_write, sub_write = ledger.step(eff, charge, sub, now)
+        if charge_write is not None:
+            _write_charge(conn, charge_write)
+        if sub_write is not None:
+            _write_subscription(conn, sub_write)
         for name, labels, delta in applied.counters:
             totals[name, labels] = totals.get((name, labels), 0) + delta
         out.append(applied)
@@ -182,81 +179,50 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
     return out
 
 
-def _refund_delta(
-    conn: sqlite3.Connection, eff: Effects, now: float
-) -> list[tuple[str, tuple[str, ...], int]]:
-    r = eff.refund
-    assert r is not None
-    row = conn.execute("SELECT amount_refunded FROM stripe_charges WHERE id=?", (r.charge_id,)).fetchone()
-    mark = row[0] if row else 0
-    # previous_attributes gives the exact change, whatever the arrival order; without it, count what
-    # exceeds the highest total seen so far for this charge (partial refunds count once).
-    delta = r.amount_refunded - r.previous if r.previous is not None else r.amount_refunded - mark
+def _charge_facts(conn: sqlite3.Connection, charge_id: str) -> ChargeFacts:
+    row = conn.execute("SELECT amount_refunded FROM stripe_charges WHERE id=?", (charge_id,)).fetchone()
+    keys = frozenset(
+        k for (k,) in conn.execute("SELECT key FROM stripe_refunds WHERE charge_id=?", (charge_id,))
+    )
+    return ChargeFacts(row[0] if row else 0, keys)
+
+
+def _write_charge(conn: sqlite3.Connection, w: ChargeWrite) -> None:
     conn.execute(
         "INSERT INTO stripe_charges (id, amount_refunded, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT (id) DO UPDATE SET amount_refunded = max(amount_refunded, excluded.amount_refunded), "
         "updated_at = excluded.updated_at",
-        (r.charge_id, r.amount_refunded, now),
+        (w.charge_id, w.amount_refunded, w.updated_at),
     )
-    out = []
-    if delta > 0:
-        out.append(("stripe_refund_value_total", (r.currency,), delta))
-    # The count: each refund once, by its id when the charge embeds its refunds, else by the charge total
-    # it brought. The charge's refunds are the larger of the two sets, so a refund seen once by id and
-    # once by total is not counted twice, and an out-of-order refund (its total below the mark) counts.
-    before = _refund_count(conn, r.charge_id)
     conn.executemany(
         "INSERT INTO stripe_refunds (charge_id, key, updated_at) VALUES (?, ?, ?) "
         "ON CONFLICT (charge_id, key) DO UPDATE SET updated_at = excluded.updated_at",
-        [(r.charge_id, f"id:{i}", now) for i in r.refund_ids]
-        + [(r.charge_id, f"total:{v}", now) for v in r.levels],
+        [(w.charge_id, k, w.updated_at) for k in w.keys],
     )
-    added = _refund_count(conn, r.charge_id) - before
-    if added > 0:
-        out.append(("stripe_refunds_total", (r.currency,), added))
-    return out
 
 
-def _refund_count(conn: sqlite3.Connection, charge_id: str) -> int:
-    ids, totals = conn.execute(
-        "SELECT sum(key LIKE 'id:%'), sum(key LIKE 'total:%') FROM stripe_refunds WHERE charge_id=?",
-        (charge_id,),
-    ).fetchone()
-    return max(ids or 0, totals or 0)
-
-
-def _stored(conn: sqlite3.Connection, sub_id: str) -> tuple[SubState | None, bool]:
+def _sub_facts(conn: sqlite3.Connection, sub_id: str) -> SubFacts:
     row = conn.execute(
         "SELECT status, currency, mrr, created, kind, canceled_counted FROM stripe_subscriptions WHERE id=?",
         (sub_id,),
     ).fetchone()
     if row is None:
-        return None, False
-    return SubState(sub_id, row[0], row[1], Fraction(row[2]), row[3], row[4]), bool(row[5])
+        return SubFacts()
+    return SubFacts(SubState(sub_id, row[0], row[1], Fraction(row[2]), row[3], row[4]), bool(row[5]))
 
 
-def _write_subscription(conn: sqlite3.Connection, new: SubState) -> tuple[SubState | None, bool, bool]:
-    """Store `new` unless a later state is stored (`SubState.order`).
-
-    Returns:
-        the state written (or None), whether this is the first cancel seen, whether it tied on time.
-    """
-    old, counted = _stored(conn, new.id)
-    # Each subscription's cancellation counts once, from whichever event reports it, in any order.
-    first_cancel = new.status == "canceled" and not counted
-    tied = new.ties(old)
-    if not new.supersedes(old):
-        if first_cancel:
-            conn.execute("UPDATE stripe_subscriptions SET canceled_counted=1 WHERE id=?", (new.id,))
-        return None, first_cancel, tied
+def _write_subscription(conn: sqlite3.Connection, w: SubWrite) -> None:
+    new = w.state
+    if new is None:  # a later state is stored; only its cancellation is marked counted
+        conn.execute("UPDATE stripe_subscriptions SET canceled_counted=1 WHERE id=?", (w.sub_id,))
+        return
     conn.execute(
         "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created, kind, canceled_counted) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status=excluded.status, "
         "currency=excluded.currency, mrr=excluded.mrr, created=excluded.created, kind=excluded.kind, "
         "canceled_counted=max(canceled_counted, excluded.canceled_counted)",
-        (new.id, new.status, new.currency, str(new.mrr), new.created, new.kind, int(counted or first_cancel)),
+        (new.id, new.status, new.currency, str(new.mrr), new.created, new.kind, int(w.canceled_counted)),
     )
-    return new, first_cancel, tied
 
 
 def apply_snapshot(conn: sqlite3.Connection, states: list[SubState]) -> list[SubState]:
@@ -266,10 +232,7 @@ def apply_snapshot(conn: sqlite3.Connection, states: list[SubState]) -> list[Sub
     """
     written = []
     for st in states:
-        old, _counted = _stored(conn, st.id)
-        if old is not None and (old.status, old.currency, old.mrr) == (st.status, st.currency, st.mrr):
-            continue
-        if not st.supersedes(old):
+        if not ledger.snapshot_supersedes(st, _sub_facts(conn, st.id).state):
             continue
         conn.execute(
             "INSERT INTO stripe_subscriptions (id, status, currency, mrr, created, kind) "
