@@ -12,7 +12,7 @@ UV        := uv==0.13.9
 COMPILE   := --quiet --strip-extras --generate-hashes --allow-unsafe --all-build-deps \
              --no-emit-index-url --no-emit-find-links --no-emit-trusted-host
 
-.PHONY: run run-local test lint lock test-latest test-lowest clean
+.PHONY: run run-local test test-quick lint lock test-latest test-lowest clean
 
 $(BIN)/collector: pyproject.toml $(LOCK)
 	rm -rf $(VENV)
@@ -31,14 +31,22 @@ run: $(BIN)/collector
 run-local: $(BIN)/collector
 	$(BIN)/collector --env-file config/local.env
 
-# Check the venv against the lock (prints the versions under test), lint, then the whole suite.
+# Check the venv against the lock (prints the versions under test), lint, type-check (mypy strict,
+# configured in pyproject.toml), then the whole suite.
 test: $(BIN)/collector
 	$(BIN)/python tools/lockcheck.py $(LOCK)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
+
+# The quick tier: the pure and unit tests (marked `quick`: no servers, subprocesses or sleeps), in
+# well under 30 s. For the edit loop; `make test` is what must pass before a commit lands.
+test-quick: $(BIN)/collector
+	$(BIN)/pytest -q -m quick
 
 lint: $(BIN)/collector
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Refresh the lock to the newest releases pyproject.toml's ranges allow (commit both files after
 # `make test` passes). The runtime lock is what the Docker image installs; the test lock adds the test
@@ -57,6 +65,7 @@ test-latest:
 	.venv-latest/bin/python $(PIP) --upgrade --upgrade-strategy eager -e '.[test]'
 	.venv-latest/bin/python -m pip freeze --exclude-editable | tr '\n' ' ' && echo
 	.venv-latest/bin/ruff check .
+	.venv-latest/bin/mypy
 	.venv-latest/bin/pytest -q
 
 # The suite on the lowest versions pyproject.toml admits for every direct dependency (uv's

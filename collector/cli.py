@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for line in typos:
         log.warning(line)
     try:
-        import uvloop  # type: ignore[import-not-found]
+        import uvloop
 
         uvloop.install()
     except ImportError:

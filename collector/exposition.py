@@ -128,7 +128,7 @@ def _values(fam: Family) -> list[Any]:
     return out
 
 
-def _finite(values: list[Any]) -> bool:
+def _finite(values: list[float]) -> bool:
     """True when every value is finite, checked in C (a sum that overflows only takes the slow path)."""
     total = sum(values)
     return total - total == 0

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = [
     "LIBRARY_LOGGERS",
@@ -72,12 +72,12 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False) if (not text or any(c in text for c in ' "=')) else text
 
 
-class RedactingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class RedactingHandler(logging.StreamHandler[TextIO]):
     """A stream handler that passes each formatted record (message, extra fields, traceback) through
     `redact` before writing it: third-party loggers (websockets prints every request header at DEBUG)
     cannot print a secret, whatever the formatter."""
 
-    def __init__(self, stream: Any, redact: Callable[[str], str]) -> None:
+    def __init__(self, stream: TextIO, redact: Callable[[str], str]) -> None:
         super().__init__(stream)
         self.redact = redact
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from collector.exposition import render_document
 from collector.logpipe import BatchResult, LineConsumer
@@ -64,7 +64,7 @@ class ReplayStats:
         return r.parsed + r.unmatched + r.invalid_json + r.invalid_utf8 + self.too_long
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register the `replay` subcommand; returns its parser."""
     p = sub.add_parser("replay", help="run the log rules over files once and print the metrics")
     p.add_argument("files", nargs="*", metavar="FILE", help="log files ('-' for stdin)")
@@ -89,7 +89,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # t
     return p
 
 
-def read_batches(fh: BinaryIO, max_line_bytes: int, stats: ReplayStats) -> Iterator[list[bytes]]:
+class Readable(Protocol):
+    """What `read_batches` reads from: a binary file, or `_Prefixed` handing one over mid-read."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def read_batches(fh: Readable, max_line_bytes: int, stats: ReplayStats) -> Iterator[list[bytes]]:
     """Complete lines of a stream in batches (one per chunk); over-long lines are skipped and counted.
 
     The last line counts even without a trailing newline: replay reads to the end, once.
@@ -137,7 +143,7 @@ def read_buffers(fh: BinaryIO, max_line_bytes: int, stats: ReplayStats) -> Itera
         end = chunk.rfind(b"\n")
         count = plain_lines(chunk, end, max_line_bytes) if len(chunk) - end - 1 <= max_line_bytes else 0
         if not count:  # an over-long line, or a chunk without a newline: the exact reader takes over
-            for batch in read_batches(_Prefixed(chunk, fh), max_line_bytes, stats):  # type: ignore[arg-type]
+            for batch in read_batches(_Prefixed(chunk, fh), max_line_bytes, stats):
                 yield memoryview(b"\n".join(batch)), len(batch)
             return
         yield memoryview(chunk)[:end], count

@@ -63,7 +63,7 @@ def is_corrupt(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, sqlite3.DatabaseError):
         return False
-    name = getattr(exc, "sqlite_errorname", None)
+    name: str | None = getattr(exc, "sqlite_errorname", None)
     if name is not None:
         return name.startswith(tuple(_CORRUPT_CODES))  # extended codes too: SQLITE_CORRUPT_INDEX
     # Older SQLite bindings without error names: the two messages SQLite gives a bad file.

@@ -14,6 +14,7 @@ from bench.replay import compare, series
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.quick
 def test_bench_inputs_are_verbatim_copies_of_the_shared_ones() -> None:
     shared = ROOT.parent / "shared" / "bench"
     if not shared.is_dir():
@@ -22,6 +23,7 @@ def test_bench_inputs_are_verbatim_copies_of_the_shared_ones() -> None:
         assert (ROOT / "bench" / name).read_bytes() == (shared / name).read_bytes()
 
 
+@pytest.mark.quick
 def test_mtail_names_are_mapped_to_the_catalog_names() -> None:
     ours = series(
         '# TYPE http_requests_total counter\nhttp_requests_total{method="GET",status_code="200"} 3\n'

@@ -16,6 +16,8 @@ from collector.dora import (
     merge_deployment,
 )
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 H = 3600.0
 NOW = 1_700_000_000.0
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
 from collector.exposition import escape_label_value, format_value, render, wants_openmetrics
 from collector.metrics import MetricState
 from tests.helpers import parse, value
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 
 def _state() -> MetricState:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import CollectorProcess, free_port, parse, value
-from tests.sources.test_stripe_helpers import SECRET, body_of, event, sign
+from tests.sources.stripe_helpers import SECRET, body_of, event, sign
 
 
 def _until(predicate, timeout: float = 30.0, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ import pytest
 
 from collector.settings import DeploymentsSettings, GitHubSettings, HttpSettings, StripeSettings
 from tests.helpers import make_settings, value
-from tests.test_websecurity_support import Served, echo_settings, serve_guarded
+from tests.websecurity_support import Served, echo_settings, serve_guarded
 
 
 async def _raw(srv: Served, data: bytes, timeout: float = 15.0) -> bytes:

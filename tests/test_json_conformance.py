@@ -19,6 +19,8 @@ from collector.metrics import MetricState
 from collector.rules import RuleSet
 from collector.sources.logs.levels import LevelConsumer
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 CORPUS = Path(__file__).parent / "fixtures" / "jsontestsuite"
 
 #: i_ cases RFC 8259 calls valid JSON (its grammar allows any number and any \uXXXX escape): accepted.

@@ -12,7 +12,7 @@ import pytest
 
 from collector.settings import HttpSettings
 from tests.helpers import free_port, value
-from tests.test_websecurity_support import Served, echo_settings, serve_guarded
+from tests.websecurity_support import Served, echo_settings, serve_guarded
 
 
 async def _raw(srv: Served, data: bytes, listener: str = "main", read_timeout: float = 30.0) -> bytes:

@@ -6,10 +6,13 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 
 from tests.helpers import REPO
 from tools.lockcheck import pins
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 RUNTIME = REPO / "requirements" / "runtime.txt"
 TEST = REPO / "requirements" / "test.txt"

@@ -8,6 +8,8 @@ import pytest
 
 from collector.metrics import OVERFLOW, Family, MetricDefinitionError, MetricState
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 def test_counter_increments_per_label_set() -> None:
     fam = Family("x_total", "counter", "h", ["a"])

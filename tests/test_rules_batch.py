@@ -7,11 +7,15 @@ import logging
 import random
 from pathlib import Path
 
+import pytest
+
 from collector.metrics import MetricState
 from collector.replay import LogsDefaults, ReplayStats, read_batches, read_buffers, replay
 from collector.rules import RuleSet
 from collector.rules.decode import plain_lines
 from collector.settings import LogsSettings
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 REPO = Path(__file__).resolve().parent.parent
 RULES = REPO / "bench" / "app_rules.yaml"

@@ -22,6 +22,8 @@ from collector.rules.normalize import Budget, TemplateMatcher, route_template
 from collector.rules.schema import parse_rules
 from collector.rules.stages import parse_stages
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 def ruleset(
     tmp_path: Path, doc: Any, clock: Any = lambda: 1000.0, max_series: int = 10_000

@@ -14,6 +14,8 @@ from collector.metrics import OVERFLOW, MetricState
 from collector.rules import RuleSet
 from tests.helpers import parse, value
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 def ruleset(tmp_path: Path, rules: list[dict[str, Any]], **kw: Any) -> tuple[RuleSet, MetricState]:
     path = tmp_path / "rules.yaml"

@@ -109,6 +109,7 @@ async def test_running_collector_picks_up_an_edited_rules_file(tmp_path: Path) -
         assert value(s, "a_total", k="x") == 2
 
 
+@pytest.mark.quick
 def test_example_config_copies_cleanly(tmp_path: Path) -> None:
     # the shipped example must survive being copied next to the collector and loaded
     src = Path(__file__).parent.parent / "config" / "rules.example.yaml"

@@ -11,6 +11,8 @@ from collector.metrics import MetricState
 from collector.rules import PRESETS, RulesError, RuleSet
 from collector.rules.normalize import http_method, route_template, status_class, status_code
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 GOOD = "  - metric: ok_total\n    type: counter\n    match: {message: ok}\n"
 
 

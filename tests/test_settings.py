@@ -16,6 +16,8 @@ from collector.settings import (
     unknown_env_vars,
 )
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 def _errors(monkeypatch: pytest.MonkeyPatch, **env: str) -> list[str]:
     for k, v in env.items():

@@ -17,8 +17,8 @@ import aiohttp
 import pytest
 
 from tests.helpers import REPO, make_settings, serve, value
-from tests.sources.test_stripe_helpers import SECRET, deliver, event, post
-from tests.sources.test_websocket import echo, ws_server
+from tests.sources.stripe_helpers import SECRET, deliver, event, post
+from tests.sources.websocket_helpers import echo, ws_server
 from tests.test_status import health, missing_pid, until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -9,6 +9,8 @@ import pytest
 
 from collector.store import SCHEMA_VERSION, StateStore, StoreError, is_corrupt
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 async def test_values_survive_reopen_and_wal_mode_is_on(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "state.db"

@@ -93,6 +93,7 @@ async def test_failures_are_cached_apart_so_random_guesses_cannot_evict_the_scra
 # -- settings ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     ("var", "bad"),
     [
@@ -116,6 +117,7 @@ def test_each_http_budget_setting_rejects_nonsense_naming_the_variable(
     assert any(line.startswith(f"invalid setting {var}=") for line in info.value.lines), info.value.lines
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     "value",
     [
@@ -135,6 +137,7 @@ def test_a_malformed_target_list_is_named_but_never_echoed(
     assert "COLLECTOR_WEBSOCKET__TARGETS" in text and "SECRET" not in text, text
 
 
+@pytest.mark.quick
 def test_url_passwords_are_masked_in_errors_and_in_check_config(monkeypatch: pytest.MonkeyPatch) -> None:
     from collector.settings import masked_dump
 

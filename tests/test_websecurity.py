@@ -16,7 +16,7 @@ from collector.settings import ConfigError, HttpSettings, load_settings
 from collector.web.auth import DUMMY_HASH, BasicAuth, parse_basic_header
 from collector.web.config import WebConfigError, parse_web_config
 from tests.helpers import REPO, free_port, value
-from tests.test_websecurity_support import (
+from tests.websecurity_support import (
     HASH,
     PASSWORD,
     basic,
@@ -32,6 +32,7 @@ AUTH = basic("prometheus", PASSWORD)
 # -- the config file, pure ------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 def test_full_config_parses_with_paths_relative_to_the_file() -> None:
     cfg = parse_web_config(
         f"""
@@ -60,12 +61,14 @@ basic_auth_users:
     assert cfg.users == {"prometheus": HASH.encode()}
 
 
+@pytest.mark.quick
 def test_empty_file_and_empty_tls_block_mean_plain_http_without_auth() -> None:
     for text in ("", "tls_server_config: {}\n", "http_server_config:\n  headers: {}\n"):
         cfg = parse_web_config(text)
         assert cfg.tls is None and not cfg.users and not cfg.headers
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -113,6 +116,7 @@ def test_each_invalid_config_is_rejected_with_the_reason(text: str, message: str
     assert "plaintext-password" not in str(info.value)
 
 
+@pytest.mark.quick
 def test_config_errors_name_the_env_var_and_never_echo_a_hash(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -130,6 +134,7 @@ def test_config_errors_name_the_env_var_and_never_echo_a_hash(
         load_settings(None)
 
 
+@pytest.mark.quick
 def test_http_limits_reject_nonsense_with_the_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLLECTOR_HTTP__MAX_BODY_BYTES", "10")
     monkeypatch.setenv("COLLECTOR_WEBHOOK_LISTEN", "nowhere")
@@ -159,6 +164,7 @@ def test_example_config_passes_promtool(tmp_path: Path) -> None:
 # -- basic auth, pure ----------------------------------------------------------------------------
 
 
+@pytest.mark.quick
 def test_basic_header_parsing_rejects_every_malformed_shape() -> None:
     assert parse_basic_header(AUTH["Authorization"]) == ("prometheus", PASSWORD.encode())
     assert parse_basic_header("basic " + AUTH["Authorization"][6:]) == ("prometheus", PASSWORD.encode())
@@ -166,6 +172,7 @@ def test_basic_header_parsing_rejects_every_malformed_shape() -> None:
         assert parse_basic_header(bad) is None
 
 
+@pytest.mark.quick
 def test_unknown_users_pay_a_dummy_bcrypt_check_and_results_are_cached(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -194,6 +201,7 @@ def test_unknown_users_pay_a_dummy_bcrypt_check_and_results_are_cached(
     assert BasicAuth({}).check_sync("", b"") is False
 
 
+@pytest.mark.quick
 def test_auth_cache_is_bounded_and_keyed_on_the_hash() -> None:
     auth = BasicAuth({"prometheus": HASH.encode()}, cache_size=2)
     assert auth.check_sync("prometheus", PASSWORD.encode())

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.helpers import CollectorProcess, free_port
-from tests.test_websecurity_support import HASH, PASSWORD, write_config
+from tests.websecurity_support import HASH, PASSWORD, write_config
 
 SECRETS = {
     "COLLECTOR_GITHUB__WEBHOOK_SECRET": "gh-hook-secret-7f3a9c",

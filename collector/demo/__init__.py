@@ -40,7 +40,7 @@ GITHUB_SECRET = "collector-demo-github-secret"
 DEMO_LISTEN = "127.0.0.1:9464"
 
 
-def add_parser(sub: Any) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register `collector demo` on the CLI's subparsers; returns its parser."""
     p = sub.add_parser(
         "demo",

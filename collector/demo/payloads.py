@@ -39,7 +39,8 @@ STATUS = [200] * 85 + [201] * 3 + [304] * 4 + [401] * 2 + [404] * 3 + [500] * 2 
 def template(kind: str, name: str) -> dict[str, Any]:
     """A webhook payload template shipped in `collector/demo/data/<kind>/<name>.json`."""
     text = resources.files("collector.demo").joinpath("data", kind, f"{name}.json").read_text("utf-8")
-    return json.loads(text)
+    payload: dict[str, Any] = json.loads(text)  # our own shipped files: always a JSON object
+    return payload
 
 
 def _iso(ts: float) -> str:
@@ -116,7 +117,7 @@ def log_lines(rnd: random.Random, now: float, n: int) -> list[str]:
             )
         elif r < 0.93:
             kind = rnd.choice(["ws_connect", "ws_message", "ws_message", "ws_disconnect"])
-            line = {**base, "message": kind}
+            line: dict[str, Any] = {**base, "message": kind}
             if kind == "ws_message":
                 line |= {
                     "direction": rnd.choice(["inbound", "outbound"]),

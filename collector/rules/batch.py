@@ -19,7 +19,7 @@ import re
 import sys
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial, reduce
 from itertools import repeat
 from operator import add, mul
@@ -148,7 +148,11 @@ class _Group:
     """
 
     def __init__(
-        self, meta: GroupMeta, observers: list[_Observe | None], seen: dict[str, Any], now: list[float]
+        self,
+        meta: GroupMeta,
+        observers: list[_Observe | None],
+        seen: dict[str, dict[tuple[str, ...], float]],
+        now: list[float],
     ):
         self.meta, self.observers, self.now = meta, observers, now
         self.stamps = [seen.get(fam.name) for _s, _m, fam, _n in meta.rules]
@@ -196,8 +200,9 @@ class _Group:
                         fam.series[k] = fam.series.get(k, 0) + count
                         if fam.changed is not None:
                             fam.changed.add(k)
-                        if self.stamps[j] is not None:
-                            self.stamps[j][k] = stamp
+                        stamps = self.stamps[j]
+                        if stamps is not None:
+                            stamps[k] = stamp
                 elif slot and slot[0] is _OWN:
                     own.append((ob, slot))
                 elif slot and slot[0] is _DROP:
@@ -231,7 +236,7 @@ class _Group:
 
 def generate_batch(
     metas: list[GroupMeta],
-    fns: list[Callable[[Any], bool]],
+    fns: Sequence[Callable[[Any], bool]],
     index: dict[Any, int],
     fallback: int,
     disc_attr: str | None,
@@ -302,10 +307,14 @@ def generate_batch(
             obs.append(ob)
         group = _Group(meta, obs, seen, now)
         ns[f"B{j}"] = group.entries
-        simple = dict(m.groups() for line in meta.reads if (m := _SIMPLE.match(line)))
+        simple: dict[str, str] = {m[1]: m[2] for line in meta.reads if (m := _SIMPLE.match(line))}
         raw, values = meta.raw, list(meta.value_vars)
         if len(simple) == len(meta.reads):  # plain attribute reads: inlined where used (fewer opcodes)
-            raw = _SUB.sub(lambda m, reads=simple: reads[m[0]], raw)
+
+            def inline(m: re.Match[str], reads: dict[str, str] = simple) -> str:
+                return reads[m[0]]
+
+            raw = _SUB.sub(inline, raw)
             values = [simple[v] if v else v for v in values]
         else:
             loop += [" " * 8 + line for line in meta.reads]  # the group's field reads, 4 to 12 spaces

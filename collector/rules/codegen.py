@@ -13,14 +13,14 @@ import itertools
 from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from collector.metrics import COUNTER, Family
 from collector.rules.decode import LineDecoder
 from collector.rules.normalize import NORMALIZERS, Budget, TemplateMatcher, label_text, status_code, to_number
 from collector.rules.schema import LabelSpec, RuleSpec
 
-__all__ = ["GroupMeta", "field_label", "generate_group", "label_converter"]
+__all__ = ["GroupFn", "GroupMeta", "field_label", "generate_group", "label_converter"]
 
 #: Label caches are cleared past this size (raw URLs are unbounded; the label values they map to are not).
 CACHE_LIMIT = 4096
@@ -37,6 +37,15 @@ class GroupMeta:
     raw: str  # source of the raw tuple expression (`(r0, r5, )`)
     value_vars: list[str | None]  # per rule: the r-variable holding its value field
     rules: list[tuple[RuleSpec, tuple[Any, ...] | None, Family, tuple[str, ...]]]
+
+
+class GroupFn(Protocol):
+    """A generated group function, `fn(line) -> matched`, carrying its parts (`meta`) for the batch
+    generator (collector.rules.batch)."""
+
+    meta: GroupMeta
+
+    def __call__(self, line: Any, /) -> bool: ...
 
 
 def label_converter(spec: LabelSpec, cache: dict[Any, str]) -> Callable[[Any], str]:
@@ -225,7 +234,7 @@ def generate_group(
     on_bad_value: Callable[[str, Any], None],
     budgets: dict[LabelSpec, Budget] | None = None,
     on_missing: Callable[[str, int], None] | None = None,
-) -> Callable[[Any], bool]:
+) -> GroupFn:
     """Compile rules (spec, residual match, family, family label order) into `fn(line) -> matched`.
 
     Two generated functions: `prep(raw)` evaluates every residual match and label of the group from
@@ -349,8 +358,8 @@ def generate_group(
     register_source(filename, src)
     code = compile(src, filename, "exec")
     exec(code, g.ns)
-    fn: Callable[[Any], bool] = g.ns["group"]
+    fn: GroupFn = g.ns["group"]
     fn.__doc__ = src  # the generated source, for debugging (`print(fn.__doc__)`)
     # What the batch generator (collector.rules.batch) reuses: the cached prep and the field reads.
-    fn.meta = GroupMeta(g.ns["prep"], cache, list(g.read_lines), raw, value_vars, rules)  # type: ignore[attr-defined]
+    fn.meta = GroupMeta(g.ns["prep"], cache, list(g.read_lines), raw, value_vars, rules)
     return fn

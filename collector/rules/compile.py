@@ -15,7 +15,7 @@ from typing import Any
 
 from collector.metrics import Family, MetricState
 from collector.rules.batch import generate_batch
-from collector.rules.codegen import forms, generate_group
+from collector.rules.codegen import GroupFn, forms, generate_group
 from collector.rules.decode import LineDecoder
 from collector.rules.normalize import Budget
 from collector.rules.schema import LabelSpec, RulesError, RuleSpec
@@ -165,7 +165,9 @@ def build(
     }
     decoder = LineDecoder(paths | stage_paths, literal_paths=paths - values - unique)
     budgets: dict[LabelSpec, Budget] = {}
-    seen = {fd.name: {} for fd in p.families.values() if fd.expire_after}
+    seen: dict[str, dict[tuple[str, ...], float]] = {
+        fd.name: {} for fd in p.families.values() if fd.expire_after
+    }
     now = [0.0]
     prepared = []  # (spec, residual match, family, label order, discriminator values or None)
     for rule in p.rules:
@@ -173,9 +175,9 @@ def build(
         match = _strip(rule.match, p.discriminator) if keys else rule.match
         fd = p.families[rule.metric]
         prepared.append((rule, match, families[rule.metric], fd.labelnames, keys[0] if keys else None))
-    groups: dict[tuple[int, ...], Rule] = {}
+    groups: dict[tuple[int, ...], GroupFn] = {}
 
-    def group(indices: tuple[int, ...]) -> Rule:
+    def group(indices: tuple[int, ...]) -> GroupFn:
         fn = groups.get(indices)
         if fn is None:
             fn = groups[indices] = generate_group(
@@ -189,7 +191,7 @@ def build(
         for value in r[4] or ():
             for form in forms(value):
                 by_key.setdefault(form, []).append(i)
-    table = {k: group(tuple(sorted(set(v) | set(always)))) for k, v in by_key.items()}
+    table: dict[Any, Rule] = {k: group(tuple(sorted(set(v) | set(always)))) for k, v in by_key.items()}
     disc = decoder.getter([p.discriminator]) if p.discriminator else None
     fallback = group(always) if always else _no_rule
     compiled = Compiled(p, decoder, disc, table, fallback, families, seen, now)
@@ -202,7 +204,7 @@ def build(
         number = {id(fn): j for j, fn in enumerate(fns)}
         index = {k: number[id(fn)] for k, fn in table.items()}
         fb = number[id(fallback)] if always else -1
-        metas = [fn.meta for fn in fns]  # type: ignore[attr-defined]
+        metas = [fn.meta for fn in fns]
         compiled.apply = generate_batch(
             metas, fns, index, fb, attr, disc, seen, now, on_bad_value, on_missing
         )
@@ -232,7 +234,8 @@ def _batch_loop(
     )
     ns: dict[str, Any] = {"T": table, "A": fallback, "D": disc}
     exec(compile(src, "<rules batch loop>", "exec"), ns)
-    return ns["apply"]  # type: ignore[no-any-return]
+    apply: Callable[[list[Any]], int] = ns["apply"]
+    return apply
 
 
 def _no_rule(_line: Any) -> bool:

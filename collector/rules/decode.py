@@ -71,11 +71,14 @@ class LineDecoder:
         self._vocab: dict[str, set[str] | None] = {p: set() for p in literal_paths if p in paths}
         self._relearn = MAX_RELEARN
         self.root = self._struct(self._tree, "", "", {})
-        self._decoder = msgspec.json.Decoder(self.root)  # plain fields: the exact per-line path
+        # plain fields: the exact per-line path
+        self._decoder: msgspec.json.Decoder[msgspec.Struct] = msgspec.json.Decoder(self.root)
         self._fast = self._decoder  # the batch decoder, with Literal fields once learnt
         self._learnt = False
 
-    def _struct(self, node: _Tree, json_prefix: str, attr_prefix: str, types: dict[str, Any]) -> type:
+    def _struct(
+        self, node: _Tree, json_prefix: str, attr_prefix: str, types: dict[str, Any]
+    ) -> type[msgspec.Struct]:
         fields: list[tuple[str, Any, Any]] = []
         for i, (name, child) in enumerate(node.items()):
             attr = f"f{i}"  # by position in the rules' tree: the same whatever order or types fields get
@@ -125,9 +128,7 @@ class LineDecoder:
     def _rebuild_fast(self) -> None:
         """The batch decoder for the strings learnt so far (the plain one when there are none)."""
         literal = {
-            p: Literal[tuple(sorted(v))] | int | float | bool | None  # type: ignore[valid-type]
-            for p, v in self._vocab.items()
-            if v
+            p: Literal[tuple(sorted(v))] | int | float | bool | None for p, v in self._vocab.items() if v
         }
         self._fast = (
             msgspec.json.Decoder(self._struct(self._tree, "", "", literal)) if literal else self._decoder

@@ -329,7 +329,8 @@ class RuleSet:
             if state is not None and state[0] == "missing":
                 raise RulesError([f"{self.rules_path}: cannot read the rules file: {state[1]}"])
             try:
-                data = await asyncio.to_thread(self.rules_path.read_bytes)  # type: ignore[union-attr]
+                assert self.rules_path is not None  # reloads run only with a rules file (as in _stat)
+                data = await asyncio.to_thread(self.rules_path.read_bytes)
             except OSError as exc:
                 raise RulesError([f"{self.rules_path}: cannot read the rules file: {exc}"]) from None
             digest = hashlib.sha256(data).hexdigest()

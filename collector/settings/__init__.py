@@ -319,7 +319,7 @@ def load_settings(
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls(_env_file=env_file, **(overrides or {}))  # type: ignore[call-arg]
+        return settings_cls(_env_file=env_file, **(overrides or {}))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
     except SettingsError as exc:
@@ -378,7 +378,7 @@ def typo_warnings(env_file: str | Path | None, environ: Mapping[str, Any] | None
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration as JSON-ready data, secrets shown as `**********`."""
-    data = _mask_urls(settings.model_dump(mode="json"))
+    data: dict[str, Any] = _mask_urls(settings.model_dump(mode="json"))  # a dict in, a dict out
     data["state_path"] = str(settings.effective_state_path)
     for name in type(settings).model_fields:
         sub = getattr(settings, name)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -41,7 +42,7 @@ class Flag:
 
 def _default_text(info: FieldInfo) -> str:
     if info.default_factory is not None:
-        value: Any = info.default_factory()  # type: ignore[call-arg]
+        value: Any = info.get_default(call_default_factory=True)  # our factories take no arguments
     elif info.default is PydanticUndefined:
         return ""
     else:
@@ -49,20 +50,21 @@ def _default_text(info: FieldInfo) -> str:
     if value is None or value == [] or value == {}:
         return ""
     if isinstance(value, re.Pattern):
-        return value.pattern
+        pattern: str = value.pattern  # settings patterns are str patterns
+        return pattern
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
 
 
-def setting_flags(cls: type | None = None) -> list[Flag]:
+def setting_flags(cls: type[BaseModel] | None = None) -> list[Flag]:
     """Every settings leaf as a `Flag`, in model order (general settings first, then each source)."""
     if cls is None:
         from collector.settings import Settings
 
         cls = Settings
     flags = []
-    for path, info in _walk(cls):  # type: ignore[arg-type]
+    for path, info in _walk(cls):
         flags.append(
             Flag(
                 path,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,7 +176,7 @@ def _cpu(proc: psutil.Process) -> float:
     return t.user + t.system
 
 
-_READERS = {
+_READERS: dict[str, Callable[[psutil.Process], float]] = {
     "app_process_cpu_seconds_total": _cpu,
     "app_process_resident_memory_bytes": lambda p: p.memory_info().rss,
     "app_process_virtual_memory_bytes": lambda p: p.memory_info().vms,

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
 from collector.web.body import body_error_reason, read_body, reject, reject_unread
@@ -116,9 +117,11 @@ class GuardedHandler(RequestHandler):
         # aiohttp's request branch, draining the parser one message at a time (see __init__).
         messages: list[Any] = []
         upgraded, tail, chunk = False, b"", data
+        parser = self._parser
+        assert parser is not None  # as in aiohttp's branch: None only once the connection is lost
         while True:
             try:
-                batch, upgraded, tail = self._parser.feed_data(chunk)
+                batch, upgraded, tail = parser.feed_data(chunk)
             except HttpProcessingError as exc:
                 messages.append((_ErrInfo(status=400, exc=exc, message=exc.message), EMPTY_PAYLOAD))
                 upgraded, tail = False, b""
@@ -128,7 +131,7 @@ class GuardedHandler(RequestHandler):
             messages.extend(batch)
             if upgraded or len(self._messages) + len(messages) >= self._max_msg_queue_size:
                 break  # the rest waits in the parser; start() resumes it as the queue drains
-            self._parser.message_consumed()
+            parser.message_consumed()
             chunk = b""
         for msg, payload in messages:
             self._request_count += 1
@@ -322,7 +325,7 @@ class GuardedSite(web.BaseSite):
             self._sock = None
 
 
-def make_middleware(guard: WebSecurity) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def make_middleware(guard: WebSecurity) -> Middleware:
     """The per-request guard: listener routing, class budgets, head size, basic auth, body size and rate."""
 
     @web.middleware

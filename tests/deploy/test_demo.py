@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+import pytest
 import stripe
 from gidgethub import sansio
 
@@ -81,6 +82,7 @@ EVERY_FAMILY = [
 DEMO_SOURCES = ["process", "logs", "websocket", "stripe", "github"]
 
 
+@pytest.mark.quick
 def test_stripe_events_are_signed_as_stripe_signs_and_verify_with_the_stripe_library() -> None:
     script = StripeScript("t1")
     now = time.time()
@@ -95,6 +97,7 @@ def test_stripe_events_are_signed_as_stripe_signs_and_verify_with_the_stripe_lib
     assert deleted == created[:1]  # the oldest subscription is canceled, one stays active
 
 
+@pytest.mark.quick
 def test_github_releases_are_signed_as_github_signs_and_fail_then_recover() -> None:
     script = GitHubScript("t1")
     releases = [script.next_release(1_800_000_000.0 + 60 * i) for i in range(21)]
@@ -116,6 +119,7 @@ def test_github_releases_are_signed_as_github_signs_and_fail_then_recover() -> N
     assert sansio.Event.from_http(headers, body, secret="s3cret").event == "deployment"
 
 
+@pytest.mark.quick
 def test_log_lines_are_winston_json_with_the_benchmark_field_names() -> None:
     lines = [json.loads(x) for x in log_lines(random.Random(1), 1_800_000_000.0, 500)]
     messages = {line["message"] for line in lines}
@@ -131,6 +135,7 @@ def test_log_lines_are_winston_json_with_the_benchmark_field_names() -> None:
     assert {"level", "timestamp", "method", "route", "status", "duration_ms"} <= set(http)
 
 
+@pytest.mark.quick
 def test_demo_configures_the_sources_it_finds_and_skips_the_others(tmp_path: Path) -> None:
     fields = set(Settings.model_fields)
     env, skipped = collector_env(

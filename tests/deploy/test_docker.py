@@ -9,6 +9,7 @@ import re
 import subprocess
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy.kit import need
@@ -23,6 +24,7 @@ def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
     assert res.stdout == ""
 
 
+@pytest.mark.quick
 def test_dockerfile_is_multi_stage_slim_non_root_exec_form_with_healthcheck_and_labels() -> None:
     text = (REPO / "Dockerfile").read_text()
     froms = re.findall(r"^FROM (\S+)", text, re.M)

@@ -37,10 +37,12 @@ DASHBOARDS = {
 }
 
 
+@pytest.mark.quick
 def test_committed_dashboards_are_what_the_generator_writes() -> None:
     assert dashboards_module().write(DASHBOARD_DIR, check=True) == []
 
 
+@pytest.mark.quick
 def test_the_issues_dashboards_ship_with_unique_uids_and_the_provisioned_datasource() -> None:
     dashes = [json.loads(p.read_text()) for p in DASHBOARD_DIR.glob("*.json")]
     assert {d["title"] for d in dashes} == DASHBOARDS
@@ -70,11 +72,13 @@ def test_the_issues_dashboards_ship_with_unique_uids_and_the_provisioned_datasou
     assert provider["type"] == "file" and provider["folder"] == "Collector"
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("query", dashboard_queries(), ids=lambda q: f"{q.dashboard}/{q.panel}")
 def test_every_panel_query_parses_as_promql(query: object) -> None:
     pp.parse(query.promql)  # type: ignore[attr-defined]
 
 
+@pytest.mark.quick
 def test_every_dashboard_annotates_deployments_from_the_dora_metrics() -> None:
     for path in DASHBOARD_DIR.glob("*.json"):
         notes = {a["name"]: a for a in json.loads(path.read_text())["annotations"]["list"]}
@@ -88,6 +92,7 @@ def test_every_dashboard_annotates_deployments_from_the_dora_metrics() -> None:
             assert note["datasource"]["uid"] == "${datasource}"
 
 
+@pytest.mark.quick
 def test_runbook_links_point_at_existing_sections_of_the_runbooks() -> None:
     runbooks = (REPO / "docs" / "runbooks.md").read_text()
     anchors = {h.lower() for h in re.findall(r"^## (\w+)$", runbooks, re.M)}
@@ -109,6 +114,7 @@ def test_runbook_links_point_at_existing_sections_of_the_runbooks() -> None:
     assert var["current"]["value"] == "https://git.internal/ops/collector/-/blob/main/"
 
 
+@pytest.mark.quick
 def test_dashboards_use_the_recording_rules_and_every_recording_rule_is_used() -> None:
     used = set().union(*(names_in(q.promql)[0] for q in dashboard_queries()))
     exprs = " ".join(r["expr"] for r in alert_rules())

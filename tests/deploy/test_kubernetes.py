@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from tests.deploy.kit import DEPLOY, RULES_DIR, need
@@ -65,6 +66,7 @@ def _restricted(container: dict[str, Any]) -> None:
     assert sc["capabilities"]["drop"] == ["ALL"]
 
 
+@pytest.mark.quick
 def test_app_pod_runs_the_collector_as_a_native_sidecar_that_cannot_block_or_unready_the_app() -> None:
     d = docs("app-with-collector.yaml")
     pod = d["Deployment/shop"]["spec"]["template"]["spec"]
@@ -147,6 +149,7 @@ def test_the_supervisor_forwards_sigterm_so_the_collector_flushes_its_state(tmp_
     assert flushed.read_text() == "ok\n"
 
 
+@pytest.mark.quick
 def test_global_sources_run_in_exactly_one_replica_that_never_overlaps() -> None:
     d = docs("collector-global.yaml")
     dep = d["Deployment/collector-global"]["spec"]
@@ -177,6 +180,7 @@ def test_global_sources_run_in_exactly_one_replica_that_never_overlaps() -> None
     assert d["PodDisruptionBudget/collector-global"]["spec"]["maxUnavailable"] == 1
 
 
+@pytest.mark.quick
 def test_every_image_is_pinned_by_digest_and_every_resource_has_a_namespace_and_cpu_limits() -> None:
     for name in ("app-with-collector.yaml", "collector-global.yaml"):
         for key, doc in docs(name).items():

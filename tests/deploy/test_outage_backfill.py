@@ -30,7 +30,7 @@ from aiohttp import web
 
 from collector.demo.payloads import template
 from tests.helpers import CollectorProcess, value
-from tests.sources.test_stripe_helpers import API_KEY, SECRET, FakeStripe, body_of, event, sign
+from tests.sources.stripe_helpers import API_KEY, SECRET, FakeStripe, body_of, event, sign
 
 REPO = "octo-org/shop"
 GH_TOKEN = "ghp_backfill_test"

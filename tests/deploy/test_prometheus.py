@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
 import yaml
 
 from tests.deploy.kit import DEPLOY, RULES_DIR, alert_rules, need
@@ -62,11 +63,13 @@ def test_promtool_rule_unit_tests_pass() -> None:
     assert res.stdout.count("SUCCESS") == len(tests) == 3
 
 
+@pytest.mark.quick
 def test_the_issues_alert_set_ships_with_its_severities_and_durations() -> None:
     got = {r["alert"]: (r["labels"]["severity"], r.get("for")) for r in alert_rules()}
     assert got == EXPECTED
 
 
+@pytest.mark.quick
 def test_every_alert_has_summary_description_and_a_runbook_section() -> None:
     runbooks = (REPO / "docs" / "runbooks.md").read_text()
     anchors = {
@@ -115,6 +118,7 @@ def test_one_bad_signature_case_asserts_every_shipped_alert_stays_quiet() -> Non
     assert [s["values"] for s in bot] == ["_x10 1x50"]  # exactly one request
 
 
+@pytest.mark.quick
 def test_memory_alert_compares_with_the_app_containers_limit_in_the_manifest() -> None:
     limits = yaml.safe_load((RULES_DIR / "limits.rules.yml").read_text())["groups"][0]["rules"]
     (rule,) = [r for r in limits if r["record"] == "app:memory_limit_bytes"]

@@ -17,7 +17,7 @@ from typing import Any
 
 from collector.sources.stripe import state
 from collector.sources.stripe.events import decode_event, effects
-from tests.sources.test_stripe_helpers import body_of, event
+from tests.sources.stripe_helpers import body_of, event
 from tests.sources.test_stripe_order import T, lifecycle_history, truth
 
 

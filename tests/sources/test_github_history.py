@@ -7,6 +7,7 @@ import sqlite3
 from itertools import permutations
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from collector import dora
@@ -16,6 +17,8 @@ from collector.sources.github import DeploymentsSource, GitHubSource, store_sql
 from collector.sources.github.engine import DoraEngine
 from collector.sources.github.history import Change, History, histogram_cells
 from tests.helpers import make_settings
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 R = "acme/shop"
 

@@ -60,6 +60,7 @@ def _expected(m: MetricState) -> dict[str, dict[tuple[str, ...], Any]]:
     }
 
 
+@pytest.mark.quick
 @pytest.mark.parametrize("seed", range(30))
 def test_applied_deltas_always_equal_the_state_they_were_taken_from(seed: int) -> None:
     """Campaign: random updates, removals, clears, redefinitions, failed and skipped writes."""
@@ -103,6 +104,7 @@ def test_applied_deltas_always_equal_the_state_they_were_taken_from(seed: int) -
             assert _decoded(store) == _expected(m), f"seed {seed}"
 
 
+@pytest.mark.quick
 def test_an_idle_checkpoint_writes_nothing_and_a_busy_one_only_what_changed() -> None:
     m = MetricState()
     c = m.counter("c_total", "c", ["k"])

@@ -15,6 +15,8 @@ from collector.sources.logs.lines import line_offset, split_lines
 from collector.sources.logs.scan import FdObs, FileObs, Scan, watch_roots
 from collector.sources.logs.tailer import Tailer
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 log = logging.getLogger("test")
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from collector.sources import SOURCES
 from collector.sources.storage import AddColumn, Tables, migrate
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> list[str]:

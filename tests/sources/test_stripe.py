@@ -15,7 +15,7 @@ import pytest
 
 from collector.settings import StripeSettings
 from tests.helpers import CollectorProcess, Running, make_settings, serve, value
-from tests.sources.test_stripe_helpers import (
+from tests.sources.stripe_helpers import (
     OLD_SECRET,
     SECRET,
     body_of,

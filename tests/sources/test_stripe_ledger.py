@@ -6,9 +6,13 @@ import random
 import sqlite3
 from fractions import Fraction
 
+import pytest
+
 from collector.sources.stripe import ledger, state
 from collector.sources.stripe.events import KIND_CREATED, KIND_DELETED, Effects, RefundObs, SubState
 from collector.sources.stripe.ledger import ChargeFacts, Mirror, SubFacts
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 
 def test_a_refund_counts_the_value_above_the_mark_and_each_refund_once() -> None:

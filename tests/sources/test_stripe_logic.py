@@ -20,7 +20,9 @@ from collector.sources.stripe.events import (
     monthly_amount,
 )
 from collector.sources.stripe.signature import verify
-from tests.sources.test_stripe_helpers import OLD_SECRET, SECRET, body_of, event, fixture, sign
+from tests.sources.stripe_helpers import OLD_SECRET, SECRET, body_of, event, fixture, sign
+
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
 
 @pytest.mark.parametrize(

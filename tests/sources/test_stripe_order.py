@@ -13,8 +13,8 @@ import pytest
 
 from collector.settings import StripeSettings
 from tests.helpers import make_settings, serve, value
+from tests.sources.stripe_helpers import API_KEY, SECRET, FakeStripe, deliver, event, fake_stripe
 from tests.sources.test_stripe import _until_started
-from tests.sources.test_stripe_helpers import API_KEY, SECRET, FakeStripe, deliver, event, fake_stripe
 
 NOW = int(time.time())
 T = NOW - 600  # a whole second shared by the pair

@@ -17,8 +17,8 @@ from collector.sources.stripe.writer import GroupCommitter
 from collector.store import StateStore
 from tests.helpers import make_settings, serve, value
 from tests.sources.crash import crashable, kill_and_wait_restart
+from tests.sources.stripe_helpers import SECRET, body_of, event, post
 from tests.sources.test_stripe import _until_started
-from tests.sources.test_stripe_helpers import SECRET, body_of, event, post
 
 DEPTH = 5000
 

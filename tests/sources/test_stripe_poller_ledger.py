@@ -19,7 +19,7 @@ from collector.sources.stripe import state
 from collector.sources.stripe.events import Event, SubState
 from collector.sources.stripe.poller import Ledger, Poller
 from collector.store import StateStore
-from tests.sources.test_stripe_helpers import API_KEY, FakeStripe, event, fake_stripe
+from tests.sources.stripe_helpers import API_KEY, FakeStripe, event, fake_stripe
 
 NOW = int(time.time())
 

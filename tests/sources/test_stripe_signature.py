@@ -12,6 +12,8 @@ import stripe
 
 from collector.sources.stripe.signature import verify
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 _REASONS = {
     "Timestamp outside the tolerance zone": "signature_expired",
     "Unable to extract timestamp": "signature_malformed",

@@ -23,6 +23,8 @@ from collector.sources.websocket.logic import (
     reply_matches,
 )
 
+pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
+
 
 def _closed() -> ConnectionClosedError:
     return ConnectionClosedError(Close(1011, "bye"), None)

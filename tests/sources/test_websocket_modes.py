@@ -12,14 +12,14 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request
 
 from tests.helpers import CollectorProcess, parse, serve, value
-from tests.sources.test_websocket import (
-    _unused_port,
+from tests.sources.websocket_helpers import (
     echo,
     failures,
     hold_open,
     mute_after_upgrade,
     settings,
     silent_tcp_server,
+    unused_port,
     ws_server,
 )
 
@@ -86,7 +86,7 @@ async def test_persistent_connection_whose_pings_go_unanswered_is_a_drop(tmp_pat
 
 
 async def test_persistent_target_that_refuses_counts_failures_not_drops(tmp_path: Path) -> None:
-    port = _unused_port()
+    port = unused_port()
     targets = [{"name": "down", "url": f"ws://127.0.0.1:{port}/", "mode": "persistent", "interval": 0.05}]
     async with serve(settings(tmp_path, targets)) as app:
         s = await app.wait_for(
@@ -202,7 +202,7 @@ async def test_collector_process_probes_targets_from_env(tmp_path: Path) -> None
         url = f"ws://127.0.0.1:{port}/a"
         env = {
             "COLLECTOR_DATA_DIR": str(tmp_path / "data"),
-            "COLLECTOR_WEBSOCKET__TARGETS": f"{url}, ws://127.0.0.1:{_unused_port()}/b",
+            "COLLECTOR_WEBSOCKET__TARGETS": f"{url}, ws://127.0.0.1:{unused_port()}/b",
             "COLLECTOR_WEBSOCKET__INTERVAL": "3600",
             "COLLECTOR_WEBSOCKET__TOKEN_FILE": str(token),
         }

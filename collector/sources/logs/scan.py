@@ -9,11 +9,11 @@ import bz2
 import errno
 import glob
 import gzip
+import io
 import lzma
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import IO
 
 from collector.sources.logs.identity import FP_BYTES, end_offset
 
@@ -141,8 +141,9 @@ def scan(
     return out
 
 
-def open_decompressed(path: str, codec: str) -> IO[bytes]:
-    """A compressed rotated copy opened for reading its decompressed bytes."""
+def open_decompressed(path: str, codec: str) -> io.BufferedIOBase:
+    """A compressed rotated copy opened for reading its decompressed bytes (GzipFile, BZ2File and
+    LZMAFile are all buffered binary readers)."""
     if codec == "gzip":
         return gzip.open(path, "rb")
     if codec == "bz2":

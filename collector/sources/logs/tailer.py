@@ -271,39 +271,39 @@ class Tailer:
 
     def _apply(self, scan: Scan, now: float, start_end: Callable[[FileObs], bool]) -> None:
         truncated: list[tuple[Stream, int, bool, Fingerprint, int]] = []
-        for key, fo in scan.fds.items():
+        for key, fd_obs in scan.fds.items():
             s = self.streams.get(key)
             if s is None:
                 continue
             if s.undecided:
-                if not fo.prefix:
+                if not fd_obs.prefix:
                     continue
-                s.undecided, s.fp = False, Fingerprint.of(fo.prefix)
+                s.undecided, s.fp = False, Fingerprint.of(fd_obs.prefix)
                 source = next(
                     (
                         t
                         for t in self.streams.values()
-                        if t is not s and t.tied_to is None and t.fp.ties(fo.prefix)
+                        if t is not s and t.tied_to is None and t.fp.ties(fd_obs.prefix)
                     ),
                     None,
                 )
-                source = source or next((p for p in self.pending if p.fp.ties(fo.prefix)), None)
+                source = source or next((p for p in self.pending if p.fp.ties(fd_obs.prefix)), None)
                 if source is not None and source.key in self.streams:
                     s.tied_to = source
                 elif source is not None:
                     self.streams.pop(key)  # a copy of a pending stream's content: matched below
                     _close(s)
                     continue
-            if s.tied_to is not None and not s.tied_to.fp.ties(fo.prefix):
+            if s.tied_to is not None and not s.tied_to.fp.ties(fd_obs.prefix):
                 # It grew apart from the file it seemed to copy: a new file after all, never read yet.
-                s.tied_to, s.offset, s.fp = None, 0, Fingerprint.of(fo.prefix)
+                s.tied_to, s.offset, s.fp = None, 0, Fingerprint.of(fd_obs.prefix)
             # Shrunk below an offset it once reached (a copy resumed past its end never did), or new
             # first bytes: truncated.
-            if fo.size < s.offset <= s.size or not s.fp.matches(fo.prefix):
+            if fd_obs.size < s.offset <= s.size or not s.fp.matches(fd_obs.prefix):
                 truncated.append((s, s.offset, s.skipping, s.fp, s.size))
-            elif len(fo.prefix) > s.fp.size:
-                s.fp = Fingerprint.of(fo.prefix)  # identity grows with the file, up to FP_BYTES
-            s.size = fo.size
+            elif len(fd_obs.prefix) > s.fp.size:
+                s.fp = Fingerprint.of(fd_obs.prefix)  # identity grows with the file, up to FP_BYTES
+            s.size = fd_obs.size
         seen: set[Key] = set()
         new: list[FileObs] = []
         for path in [p for p in self.bad_paths if p not in scan.files]:

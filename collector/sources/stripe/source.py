@@ -172,8 +172,9 @@ class StripeSource:
                 [*tasks, asyncio.create_task(self.ctx.stop.wait())], return_when=asyncio.FIRST_COMPLETED
             )
             for t in done:
-                if t in tasks and t.exception() is not None:
-                    raise t.exception()  # type: ignore[misc]
+                exc = t.exception() if t in tasks else None
+                if exc is not None:
+                    raise exc
         finally:
             for t in tasks:
                 t.cancel()

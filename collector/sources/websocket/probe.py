@@ -202,8 +202,8 @@ async def open_ws(plan: Plan, clock: PhaseClock) -> ClientConnection:
             ssl_ctx=ssl_ctx,
             server_name=t.server_name,
             additional_headers=headers,
-            subprotocols=t.subprotocols or None,  # type: ignore[arg-type]
-            origin=t.origin,  # type: ignore[arg-type]
+            subprotocols=t.subprotocols or None,
+            origin=t.origin,
             user_agent_header=USER_AGENT,
             open_timeout=None,  # the caller's timeout covers every phase
             ping_interval=None,  # we send our own pings and time them

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -182,9 +182,9 @@ class WebSocketSource:
             if await self.ctx.sleep(next_at - now):
                 return
 
-    async def _guarded(self, fn: Callable[..., object], plan: Plan) -> ProbeResult:
+    async def _guarded(self, fn: Callable[[Plan], Awaitable[ProbeResult]], plan: Plan) -> ProbeResult:
         try:
-            return await fn(plan)  # type: ignore[misc, no-any-return]
+            return await fn(plan)
         except Exception as exc:  # a bug must not stop the target's loop
             self.ctx.error("probe_exception", f"{plan.label}: {exc}")
             self.ctx.log.exception("websocket probe raised", extra={"target": plan.label})
@@ -217,7 +217,7 @@ class WebSocketSource:
             self._report(label, result)
             if ws is not None:
                 self.metrics.connected.set((label,), 1)
-                pinged = []
+                pinged: list[float] = []
                 began = time.monotonic()
 
                 def on_rtt(rtt: float, label: str = label, pinged: list[float] = pinged) -> None:

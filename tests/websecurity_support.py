@@ -1,5 +1,5 @@
 """Shared pieces of the web security, limits and fault tests: guarded listeners, test certificates, a
-source with webhook-like routes. (No tests here; pytest collects nothing from this module.)"""
+source with webhook-like routes. (Not named test_*: pytest collects nothing here.)"""
 
 from __future__ import annotations
 
