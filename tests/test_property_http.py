@@ -4,11 +4,7 @@ besides its own rejection counter."""
 
 from __future__ import annotations
 
-import asyncio
-import http.client
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,60 +12,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.settings import GitHubSettings, StripeSettings
-from tests.helpers import make_settings, serve
+from tests.helpers import make_settings
+from tests.threaded import ThreadedCollector, running
 
 REJECT_COUNTERS = {"stripe_webhooks_total", "github_webhooks_total", "collector_http_requests_total"}
 
 
-class Server:
-    """The in-process app on its own loop in a thread, so hypothesis can drive it synchronously."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
-        self.stop: asyncio.Event | None = None
-        self.port = 0
-        self.run: Any = None
-
-    async def _main(self) -> None:
-        self.stop = asyncio.Event()
-        s = make_settings(
-            self.tmp,
-            stripe=StripeSettings(webhook_secrets=["whsec_prop"]),
-            github=GitHubSettings(webhook_secret="gh_prop"),
-        )
-        async with serve(s) as run:
-            self.run = run
-            self.port = int(run.url.rsplit(":", 1)[1])
-            while not all(ctx.status.state == "running" for _s, ctx in run.runtime.sources):
-                await asyncio.sleep(0.02)
-            self.ready.set()
-            await self.stop.wait()
-
+class Server(ThreadedCollector):
     def state(self) -> dict[str, Any]:
         fams = self.run.runtime.metrics.families
         return {n: dict(f.series) for n, f in fams.items() if n not in REJECT_COUNTERS}
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request("POST", path, body=body, headers=headers)
-            return conn.getresponse().status
-        finally:
-            conn.close()
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("prop-http"))
-    srv.thread.start()
-    assert srv.ready.wait(30)
-    yield srv
-    assert srv.stop is not None
-    srv.loop.call_soon_threadsafe(srv.stop.set)
-    srv.thread.join(15)
+    tmp = tmp_path_factory.mktemp("prop-http")
+    s = make_settings(
+        tmp,
+        stripe=StripeSettings(webhook_secrets=["whsec_prop"]),
+        github=GitHubSettings(webhook_secret="gh_prop"),
+    )
+    with running(Server(s, timeout=10)) as srv:
+        yield srv
 
 
 _header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=80)

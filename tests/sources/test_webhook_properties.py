@@ -11,11 +11,9 @@ import asyncio
 import copy
 import hashlib
 import hmac
-import http.client
 import json
 import math
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -27,7 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.settings import GitHubSettings, StripeSettings
-from tests.helpers import make_settings, serve
+from tests.helpers import make_settings
+from tests.threaded import ThreadedCollector, running
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 STRIPE_SECRET = "whsec_props"
@@ -194,37 +193,7 @@ def replaced(doc: Any, path: tuple[Any, ...], value: Any) -> bytes:
 
 
 # -- the collector in a thread, driven synchronously by hypothesis --------------------------------------
-class Server:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.ready = threading.Event()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._main(),), daemon=True)
-        self.stop: asyncio.Event | None = None
-        self.port = 0
-        self.run: Any = None
-
-    async def _main(self) -> None:
-        self.stop = asyncio.Event()
-        s = make_settings(
-            self.tmp,
-            stripe=StripeSettings(webhook_secrets=[STRIPE_SECRET], tolerance=86400),
-            github=GitHubSettings(
-                webhook_secret=GITHUB_SECRET,
-                incident_label="incident",
-                deploy_workflows=["CI", "test"],
-                production_environments=".*",
-                change_failure="both",
-            ),
-        )
-        async with serve(s) as run:
-            self.run = run
-            self.port = int(run.url.rsplit(":", 1)[1])
-            while not all(ctx.status.state == "running" for _s, ctx in run.runtime.sources):
-                await asyncio.sleep(0.02)
-            self.ready.set()
-            await self.stop.wait()
-
+class Server(ThreadedCollector):
     def snapshot(self) -> dict[str, Any]:
         async def take() -> dict[str, Any]:
             fams = self.run.runtime.metrics.families
@@ -245,24 +214,22 @@ class Server:
                 problems.append(f"stripe writer died: {task.exception()!r}")
         return problems
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        try:
-            conn.request("POST", path, body=body, headers={"Content-Type": "application/json", **headers})
-            return conn.getresponse().status
-        finally:
-            conn.close()
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = Server(tmp_path_factory.mktemp("webhook-props"))
-    srv.thread.start()
-    assert srv.ready.wait(30)
-    yield srv
-    assert srv.stop is not None
-    srv.loop.call_soon_threadsafe(srv.stop.set)
-    srv.thread.join(15)
+    s = make_settings(
+        tmp_path_factory.mktemp("webhook-props"),
+        stripe=StripeSettings(webhook_secrets=[STRIPE_SECRET], tolerance=86400),
+        github=GitHubSettings(
+            webhook_secret=GITHUB_SECRET,
+            incident_label="incident",
+            deploy_workflows=["CI", "test"],
+            production_environments=".*",
+            change_failure="both",
+        ),
+    )
+    with running(Server(s, timeout=30, headers={"Content-Type": "application/json"})) as srv:
+        yield srv
 
 
 def finite_everywhere(snapshot: dict[str, Any]) -> list[str]:
