@@ -217,6 +217,8 @@ class Source(Protocol):
     #       `ctx.restored` is set (a scrape must never see a restored counter below a served value).
     #   before_scrape() -> asyncio.Future | None: called right before /metrics renders, with no await
     #       in between; queue a write of the state the served values come from (the response waits).
+    #   scrape_ready() -> asyncio.Future | None: awaited before any `before_scrape` (the write in flight):
+    #       scrapes arriving during a slow commit then share the next write instead of one each.
     # Optional: `def status_tables(self) -> list[Table]` - what the status page shows for this source
     # beyond its state, reasons and recent activity (read at each page view, never on the hot path).
 
