@@ -38,27 +38,44 @@ SCRAPERS = 8
 
 
 def _serve(delay_ms: float) -> None:
-    """The collector with every store write slowed by `delay_ms` (an injected slow disk)."""
+    """The collector with every store write slowed by `delay_ms` (an injected slow disk).
+
+    Also, for tests: with `SLOWSTORE_GATE=<path>`, a write does not start while that file is absent
+    (a commit that takes as long as the test wants); `<data>/writes` counts the writes started,
+    `<data>/queued` the logs checkpoint writes queued (on the loop, when a take queued one).
+    """
     from collector import store
     from collector.cli import main
 
     delay = delay_ms / 1000
-    counter = Path(os.environ["COLLECTOR_DATA_DIR"]) / "writes"
-    writes = 0
-    original = store.StateStore._call
+    data = Path(os.environ["COLLECTOR_DATA_DIR"])
+    data.mkdir(parents=True, exist_ok=True)
+    gate = Path(os.environ["SLOWSTORE_GATE"]) if os.environ.get("SLOWSTORE_GATE") else None
+    counts = {"writes": 0, "queued": 0}
+    original_call, original_submit = store.StateStore._call, store.StateStore.submit
     slowed = {store._chained, store._in_transaction}
 
+    def count(name: str) -> None:
+        counts[name] += 1
+        (data / name).write_text(str(counts[name]))
+
     def call(self: store.StateStore, fn: Any, args: tuple[Any, ...]) -> Any:
-        nonlocal writes
-        result = original(self, fn, args)
         if fn in slowed:
-            writes += 1
-            counter.write_text(str(writes))
-            if delay:
-                time.sleep(delay)  # the commit returned, but the disk kept the thread this long
+            while gate is not None and not gate.exists():
+                time.sleep(0.005)
+            count("writes")
+        result = original_call(self, fn, args)
+        if fn in slowed and delay:
+            time.sleep(delay)  # the commit returned, but the disk kept the thread this long
         return result
 
+    def submit(self: store.StateStore, fn: Any, *args: Any) -> Any:
+        if fn is store._chained:
+            count("queued")
+        return original_submit(self, fn, *args)
+
     store.StateStore._call = call  # type: ignore[method-assign]
+    store.StateStore.submit = submit  # type: ignore[method-assign]
     sys.exit(main([]))
 
 
@@ -94,6 +111,7 @@ def _run(delay_ms: float, rate: int, seconds: float, lines: list[bytes]) -> dict
         COLLECTOR_LOGS__START_AT="end",
         COLLECTOR_LOGS__RULES=str(RULES),
         COLLECTOR_LOG_LEVEL="WARNING",
+        COLLECTOR_HTTP__MAX_CLIENT_SHARE="1",  # the scrapers share one address
     )
     err = (tmp / "stderr").open("wb")
     proc = subprocess.Popen(
