@@ -68,12 +68,12 @@ def load_stages(
     Raises:
         RulesError: invalid stages.
     """
-    import yaml
-
     stages: list[StageSpec] = []
     for name in presets:
         stages.extend(preset_stages(name))
     if rules_text is not None:
+        import yaml  # only with a rules file: presets alone never load it
+
         try:
             data = load_yaml(rules_text)
         except yaml.YAMLError:
