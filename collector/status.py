@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from collector import __version__
 
 if TYPE_CHECKING:
-    from collector.app import Runtime
+    from collector.runtime import Runtime
 
 __all__ = ["REFRESH_SECONDS", "render_html", "status_data"]
 
