@@ -13,7 +13,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from collector import __version__
 from collector.source import SourceBase, SourceContext
-from tests.helpers import make_settings, parse, serve, registry_for, value
+from tests.helpers import make_settings, parse, registry_for, serve, value
 
 
 class CountingSource(SourceBase):
