@@ -116,11 +116,9 @@ async def durable_render(rt: Runtime, openmetrics: bool) -> bytes:
     writes: list[asyncio.Future[None]] = []
     for source, ctx in rt.sources:
         if not ctx.restored.is_set():
-            held = getattr(source, "held_families", None)
-            hidden.update(held() if held is not None else ())
+            hidden.update(source.held_families())
             continue
-        hook = getattr(source, "before_scrape", None)
-        write = hook() if hook is not None else None
+        write = source.before_scrape()
         if write is not None:
             writes.append(write)
     families = rt.metrics.families.values()

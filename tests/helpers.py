@@ -61,7 +61,9 @@ class OwnSettings(SourceSettings):
 def registry_for(**classes: type[Source]) -> Registry:
     """A registry of test sources (name -> class), each with its own `OwnSettings` section:
     a test source never borrows a real source's settings."""
-    return Registry(*(SourceSpec(name, lambda: OwnSettings, lambda c=cls: c) for name, cls in classes.items()))
+    return Registry(
+        *(SourceSpec(name, lambda: OwnSettings, lambda c=cls: c) for name, cls in classes.items())
+    )
 
 
 def make_settings(tmp_path: Path, sources: Registry | None = None, **kw: Any) -> Settings:

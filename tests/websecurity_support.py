@@ -129,9 +129,7 @@ class Served:
 
 
 @asynccontextmanager
-async def serve_guarded(
-    settings: Settings, sources: Registry | None = None
-) -> AsyncIterator[Served]:
+async def serve_guarded(settings: Settings, sources: Registry | None = None) -> AsyncIterator[Served]:
     """The real app behind the real guarded listeners (what `collector` runs), on loopback ports."""
     app = build_app(settings, sources if sources is not None else ECHO)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)

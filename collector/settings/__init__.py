@@ -194,7 +194,9 @@ class CoreSettings(BaseSettings):
         settings: the redactor reads the WebSocket targets' headers)."""
         section = self.source_settings(name)
         if not isinstance(section, model):
-            raise TypeError(f"settings section {name!r} is a {type(section).__name__}, not a {model.__name__}")
+            raise TypeError(
+                f"settings section {name!r} is a {type(section).__name__}, not a {model.__name__}"
+            )
         return section
 
     @property

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUTE_CLASSES", "Budgets", "Slot"]
 
+
 def _limits(http: HttpSettings) -> dict[str, int]:
     return {
         "health": http.max_concurrent_health,

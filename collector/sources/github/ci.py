@@ -156,7 +156,9 @@ class DeploymentsSource(SourceBase):
     async def refused(self, request: web.Request) -> web.Response:
         """POST /deployments without a valid bearer token (the guard's answer for this route)."""
         self.requests.inc(("unauthorized",))
-        self.log_first("unauthorized", "POST /deployments without a valid bearer token", remote=request.remote)
+        self.log_first(
+            "unauthorized", "POST /deployments without a valid bearer token", remote=request.remote
+        )
         return self._recorded(web.json_response({"error": "missing or wrong bearer token"}, status=401))
 
     def _recorded(self, resp: web.Response) -> web.Response:
