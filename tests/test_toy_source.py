@@ -10,10 +10,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from collector.routes import Route
 from collector.settings import ConfigError, load_settings, settings_class
+from collector.source import SourceBase, SourceContext
 from collector.sources import SOURCES, SourceSpec
-from tests.helpers import value
+from tests.helpers import make_settings, registry_for, value
 from tests.toysource import QueueSettings, QueueSource
 from tests.websecurity_support import HASH, PASSWORD, basic, serve_guarded
 
@@ -94,3 +97,42 @@ def test_a_registry_refuses_what_it_cannot_wire() -> None:
         REGISTRY.plus(SourceSpec("queue", lambda: QueueSettings, lambda: QueueSource))
     with pytest.raises(TypeError, match="named 'queue'"):
         SourceSpec("other", lambda: QueueSettings, lambda: QueueSource).load()
+
+
+class _Lookalike(SourceBase):
+    """Routes whose paths look like the old exemptions but whose declarations say otherwise."""
+
+    name = "lookalike"
+
+    def __init__(self, ctx: SourceContext) -> None:
+        self.ctx = ctx
+
+    def routes(self) -> list[Route]:
+        async def ok(_request: web.Request) -> web.Response:
+            return web.Response(text="ok\n")
+
+        return [
+            Route("GET", "/webhooks/looks-exempt", ok, auth="basic"),
+            Route("GET", "/deployments", ok, auth="basic"),
+            Route("GET", "/open/{anything}", ok, auth="public"),
+        ]
+
+    async def run(self) -> None:
+        self.ctx.started()
+        await self.ctx.stop.wait()
+
+
+async def test_the_declaration_decides_never_the_path(tmp_path: Path) -> None:
+    cfg = tmp_path / "web.yml"
+    cfg.write_text(f"basic_auth_users:\n  prometheus: {HASH}\n")
+    registry = registry_for(lookalike=_Lookalike)
+    async with serve_guarded(make_settings(tmp_path, registry, web_config_file=cfg), registry) as srv:
+        # /webhooks/* and /deployments were exempt by path; declared basic, they ask for credentials.
+        for path in ("/webhooks/looks-exempt", "/deployments"):
+            assert (await srv.request("GET", path))[0] == 401, path
+            assert (await srv.request("GET", path, headers=basic("prometheus", PASSWORD)))[0] == 200, path
+        # A public route is public on any path, and lends nothing to what its path reaches.
+        assert (await srv.request("GET", "/open/x"))[0] == 200
+        assert (await srv.request("GET", "/open/x/../../metrics"))[0] == 401
+            0
+        ] == 200  # one segment: still /open/{anything}
