@@ -60,7 +60,7 @@ class GitHubSource(SourceBase):
     name = "github"
     #: Services shared with other sources, built once per app by `collector.app` and passed in.
     shares: ClassVar[Shares] = {"engine": DORA}
-    #: The tables and migrations of the shared history (applied once at start by the engine).
+    #: The tables and migrations of the shared history (registered with the store; applied once at open).
     storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (

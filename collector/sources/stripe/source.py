@@ -55,7 +55,7 @@ class StripeSource(SourceBase):
     """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
 
     name = "stripe"
-    #: The tables and migrations this source owns (applied at start; see `collector.sources.storage`).
+    #: The tables and migrations this source owns (registered with the store, applied when it opens).
     storage: ClassVar[tuple[Migration, ...]] = state.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
