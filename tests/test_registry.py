@@ -50,3 +50,22 @@ def test_a_spec_must_name_a_source_class_and_a_settings_model() -> None:
 
 def test_only_keeps_the_registry_order() -> None:
     assert list(SOURCES.only("logs", "process")) == ["process", "logs"]
+
+
+@pytest.mark.parametrize(
+    "enabled",
+    [("github",), ("deployments",), ("github", "deployments")],
+)
+def test_get_dora_comes_with_the_shared_engine_once_whichever_source_declares_it(tmp_path, enabled) -> None:
+    from collector.app import RUNTIME, build_app
+    from tests.helpers import make_settings
+
+    kw = {
+        "github": {"webhook_secret": "gh-secret"},
+        "deployments": {"token": "ci-token"},
+    }
+    app = build_app(make_settings(tmp_path, **{name: kw[name] for name in enabled}))
+    paths = [r.canonical for r in app.router.resources()]
+    assert paths.count("/dora") == 1
+    engines = {id(source.engine) for source, _ctx in app[RUNTIME].sources}
+    assert len(engines) == 1  # one DORA engine per app, shared by the sources that declare it
