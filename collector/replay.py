@@ -228,7 +228,11 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     """
     from collector.rules import RulesError, RuleSet
 
-    logs: LogsSettings | LogsDefaults = settings.logs if settings is not None else LogsDefaults()
+    logs: LogsSettings | LogsDefaults = LogsDefaults()
+    if settings is not None:  # pydantic is imported only when there are settings (start-up: ~25 ms)
+        from collector.settings import LogsSettings
+
+        logs = settings.section("logs", LogsSettings)
     presets = (
         [p.strip() for v in args.preset for p in v.split(",") if p.strip()] if args.preset else logs.preset
     )

@@ -11,22 +11,17 @@ import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-from pydantic_settings.exceptions import SettingsError
 
 from collector.redact import mask_url
 from collector.settings.base import (
@@ -40,6 +35,7 @@ from collector.settings.base import (
     env_name,
     split_list,
 )
+from collector.settings.env import EnvError, env_data, read_env_file
 from collector.settings.sources import (
     DeploymentsSettings,
     GitHubSettings,
@@ -50,12 +46,14 @@ from collector.settings.sources import (
     WebSocketSettings,
     WebSocketTarget,
 )
+from collector.sources import SOURCES, SourceSpec
 
 __all__ = [
     "ENV_PREFIX",
     "NESTED",
     "CommaList",
     "ConfigError",
+    "CoreSettings",
     "DeploymentsSettings",
     "GitHubSettings",
     "HttpSettings",
@@ -72,23 +70,24 @@ __all__ = [
     "load_settings",
     "masked_dump",
     "nearest_setting",
+    "settings_class",
     "split_list",
     "typo_warnings",
     "unknown_env_vars",
 ]
 
+M = TypeVar("M", bound=SourceSettings)
 
-class Settings(BaseSettings):
-    """Root settings; each source has its own nested model (`COLLECTOR_<SOURCE>__<FIELD>`)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=NESTED,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        case_sensitive=False,
-    )
+class CoreSettings(BaseModel):
+    """The collector's own settings; `settings_class` adds one nested model per registered source
+    (`COLLECTOR_<SOURCE>__<FIELD>`), so the sources' settings are declared once, in the registry.
+
+    A plain model: `load_settings` reads the environment (collector.settings.env), so building one in
+    code reads nothing but its arguments.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # unknown top-level names: typo_warnings, not errors
 
     listen: str = Field(
         default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health)."
@@ -110,8 +109,6 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
     )
-    process: ProcessSettings = Field(default_factory=ProcessSettings)
-    stripe: StripeSettings = Field(default_factory=StripeSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     web_config_file: Path | None = Field(
         default=None,
@@ -120,10 +117,6 @@ class Settings(BaseSettings):
     webhook_listen: str | None = Field(
         default=None, description="host:port of a second listener serving only webhook routes (public side)."
     )
-    github: GitHubSettings = Field(default_factory=GitHubSettings)
-    deployments: DeploymentsSettings = Field(default_factory=DeploymentsSettings)
-    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
-    logs: LogsSettings = Field(default_factory=LogsSettings)
 
     @field_validator("log_level", "log_level_libraries", mode="before")
     @classmethod
@@ -159,7 +152,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _webhook_listener(self) -> Settings:
+    def _webhook_listener(self) -> CoreSettings:
         if self.webhook_listen is not None and self.webhook_listen == self.listen:
             raise ValueError("COLLECTOR_WEBHOOK_LISTEN must differ from COLLECTOR_LISTEN")
         if self.http.webhook_tls and (self.webhook_listen is None or self.web_config_file is None):
@@ -169,13 +162,34 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _enabled_needs_config(self) -> Settings:
+    def _enabled_needs_config(self) -> CoreSettings:
         for name in type(self).model_fields:
             sub = getattr(self, name)
             if isinstance(sub, SourceSettings) and sub.enabled and not sub.configured():
                 needed = " or ".join(env_name((name, f)) for f in sub.config_fields)
                 raise ValueError(f"{env_name((name, 'enabled'))}=true but {needed} is not set")
         return self
+
+    def source_settings(self, name: str) -> SourceSettings:
+        """The settings section of the registered source `name`.
+
+        Raises:
+            KeyError: no source of that name was registered when this settings class was assembled.
+        """
+        section = getattr(self, name, None) if name in type(self).model_fields else None
+        if not isinstance(section, SourceSettings):
+            raise KeyError(f"no source settings section {name!r}")
+        return section
+
+    def section(self, name: str, model: type[M]) -> M:
+        """`source_settings(name)`, typed as `model` (for the few generic parts that read one source's
+        settings: the redactor reads the WebSocket targets' headers)."""
+        section = self.source_settings(name)
+        if not isinstance(section, model):
+            raise TypeError(
+                f"settings section {name!r} is a {type(section).__name__}, not a {model.__name__}"
+            )
+        return section
 
     @property
     def listen_host(self) -> str:
@@ -190,16 +204,27 @@ class Settings(BaseSettings):
     def effective_state_path(self) -> Path:
         return self.state_path if self.state_path is not None else self.data_dir / "state.db"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, EnvFileSecretsSource(settings_cls), dotenv_settings)
+
+def settings_class(registry: Mapping[str, SourceSpec]) -> type[CoreSettings]:
+    """The root settings model: `CoreSettings` plus one section per source of `registry`, each the
+    model its spec declares (`COLLECTOR_<NAME>__*`); the default `Settings` is that of `SOURCES`.
+
+    Args:
+        registry: source name -> spec (`collector.sources.Registry`).
+    """
+    sections: dict[str, Any] = {}
+    for name, spec in registry.items():
+        model = spec.settings_model()
+        sections[name] = (model, Field(default_factory=model, description=(model.__doc__ or "").strip()))
+    return create_model("Settings", __base__=CoreSettings, __module__=__name__, **sections)
+
+
+if TYPE_CHECKING:
+    # For the type checker the root is `CoreSettings`: sources read their own section from their
+    # context (`ctx.settings`), and generic code asks `Settings.section(name, model)`.
+    Settings = CoreSettings
+else:
+    Settings = settings_class(SOURCES)
 
 
 class ConfigError(Exception):
@@ -208,41 +233,6 @@ class ConfigError(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
-
-
-# -- secrets from <VAR>_FILE ----------------------------------------------------------------------
-
-
-class EnvFileSecretsSource(PydanticBaseSettingsSource):
-    """Read each secret field from the file named by `<VAR>_FILE`, the Docker/Kubernetes convention."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        environ = {k.upper(): v for k, v in os.environ.items()}
-        for path, info in _walk(self.settings_cls):
-            if not _is_secret(info.annotation):
-                continue
-            var = env_name(path)
-            file_var = var + "_FILE"
-            file_path = environ.get(file_var)
-            if not file_path:
-                continue
-            if var in environ:
-                raise ConfigError([f"invalid setting: both {var} and {file_var} are set; set only one"])
-            try:
-                value = Path(file_path).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    [f"invalid setting {file_var}={file_path!r}: cannot read the file ({exc.strerror})"]
-                ) from exc
-            node = out
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
-        return out
 
 
 # -- loading and reporting ------------------------------------------------------------------------
@@ -304,7 +294,7 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
 
 def load_settings(
     env_file: str | Path | None = ".env",
-    cls: type[Settings] | None = None,
+    cls: type[CoreSettings] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
     """Build the settings from flags, the environment, `<VAR>_FILE` secrets and an optional .env file.
@@ -319,13 +309,11 @@ def load_settings(
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls(_env_file=env_file, **(overrides or {}))
+        return settings_cls.model_validate(env_data(settings_cls, env_file, overrides))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
-    except SettingsError as exc:
-        # pydantic-settings could not decode a value (e.g. bad JSON for a nested model): name the
-        # setting, never the value.
-        raise ConfigError([f"invalid settings: {mask_url(str(exc).split(' from source ')[0])}"]) from None
+    except EnvError as exc:
+        raise ConfigError(exc.lines) from None
 
 
 def known_env_vars() -> set[str]:
@@ -346,12 +334,8 @@ def unknown_env_vars(environ: Mapping[str, Any] | None = None) -> list[str]:
 
 
 def env_file_values(env_file: str | Path | None) -> dict[str, str]:
-    """The `KEY=value` pairs of an env file as pydantic-settings reads it (python-dotenv); {} when absent."""
-    if env_file is None or not Path(env_file).is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(env_file, encoding="utf-8").items() if v is not None}
+    """The `KEY=value` pairs of an env file as the loader reads it (python-dotenv); {} when absent."""
+    return read_env_file(env_file)
 
 
 def nearest_setting(name: str) -> str | None:
