@@ -28,7 +28,6 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
-from collector.redact import mask_url
 from collector.settings.base import (
     ENV_PREFIX,
     NESTED,
@@ -50,6 +49,7 @@ from collector.settings.sources import (
     WebSocketSettings,
     WebSocketTarget,
 )
+from collector.urlmask import mask_url
 
 __all__ = [
     "ENV_PREFIX",
