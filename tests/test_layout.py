@@ -344,3 +344,22 @@ def test_a_submodule_importing_a_name_from_its_package_init_is_a_cycle(tmp_path:
     assert import_cycles(import_graph(_package(tmp_path / "ok", files), "pkg")) == []
     files["core.py"] = "from pkg import Thing as _\nclass Thing: ...\n"  # a name __init__ defines
     assert import_cycles(import_graph(_package(tmp_path / "knot", files), "pkg")) == [["pkg", "pkg.core"]]
+
+
+# --- Tests -----------------------------------------------------------------------------------------
+
+
+def test_no_test_module_imports_from_another_test_module() -> None:
+    # A test module is collected on its own; importing one runs its module-level code again under
+    # another name and hides shared code among tests. Shared code lives in helper modules.
+    tests = module_files(TESTS, "tests")
+    offenders = []
+    for name, path in tests.items():
+        if "fixtures" in path.parts:
+            continue
+        for target in imports_of(name, path, tests):
+            if target.rpartition(".")[2].startswith("test_"):
+                offenders.append(f"{name} imports {target}")
+    assert offenders == [], "move what they share into a helper module (not named test_*):\n" + "\n".join(
+        offenders
+    )
