@@ -305,6 +305,68 @@ def test_io_free_core_imports_no_io_module(core: str) -> None:
     assert io_reached(core) == {}, f"{core} ({IO_FREE_CORES[core]}) reaches I/O modules (and through which)"
 
 
+# --- Metric families are changed through their methods ---------------------------------------------
+#
+# `Family` keeps a render cache (`_text`, `_keys`, `_template`) and change tracking that every update
+# must keep right; `collector.exposition` uses `rendered`, `keep_rendered` and `series_template`, and a
+# source replaces a computed series with `set`/`set_cells`. Only the compiled rules' hot loop writes
+# `series` directly (one `touch()` per batch instead of a method call per line).
+_SERIES_WRITERS = ("collector.rules",)
+_MUTATORS = {"clear", "pop", "popitem", "setdefault", "update", "__setitem__", "__delitem__"}
+
+
+def _non_self_attr(node: ast.AST, names: set[str]) -> str | None:
+    """`x.name` (x not `self`) at the root of a subscript chain, for `name` in `names`."""
+    while isinstance(node, ast.Subscript):
+        node = node.value
+    if isinstance(node, ast.Attribute) and node.attr in names and not _is_self(node.value):
+        return node.attr
+    return None
+
+
+def _is_self(node: ast.AST) -> bool:
+    return isinstance(node, ast.Name) and node.id == "self"
+
+
+def _family_misuse(path: Path, private: set[str], may_write_series: bool) -> list[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in private and not _is_self(node.value):
+            out.append(f"{path.relative_to(REPO)}:{node.lineno} uses Family.{node.attr}")
+        if may_write_series:
+            continue
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign | ast.Delete):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _MUTATORS
+        ):
+            targets = [node.func.value]
+        for target in targets:
+            if _non_self_attr(target, {"series"}):
+                out.append(f"{path.relative_to(REPO)}:{node.lineno} writes a Family's series directly")
+    return out
+
+
+def test_only_metrics_py_touches_a_familys_private_fields_and_series() -> None:
+    from collector.metrics import Family
+
+    private = {name for name in Family.__slots__ if name.startswith("_")}
+    assert private >= {"_text", "_keys", "_template"}
+    misuse = [
+        problem
+        for name, path in module_files(COLLECTOR, "collector").items()
+        if name != "collector.metrics"
+        for problem in _family_misuse(path, private, _in_knot(name, _SERIES_WRITERS))
+    ]
+    assert misuse == [], "use Family's methods:\n" + "\n".join(misuse)
+
+
 # --- The graph builder itself, on a small package written for the test -----------------------------
 
 
