@@ -211,6 +211,46 @@ def test_no_import_cycle_outside_the_two_knots_being_untied() -> None:
     )
 
 
+# What the layers may import. A source (`collector.sources.<name>`, a package or one module) uses the
+# core modules (metrics, store, source, settings, logsetup, ...) and the helpers all sources share;
+# it never imports another source (they meet only in the registry) nor the app layer that runs them.
+_SHARED_BY_SOURCES = {"collector.sources", "collector.sources.http", "collector.sources.storage"}
+_APP_LAYER = ("collector.app", "collector.server", "collector.web", "collector.status", "collector.replay")
+# The entry points import everything and nothing imports them.
+_ENTRY_POINTS = ("collector.__main__", "collector.cli", "collector.demo")
+
+
+def _source_of(module: str) -> str | None:
+    """`collector.sources.stripe` for any module of that source; None outside sources."""
+    parts = module.split(".")
+    if len(parts) < 3 or parts[1] != "sources" or ".".join(parts[:3]) in _SHARED_BY_SOURCES:
+        return None
+    return ".".join(parts[:3])
+
+
+def test_a_source_imports_no_other_source_and_not_the_app_layer() -> None:
+    graph = import_graph()
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in sorted(graph.items())
+        if (source := _source_of(module)) is not None
+        for target in sorted(targets)
+        if _source_of(target) not in (None, source) or _in_knot(target, _APP_LAYER + _ENTRY_POINTS)
+    ]
+    assert wrong == [], "sources meet in the registry and the app runs them:\n" + "\n".join(wrong)
+
+
+def test_nothing_imports_the_entry_points() -> None:
+    wrong = [
+        f"{module} -> {target}"
+        for module, targets in sorted(import_graph().items())
+        if not _in_knot(module, _ENTRY_POINTS)
+        for target in sorted(targets)
+        if _in_knot(target, _ENTRY_POINTS)
+    ]
+    assert wrong == [], "\n".join(wrong)
+
+
 # The I/O-free cores: data in (and an explicit `now`), changes out; tested without servers or a store.
 IO_FREE_CORES = {
     "collector.dora": "DORA maths over a deployment history",
