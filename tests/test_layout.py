@@ -1,4 +1,6 @@
-"""The test tree's conventions: `test_*` modules hold tests; shared helpers are named otherwise."""
+"""The layout's rules, checked from the source: what each part of collector/ may import (no cycles,
+I/O-free cores, sources apart), who may touch a metric family's insides, and the test tree's conventions.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ def test_every_test_module_defines_tests_and_helpers_are_named_otherwise() -> No
 #     does not need `a/b/__init__.py`'s names), else on the package `a.b` (a name its `__init__` defines);
 #   - relative imports are resolved against the importing module's package;
 #   - imports inside functions count (they run, only later);
+#   - importing `a.b.c` also runs `a/b/__init__.py`; that is not an edge here (as in import-linter),
+#     which is why a package's `__init__` stays light (`sources/logs/__init__.py` imports its source
+#     on first use, so `collector replay` can import the pure `lines` module alone);
 #   - imports under `if TYPE_CHECKING:` COUNT for cycles: they never run, but a type-only import is
 #     still a dependency a reader follows and mypy checks (the issue's `Runtime` knot between app.py,
 #     server.py and web/ is type-only). They do NOT count for the I/O-free rule below, which is about
@@ -54,7 +59,10 @@ def test_every_test_module_defines_tests_and_helpers_are_named_otherwise() -> No
 #   1. No import cycle anywhere in collector/ (a strongly connected component of more than one module).
 #   2. The I/O-free cores (`IO_FREE_CORES`), and every collector module they import at run time,
 #      import none of `IO_MODULES`: they take data and an explicit `now` and return changes.
-#   3. No module under tests/ imports from a `test_*` module: shared code lives in helper modules.
+#   3. A source imports no other source nor the app layer; nothing imports the entry points.
+#   4. Only collector/metrics.py touches a `Family`'s private fields; only the rules' hot loop writes
+#      its `series` directly.
+#   5. No module under tests/ imports from a `test_*` module: shared code lives in helper modules.
 
 COLLECTOR = REPO / "collector"
 
