@@ -17,6 +17,7 @@ from tests.replay_streams import (
     REPLAY_BIG_CHUNKS,
     REPLAY_CHUNKS,
     TAILER_CHUNKS,
+    good_lines,
     kinds,
     replayed,
     served,
@@ -60,3 +61,14 @@ async def test_replay_and_the_daemon_count_the_same_lines_and_series(
     assert by_result == expected
     for name, family in replayed_samples.items():
         assert sorted(family, key=repr) == sorted(samples[name], key=repr), name
+
+
+@pytest.mark.quick
+def test_a_crlf_log_counts_and_labels_exactly_as_its_lf_twin(tmp_path: Path) -> None:
+    # A Windows app ends lines with CRLF: the CR is JSON whitespace, so the same lines and series.
+    lf = b"".join(line + b"\n" for line in good_lines() * 20) + b"\n" + b"{broken\n"
+    (tmp_path / "lf.log").write_bytes(lf)
+    (tmp_path / "crlf.log").write_bytes(lf.replace(b"\n", b"\r\n"))
+    lf_counts, lf_samples = replayed(tmp_path / "lf.log")
+    assert replayed(tmp_path / "crlf.log") == (lf_counts, lf_samples)
+    assert lf_counts["invalid_json"] == 2 and lf_counts["parsed"] > 0  # the blank line and {broken
