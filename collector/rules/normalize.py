@@ -6,6 +6,7 @@ ids, uuids, hashes and query strings never become label values.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -85,6 +86,8 @@ def status_code(value: Any) -> str | None:
     number = to_number(value)
     if number is None:
         return None if value is None else "other"
+    if number != number or number in (math.inf, -math.inf):
+        return "other"  # "inf" from a hostile line: int() would raise OverflowError out of the hot path
     code = int(number)
     return str(code) if 100 <= code <= 599 and code == number else "other"
 
