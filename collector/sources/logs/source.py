@@ -23,10 +23,11 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from watchfiles._rust_notify import RustNotify
 
-from collector.logpipe import LineConsumer, build_consumer
+from collector.logpipe import LineConsumer
 from collector.settings import LogsSettings
 from collector.source import SourceContext, Table
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
+from collector.sources.logs.consumer import build_consumer
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
 from collector.store import WriteChain
