@@ -286,14 +286,25 @@ class LogsSource:
         lines = tailer.lines.series if tailer is not None else {}
         loaded = getattr(consumer, "rules_loaded", None)  # the rules engine's collector_rules_loaded gauge
         n_rules = int(loaded.series.get((), 0)) if loaded is not None else 0
+        rule_matches = getattr(consumer, "rule_matches", None)  # the rules engine: per rule
+        if rule_matches is not None and families:
+            rule_rows = [
+                [spec.name or f"{spec.origin} #{spec.index}", spec.metric, spec.kind, len(families[spec.metric].series),
+                 count]
+                for spec, count in rule_matches()
+            ]  # fmt: skip
+            columns = ["rule", "metric", "type", "series", "matches"]
+        else:
+            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in (families or {}).values()]
+            columns = ["metric", "type", "series", "matches"]
         if families:
-            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in families.values()]
             tables.append(
                 Table(
                     "Rules",
-                    ["metric", "type", "series", "matches"],
+                    columns,
                     rule_rows,
-                    note=f"{n_rules} rules; presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
+                    note=f"{n_rules} rules (matches: lines each matched since it was loaded); presets: "
+                    f"{', '.join(self.settings.preset) or 'none'}; rules file: "
                     f"{self.settings.rules or 'none'}; lines parsed {int(lines.get(('parsed',), 0))}, "
                     f"unmatched {int(lines.get(('unmatched',), 0))}, invalid JSON "
                     f"{int(lines.get(('invalid_json',), 0))}",
