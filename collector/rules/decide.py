@@ -5,20 +5,18 @@ residual match and every label of its rules is a pure function of the raw fields
 `Group.decide(raw)` evaluates them (`collector.rules.match.evaluate`, the label converters below) once
 per distinct tuple of raw values and caches the outcome: one series key per rule, or None where the
 rule does not match. Replaying 400,000 lines decides ~163 times; the per-line work (values and series
-updates) is `Group.update_line` here, or gathered per batch (`collector.rules.gather`) around the one
-generated loop (`collector.rules.loop`).
+updates) is the one generated loop's (`collector.rules.loop`), gathered per batch where updates
+commute (`collector.rules.gather`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from collector.metrics import COUNTER, Family
+from collector.metrics import Family
 from collector.rules.match import Getter, Match, evaluate
-from collector.rules.normalize import NORMALIZERS, Budget, TemplateMatcher, label_text, status_code, to_number
+from collector.rules.normalize import NORMALIZERS, Budget, TemplateMatcher, label_text, status_code
 from collector.rules.schema import LabelSpec, RuleSpec
 
 __all__ = ["CACHE_LIMIT", "Group", "GroupRule", "Labeler", "Read", "field_label", "label_converter"]
@@ -120,28 +118,48 @@ class Labeler:
         return [spec.paths]
 
 
-@dataclass(frozen=True)
 class Read:
     """One field read of a group: the first present of `paths`. A read only tested for presence
     (`exists`) enters the decision key as True/None, so distinct durations are not distinct keys."""
 
-    paths: tuple[str, ...]
-    presence: bool = False
+    # plain classes, not dataclasses, here: each dataclass costs `collector replay` ~0.5 ms of start-up
+    __slots__ = ("paths", "presence")
+
+    def __init__(self, paths: tuple[str, ...], presence: bool = False) -> None:
+        self.paths = paths
+        self.presence = presence
+
+    def __repr__(self) -> str:
+        return f"Read({self.paths!r}, presence={self.presence})"
 
 
-@dataclass
 class GroupRule:
-    """One rule as a group runs it."""
+    """One rule as a group runs it.
 
-    number: int  # its position in the rule set (per-rule match counts)
-    spec: RuleSpec
-    match: Match | None  # what is left after dispatch on the discriminator
-    family: Family
-    labels: tuple[LabelSpec, ...]  # in the family's label order (the series key's)
-    value: Callable[[Any], Any] | None  # decoded line -> raw value field (None: no value, counts 1)
+    Args:
+        number: its position in the rule set (per-rule match counts).
+        spec: the validated rule.
+        match: what is left of its match after dispatch on the discriminator.
+        family: the metric it updates.
+        labels: its label specs in the family's label order (the series key's).
+        value: decoded line -> raw value field (None: no value field, the update is 1).
+    """
+
+    __slots__ = ("family", "labels", "match", "number", "spec", "value")
+
+    def __init__(
+        self,
+        number: int,
+        spec: RuleSpec,
+        match: Match | None,
+        family: Family,
+        labels: tuple[LabelSpec, ...],
+        value: Callable[[Any], Any] | None,
+    ) -> None:
+        self.number, self.spec, self.match, self.family = number, spec, match, family
+        self.labels, self.value = labels, value
 
 
-@dataclass
 class Group:
     """The rules that one discriminator value reaches, their field reads and their cached decisions.
 
@@ -155,28 +173,30 @@ class Group:
         matches: per-rule match counts of the rule set, indexed by `GroupRule.number`.
     """
 
-    rules: list[GroupRule]
-    labeler: Labeler
-    on_bad_value: Callable[[str, Any], None]
-    on_missing: Callable[[str, int], None] | None
-    seen: dict[str, dict[Key, float]]
-    now: list[float]
-    matches: list[int]
-    reads: list[Read] = field(default_factory=list)
-    cache: dict[tuple[Any, ...], tuple[Key | None, ...]] = field(default_factory=dict)
-    decided: int = 0  # how many times `decide` ran (the cache's misses)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        rules: list[GroupRule],
+        labeler: Labeler,
+        on_bad_value: Callable[[str, Any], None],
+        on_missing: Callable[[str, int], None] | None,
+        seen: dict[str, dict[Key, float]],
+        now: list[float],
+        matches: list[int],
+    ) -> None:
+        self.rules, self.labeler, self.seen, self.now, self.matches = rules, labeler, seen, now, matches
+        self.on_bad_value, self.on_missing = on_bad_value, on_missing
+        self.cache: dict[tuple[Any, ...], list[Any]] = {}  # raw tuple -> [lines counted, keys per rule]
+        self.decided = 0  # how many times `decide` ran (the cache's misses)
         order: list[tuple[str, ...]] = []
         tested: set[tuple[str, ...]] = set()  # read only by `exists`
         used: set[tuple[str, ...]] = set()
-        for rule in self.rules:
+        for rule in rules:
             for paths, presence in _match_reads(rule.match):
                 (tested if presence else used).add(paths)
                 if paths not in order:
                     order.append(paths)
             for spec in rule.labels:
-                for paths in self.labeler.reads(spec):
+                for paths in labeler.reads(spec):
                     used.add(paths)
                     if paths not in order:
                         order.append(paths)
@@ -184,15 +204,17 @@ class Group:
         self._index = {r.paths: i for i, r in enumerate(self.reads)}
         # labels of rules without a residual match are needed for every line of the group: computed
         # first and shared (the order budgets admit values in is part of the behaviour)
-        self._eager = list(dict.fromkeys(lb for r in self.rules if r.match is None for lb in r.spec.labels))
+        self._eager = list(dict.fromkeys(lb for r in rules if r.match is None for lb in r.spec.labels))
 
     def keys(self, raw: tuple[Any, ...]) -> tuple[Key | None, ...]:
         """The series key of each rule for a tuple of raw reads (None: the rule does not match)."""
-        keys = self.cache.get(raw)
-        return keys if keys is not None else self.decide(raw)
+        decision = self.cache.get(raw)
+        keys: tuple[Key | None, ...] = (decision if decision is not None else self.decide(raw))[1]
+        return keys
 
-    def decide(self, raw: tuple[Any, ...]) -> tuple[Key | None, ...]:
-        """Evaluate every residual match and label for `raw` (one value per `reads`), and cache it."""
+    def decide(self, raw: tuple[Any, ...]) -> list[Any]:
+        """Evaluate every residual match and label for `raw` (one value per `reads`) and cache the
+        decision `[lines counted, keys]` (the generated loop counts the lines of line-by-line groups)."""
         self.decided += 1
         index = self._index
 
@@ -208,63 +230,21 @@ class Group:
                 continue
             keys.append(tuple(shared[lb] if lb in shared else label(lb, get) for lb in rule.labels))
         if len(self.cache) >= CACHE_LIMIT:
+            self.count_matches()  # the counts of the decisions about to be forgotten
             self.cache.clear()  # raw values may be unbounded (URLs); what they map to is not
-        out = self.cache[raw] = tuple(keys)
-        return out
+        decision = self.cache[raw] = [0, tuple(keys)]
+        return decision
 
-    def update_line(self, obj: Any, keys: tuple[Key | None, ...]) -> bool:
-        """Apply one decoded line's updates in line order (groups whose updates do not commute:
-        gauges set/dec, values counted into counters); whether some rule used the line."""
-        hit = False
-        stamp = self.now[0]
-        matches = self.matches
-        for rule, k in zip(self.rules, keys, strict=True):
-            if k is None:
-                continue
-            matches[rule.number] += 1
-            fam = rule.family
-            v: float
-            if rule.value is None:
-                v = 1
-            else:
-                raw = rule.value(obj)
-                if raw is None:
-                    if self.on_missing is not None:  # a matched line without its value field: counted
-                        self.on_missing(fam.name, 1)
-                    continue
-                number = raw if raw.__class__ is float else to_number(raw)
-                if number is None or (fam.kind == COUNTER and number < 0.0):
-                    self.on_bad_value(fam.name, raw)
-                    continue
-                v = number
-                scale = rule.spec.value.scale if rule.spec.value is not None else 1.0
-                if scale != 1.0:
-                    v *= scale
-            series = fam.series
-            if k not in series:
-                k = fam.admit(k)
-            action = rule.spec.action
-            if action == "observe":
-                c = series.get(k)
-                if c is None:
-                    c = series[k] = [0] * (len(fam.buckets) + 1) + [0.0]
-                c[bisect_left(fam.buckets, v)] += 1
-                c[-1] += v
-            elif action == "inc":
-                series[k] = series.get(k, 0) + v
-            elif action == "dec":
-                x = series.get(k, 0.0) - v
-                floor = rule.spec.floor
-                series[k] = x if floor is None or x >= floor else floor
-            else:
-                series[k] = float(v)
-            if fam.changed is not None:  # the checkpoint writes only the series that changed
-                fam.changed.add(k)
-            stamps = self.seen.get(fam.name)
-            if stamps is not None:
-                stamps[k] = stamp
-            hit = True
-        return hit
+    def count_matches(self) -> None:
+        """Add the lines counted per decision to each matching rule's count, and zero them."""
+        matches, rules = self.matches, self.rules
+        for decision in self.cache.values():
+            count = decision[0]
+            if count:
+                decision[0] = 0
+                for rule, k in zip(rules, decision[1], strict=True):
+                    if k is not None:
+                        matches[rule.number] += count
 
 
 def _match_reads(match: Match | None) -> list[tuple[tuple[str, ...], bool]]:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import keyword
 import linecache
 import re
+from bisect import bisect_left
 from collections.abc import Callable
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from collector.metrics import COUNTER
 from collector.rules.decide import Group, Read
 from collector.rules.decode import LineDecoder
 from collector.rules.gather import Deferred, Observe
+from collector.rules.normalize import to_number
 
 __all__ = ["MAX_CHAIN", "Loop", "generate_loop"]
 
@@ -28,13 +31,13 @@ __all__ = ["MAX_CHAIN", "Loop", "generate_loop"]
 MAX_CHAIN = 8
 
 
-@dataclass
 class Loop:
-    """The generated batch loop: `apply(objs) -> lines some rule used`, and its source text."""
+    """The generated batch loop: `apply(objs) -> lines some rule used`, its source text and file name."""
 
-    apply: Callable[[list[Any]], int]
-    source: str
-    filename: str
+    __slots__ = ("apply", "filename", "source")
+
+    def __init__(self, apply: Callable[[list[Any]], int], source: str, filename: str) -> None:
+        self.apply, self.source, self.filename = apply, source, filename
 
 
 class _Source:
@@ -44,16 +47,22 @@ class _Source:
         self.dec = dec
         self.ns: dict[str, Any] = {}
         self.names: set[str] = set()
+        self.locals: list[str] = []  # bound names the loop reads per line
         self.legend: list[str] = []
 
-    def bind(self, name: str, value: Any) -> str:
-        """A readable global of the generated function, bound to `value`."""
+    def bind(self, name: str, value: Any, per_line: bool = True) -> str:
+        """A readable name of the generated function bound to `value`: a default argument (a local,
+        LOAD_FAST) when the loop uses it per line, else a global."""
+        if name in self.ns and self.ns[name] is value:
+            return name  # the same object (a family's series, `to_number`) under one name
         base, n = name, 1
         while name in self.names or keyword.iskeyword(name):
             n += 1
             name = f"{base}_{n}"
         self.names.add(name)
         self.ns[name] = value
+        if per_line:
+            self.locals.append(name)
         return name
 
     def literal(self, value: Any) -> str:
@@ -73,8 +82,8 @@ class _Source:
         var = done.get(paths)
         if var is not None:
             return var
-        var = done[paths] = self.bind("v_" + re.sub(r"\W", "_", paths[0]), None)
-        del self.ns[var]  # a local of the loop, not a global
+        var = done[paths] = self.bind("v_" + re.sub(r"\W", "_", paths[0]), None, per_line=False)
+        del self.ns[var]  # a variable of the loop, assigned per line
         body.append(f"{indent}# {var} <- {' or '.join(paths)}")
         for n, attr in enumerate(attrs):
             pad = indent if n == 0 else indent + "    "
@@ -95,6 +104,71 @@ def _key(
         expr = src.read(r.paths, indent, body, done)
         parts.append(f"(None if {expr} is None else True)" if r.presence else expr)
     return "(" + "".join(f"{p}, " for p in parts) + ")"
+
+
+def _line_updates(src: _Source, group: Group, ind: str, done: dict[tuple[str, ...], str]) -> list[str]:
+    """Each rule's update of one line, in line order: for groups whose updates do not commute (gauge
+    `set`/`dec`, counters by a value field). `keys[j]` is rule j's series key (None: no match)."""
+    out: list[str] = []
+    for j, rule in enumerate(group.rules):
+        spec, fam = rule.spec, rule.family
+        metric = re.sub(r"\W", "_", fam.name)
+        out += [
+            f"{ind}# rule {rule.number + 1}: {spec.action} {fam.name}",
+            f"{ind}k = keys[{j}]",
+            f"{ind}if k is not None:",
+        ]
+        at = ind + "    "
+        if spec.value is not None:
+            value = src.read(spec.value.paths, at, out, {})  # read inside this rule's `if`: its own
+            out.append(f"{at}raw = {value}")
+            if group.on_missing is not None:  # a matched line without its value field: counted, not silent
+                missing = src.bind(f"missing_{metric}", partial(group.on_missing, fam.name, 1))
+                out += [f"{at}if raw is None:", f"{at}    {missing}()"]
+            bad = src.bind(f"bad_value_{metric}", partial(group.on_bad_value, fam.name))
+            negative = " or v < 0.0" if fam.kind == COUNTER else ""
+            out += [
+                f"{at}if raw is not None:",
+                f"{at}    v = raw if raw.__class__ is float else {src.bind('to_number', to_number)}(raw)",
+                f"{at}    if v is None{negative}:",
+                f"{at}        {bad}(raw)",
+                f"{at}    else:",
+            ]
+            at += "        "
+            if spec.value.scale != 1.0:
+                out.append(f"{at}v *= {spec.value.scale!r}")
+        else:
+            out.append(f"{at}v = 1")
+        series = src.bind(f"series_{metric}", fam.series)
+        out += [f"{at}if k not in {series}:", f"{at}    k = {src.bind(f'admit_{metric}', fam.admit)}(k)"]
+        if spec.action == "observe":
+            buckets = src.bind(f"buckets_{metric}", fam.buckets)
+            out += [
+                f"{at}c = {series}.get(k)",
+                f"{at}if c is None:",
+                f"{at}    c = {series}[k] = [0] * {len(fam.buckets) + 1} + [0.0]",
+                f"{at}c[{src.bind('bisect_left', bisect_left)}({buckets}, v)] += 1",
+                f"{at}c[-1] += v",
+            ]
+        elif spec.action == "inc":
+            out.append(f"{at}{series}[k] = {series}.get(k, 0) + v")
+        elif spec.action == "dec":
+            out.append(f"{at}x = {series}.get(k, 0.0) - v")
+            floor = spec.floor
+            out.append(
+                f"{at}{series}[k] = x if x >= {floor!r} else {floor!r}"
+                if floor is not None
+                else f"{at}{series}[k] = x"
+            )
+        else:
+            out.append(f"{at}{series}[k] = float(v)")
+        if fam.changed is not None:  # the checkpoint writes only the series that changed
+            out.append(f"{at}{src.bind(f'changed_{metric}', fam.changed)}.add(k)")
+        stamps = group.seen.get(fam.name)
+        if stamps is not None:  # idle expiry
+            out.append(f"{at}{src.bind(f'stamps_{metric}', stamps)}[k] = {src.bind('now', group.now)}[0]")
+        out.append(f"{at}hit = True")
+    return out
 
 
 def generate_loop(
@@ -125,7 +199,7 @@ def generate_loop(
             f"        g = {f'o.{disc_attr}' if '.' not in disc_attr else src.bind('discriminator', disc) + '(o)'}"
         )
     else:
-        head.append(f"    get = {src.bind('group_of', index)}.get")
+        head.append(f"    get = {src.bind('group_of', index, per_line=False)}.get")
         value = f"o.{disc_attr}" if "." not in disc_attr else src.bind("discriminator", disc) + "(o)"
         loop.append(f"        g = get({value}, {fallback})")
     order = [j for j in range(len(groups)) if j != fallback or not chain]
@@ -163,12 +237,18 @@ def generate_loop(
         if not deferred[j]:
             decisions = src.bind(f"decisions_{number}", group.cache)
             loop += [
-                f"{ind}keys = {decisions}.get(key)",
-                f"{ind}if keys is None:",
-                f"{ind}    keys = {src.bind(f'decide_{number}', group.decide)}(key)",
-                f"{ind}if {src.bind(f'update_{number}', group.update_line)}(o, keys):",
+                f"{ind}try:",
+                f"{ind}    d = {decisions}[key]",
+                f"{ind}except KeyError:",
+                f"{ind}    d = {src.bind(f'decide_{number}', group.decide)}(key)",
+                f"{ind}d[0] += 1  # lines per decision: the rules' match counts, added up per batch",
+                f"{ind}keys = d[1]",
+                f"{ind}hit = False",
+                *_line_updates(src, group, ind, done),
+                f"{ind}if hit:",
                 f"{ind}    n += 1",
             ]
+            tail.append(f"    {src.bind(f'count_matches_{number}', group.count_matches, per_line=False)}()")
             continue
         obs: list[Observe | None] = []
         for rule in group.rules:
@@ -184,7 +264,7 @@ def generate_loop(
                     group.on_bad_value,
                     group.on_missing,
                 )
-                observers.append(src.bind(f"flush_observe_{rule.number + 1}", ob.flush))
+                observers.append(src.bind(f"flush_observe_{rule.number + 1}", ob.flush, per_line=False))
             obs.append(ob)
         entry = Deferred(group, obs)
         gathered[j] = entry
@@ -203,12 +283,10 @@ def generate_loop(
             f"{ind}e[0] += 1",
             *appends,
         ]
-        tail.append(f"    n += {src.bind(f'flush_{number}', entry.flush)}()")
-        trims.append(f"    {src.bind(f'trim_{number}', entry.trim)}()")
+        tail.append(f"    n += {src.bind(f'flush_{number}', entry.flush, per_line=False)}()")
+        trims.append(f"    {src.bind(f'trim_{number}', entry.trim, per_line=False)}()")
     tail += [f"    {name}()" for name in observers]
-    # the bound names become defaults of `apply`: locals (LOAD_FAST) in the loop, not global lookups
-    per_line = "\n".join(loop)
-    defaults = "".join(f", {name}={name}" for name in src.ns if re.search(rf"\b{name}\b", per_line))
+    defaults = "".join(f", {name}={name}" for name in src.locals)
     head[0] = f"def apply(objs{defaults}):"
     text = "\n".join([*head, *loop, *tail, *trims, "    return n"]) + "\n"
     filename = f"<rules loop {hash(text) & 0xFFFFFFFFFFFF:012x}>"
