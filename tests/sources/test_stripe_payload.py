@@ -12,7 +12,7 @@ import pytest
 
 from collector.sources.stripe.payload import EventError, decode_event, decode_in_two_steps
 from tests.helpers import REPO
-from tests.sources.test_stripe_poison import poison
+from tests.sources.stripe_helpers import body_of, event
 
 pytestmark = pytest.mark.quick
 
@@ -22,6 +22,30 @@ HOSTILE: list[Any] = [
     None, True, 0, -1, 2**63, 10**13, 1.5, 1e300, "", "x" * 300, "1e400", "NaN", "12.5", [], {}, [[[[]]]],
     {"id": None}, {"data": []}, "usd", "USD", "canceled", {"object": "event"},
 ]  # fmt: skip
+
+
+def _poison() -> list[bytes]:
+    """Signed-poison shapes (as in test_stripe_poison): out of range, NaN, too deep, not JSON."""
+
+    def payment(**obj: Any) -> dict[str, Any]:
+        return event("payment_intent.succeeded", event_id="evt_poison", **obj)
+
+    huge_created = payment(amount=1000)
+    huge_created["created"] = 2**63
+    deep = (
+        body_of(payment(amount=1000))
+        .decode()
+        .replace('"metadata": {}', '"metadata": ' + "[" * 5000 + "]" * 5000, 1)
+    )
+    assert "[[[[" in deep
+    return [
+        body_of(huge_created),
+        body_of(payment(amount=1000, amount_received=2**63)),
+        body_of(payment(amount=1000, amount_received=1000)).replace(
+            b'"amount_received": 1000', b'"amount_received": NaN'
+        ),
+        deep.encode(),
+    ]
 
 
 def _outcome(body: bytes) -> Any:
@@ -62,7 +86,7 @@ def _corrupt(doc: Any, rng: random.Random) -> Any:
 
 
 def test_the_fixtures_and_the_poison_set_decode_as_in_two_steps() -> None:
-    bodies = [p.read_bytes() for p in FIXTURES] + [b for b, _reason in poison().values()]
+    bodies = [p.read_bytes() for p in FIXTURES] + _poison()
     bodies += [b"", b"null", b"[]", b"{}", b'{"id": "evt_1"}', b"\xff\xfe", b'{"id": "e", "type": "t"']
     assert len(FIXTURES) >= 10
     for body in bodies:
