@@ -21,6 +21,32 @@ _PATH = re.compile(r"(?<![\w./<>-])([A-Za-z_][\w-]*(?:/[\w.-]+)*(?:\.py|/))(?![\
 #: Top-level directories a doc path may start with; anything else is looked up inside `collector/`.
 _TOP = ("collector", "tests", "bench", "tools", "deploy", "config", "docs", "requirements")
 
+#: What the docs already describe from branches being merged with this one, absent from this branch:
+#: paths and names they add (tolerated while absent) and modules they remove (tolerated while still
+#: here). Once an entry is true on the merged tree, `test_nothing_pending_has_landed` asks to delete
+#: it, so from then on the docs are checked against it like everything else.
+PENDING_ADDED: dict[str, str] = {
+    # s19-src: self-describing sources
+    "collector/routes.py": "s19-src",
+    "collector/runtime.py": "s19-src",
+    "collector/web/state.py": "s19-src",
+    "tests/toysource/": "s19-src",
+    "tests/test_toy_source.py": "s19-src",
+    "CoreSettings": "s19-src",
+    "GuardState": "s19-src",
+    "Route": "s19-src",
+    "RoutePolicies": "s19-src",
+    "Service": "s19-src",
+    "SourceBase": "s19-src",
+    "SourceSpec": "s19-src",
+    "StateStore.register": "s19-src",
+    "server.routes": "s19-src",
+    "settings.settings_class": "s19-src",
+    # s19-knots: no import cycle, one line splitter
+    "collector/urlmask.py": "s19-knots",
+}
+PENDING_REMOVED: dict[str, str] = {}
+
 
 def doc_paths(text: str) -> list[str]:
     """Every file or directory path `text` names (in prose, code spans and diagrams)."""
@@ -154,11 +180,11 @@ def test_every_path_in_the_design_doc_exists() -> None:
     text = (REPO / "docs" / "design.md").read_text()
     paths = doc_paths(text)
     assert len(paths) > 40, paths  # the pattern still finds the map's paths
-    assert missing(paths) == [], "docs/design.md names paths that do not exist"
+    assert _not_pending(missing(paths)) == [], "docs/design.md names paths that do not exist"
 
 
 def test_every_qualified_name_in_the_design_doc_is_defined() -> None:
-    assert unknown_names((REPO / "docs" / "design.md").read_text()) == [], (
+    assert _not_pending(unknown_names((REPO / "docs" / "design.md").read_text())) == [], (
         "docs/design.md names functions, classes or attributes the code does not define"
     )
 
@@ -166,7 +192,7 @@ def test_every_qualified_name_in_the_design_doc_is_defined() -> None:
 def test_every_path_in_the_readme_layout_exists() -> None:
     paths = layout_paths(layout_block((REPO / "README.md").read_text()))
     assert "collector/sources/logs/tailer.py" in paths
-    assert missing(paths) == [], "the README's Layout names paths that do not exist"
+    assert _not_pending(missing(paths)) == [], "the README's Layout names paths that do not exist"
 
 
 def test_the_readme_layout_lists_every_module_of_the_package() -> None:
@@ -178,8 +204,23 @@ def test_the_readme_layout_lists_every_module_of_the_package() -> None:
         if p.name not in ("__init__.py", "__main__.py") and "__pycache__" not in p.parts
     ]
     packages = [p.parent.relative_to(REPO).as_posix() + "/" for p in package.rglob("__init__.py")]
-    absent = sorted(m for m in [*modules, *packages] if m not in listed)
+    absent = sorted(m for m in [*modules, *packages] if m not in listed and m not in PENDING_REMOVED)
     assert absent == [], f"add a line for each to the README's Layout: {absent}"
+
+
+def _not_pending(found: list[str]) -> list[str]:
+    return [f for f in found if f not in PENDING_ADDED and f"collector/{f}" not in PENDING_ADDED]
+
+
+def test_nothing_pending_has_landed() -> None:
+    paths = [p for p in PENDING_ADDED if "/" in p or p.endswith(".py")]
+    names = [n for n in PENDING_ADDED if n not in paths]
+    landed = sorted(
+        [p for p in paths if p not in missing([p])]
+        + [n for n in names if n not in unknown_names(f"`{n}`")]
+        + [p for p in PENDING_REMOVED if not (REPO / p).exists()]
+    )
+    assert landed == [], f"merged: delete these from PENDING_ADDED / PENDING_REMOVED: {landed}"
 
 
 def test_the_path_pattern_finds_module_paths_and_skips_routes_and_urls() -> None:
