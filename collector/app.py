@@ -1,7 +1,7 @@
 """Wiring: settings -> state store and metric state -> enabled sources -> aiohttp app and its lifecycle.
 
-This is the only module that knows every part. Sources come from `collector.sources.SOURCES`; tests
-may pass their own mapping.
+This is the only module that knows every part. Sources come from a registry (`collector.sources.SOURCES`
+by default; tests pass their own) and are wired from what each declares.
 """
 
 from __future__ import annotations
@@ -11,16 +11,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from collector import server
 from collector.metrics import MetricState
+from collector.routes import Route, RoutePolicies
+from collector.runtime import RUNTIME, Runtime
 from collector.selfmetrics import SelfMetrics
 from collector.settings import Settings
-from collector.source import Source, SourceContext, supervise
-from collector.sources import SOURCES, SourceRef
+from collector.source import Service, Source, SourceContext, supervise
+from collector.sources import SOURCES, SourceSpec
 from collector.store import StateStore
 from collector.web import install as install_web_security
 
@@ -29,39 +31,27 @@ __all__ = ["RUNTIME", "Runtime", "build_app"]
 log = logging.getLogger("collector")
 
 
-@dataclass
-class Runtime:
-    """Everything the running collector holds; reachable from handlers as `app[RUNTIME]`."""
-
-    settings: Settings
-    metrics: MetricState
-    self_metrics: SelfMetrics
-    store: StateStore
-    clock: Callable[[], float]
-    sources: list[tuple[Source, SourceContext]] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    # Set by `collector run` once the listeners are bound; sources wait for it (None: start at once).
-    gate: asyncio.Event | None = None
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
-
-
 def build_app(
     settings: Settings,
-    sources: Mapping[str, type | SourceRef] | None = None,
+    sources: Mapping[str, SourceSpec] | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
     """Build the aiohttp application with every enabled source; nothing starts until the app does.
 
+    Each source's declarations are read here, never looked up by name elsewhere: its settings
+    section, its storage (registered with the store, applied when it opens), the services it shares
+    (built once, injected), its routes with their auth policies (what the guard enforces), its error
+    reasons (at 0 from start-up).
+
     Args:
-        settings: validated settings.
-        sources: settings field name -> source class (or `SourceRef`); `collector.sources.SOURCES` by
-            default.
+        settings: validated settings, of the class `settings_class(sources)` assembled.
+        sources: the registry (`collector.sources.SOURCES` by default; tests pass their own).
         clock: wall clock handed to sources (tests may freeze it).
+
+    Raises:
+        KeyError: `settings` has no section for a registered source (built for another registry).
     """
+    registry = SOURCES if sources is None else sources
     self_metrics = SelfMetrics()
     metrics = MetricState(
         on_overflow=lambda name: self_metrics.series_overflow.labels(name).inc(),
@@ -73,12 +63,13 @@ def build_app(
     runtime = Runtime(settings, metrics, self_metrics, store, clock)
     # Services several sources share (the DORA engine of github + deployments): one per app, never
     # module-level; each is built from the context of the first enabled source that declares it.
-    shared: dict[object, object] = {}
-    for name, entry in (SOURCES if sources is None else sources).items():
-        cfg = getattr(settings, name)
+    shared: dict[Service[Any], object] = {}
+    service_routes: list[Route] = []
+    for name, spec in registry.items():
+        cfg = settings.source_settings(name)
         if not cfg.is_enabled():
             continue
-        cls = entry.load() if isinstance(entry, SourceRef) else entry  # imported only when enabled
+        cls = spec.load()  # imported only when enabled
         ctx = SourceContext(
             name=name,
             settings=cfg,
@@ -88,31 +79,41 @@ def build_app(
             log=logging.getLogger(f"collector.sources.{name}"),
             clock=clock,
         )
-        runtime.sources.append((_construct(cls, ctx, shared), ctx))
-        self_metrics.init_source(name, tuple(getattr(cls, "error_reasons", ())))
+        store.register(name, cls.storage)
+        runtime.sources.append((_construct(cls, ctx, shared, service_routes), ctx))
+        self_metrics.init_source(name, cls.error_reasons)
 
     # Bodies over the limit fail to read (413); collector.web counts them.
     app = web.Application(client_max_size=settings.http.max_body_bytes)
     app[RUNTIME] = runtime
-    install_web_security(app, runtime)
-    server.add_routes(app, runtime)
+    routes = RoutePolicies()
+    install_web_security(app, runtime, routes)
+    server.add_routes(app, runtime, routes)
+    for route in service_routes:
+        routes.add(app.router, route)
     for source, _ctx in runtime.sources:
-        app.add_routes(source.routes())
+        for route in source.routes():
+            routes.add(app.router, route)
     app.on_startup.append(_on_startup)
     app.on_cleanup.append(_on_cleanup)
     return app
 
 
-def _construct(cls: type, ctx: SourceContext, shared: dict[object, object]) -> Source:
-    """`cls(ctx)`, passing the shared services its `shares` declares (argument name -> factory)."""
-    wants: Mapping[str, Callable[[SourceContext], object]] = getattr(cls, "shares", {})
+def _construct(
+    cls: type[Source], ctx: SourceContext, shared: dict[Service[Any], object], service_routes: list[Route]
+) -> Source:
+    """`cls(ctx)`, passing the shared services its `shares` declares (argument name -> service); a
+    service built here for the first time brings its routes (once per app, whoever declares it)."""
     services: dict[str, object] = {}
-    for arg, factory in wants.items():
-        if factory not in shared:
-            shared[factory] = factory(ctx)
-        services[arg] = shared[factory]
-    source: Source = cls(ctx, **services)
-    return source
+    for arg, service in cls.shares.items():
+        if service not in shared:
+            built = shared[service] = service.build(ctx)
+            service_routes.extend(service.routes(built))
+        services[arg] = shared[service]
+    # The protocol's constructor takes the context only; the shared services are keyword arguments
+    # the declaring class accepts (its `shares` names them).
+    make: Callable[..., Source] = cls
+    return make(ctx, **services)
 
 
 async def _on_startup(app: web.Application) -> None:

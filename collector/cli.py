@@ -171,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def preflight(settings: Settings) -> list[str]:
     """Problems field validation cannot see: unknown log presets and an invalid or unreadable rules file."""
-    logs = settings.logs
+    from collector.settings import LogsSettings
+
+    logs = settings.section("logs", LogsSettings)
     if not logs.is_enabled() or not (logs.preset or logs.rules):
         return []
     from collector.rules import RulesError, load_specs

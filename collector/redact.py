@@ -20,6 +20,7 @@ from pydantic import BaseModel, SecretStr
 
 if TYPE_CHECKING:
     from collector.settings import Settings
+    from collector.settings.sources import WebSocketSettings
 
 __all__ = ["MASK", "Redactor", "mask_url", "secret_values"]
 
@@ -58,20 +59,41 @@ def _secrets_in(value: Any) -> Iterable[str]:
             yield from _secrets_in(item)
 
 
+def _websocket(settings: Settings) -> WebSocketSettings:
+    from collector.settings.sources import WebSocketSettings
+
+    try:
+        return settings.section("websocket", WebSocketSettings)
+    except KeyError:  # a registry without the websocket source (tests): no targets
+        return WebSocketSettings()
+
+
+def _api_urls(settings: Settings) -> list[str]:
+    """The API base URLs the settings name (a password in one is a secret too)."""
+    from collector.settings.sources import GitHubSettings, StripeSettings
+
+    urls = []
+    with contextlib.suppress(KeyError):  # a registry without that source (tests)
+        urls.append(settings.section("github", GitHubSettings).api_url)
+    with contextlib.suppress(KeyError):
+        urls.append(settings.section("stripe", StripeSettings).api_base)
+    return urls
+
+
 def secret_values(settings: Settings) -> list[str]:
     """Every secret the settings hold: `SecretStr` fields (direct or from `_FILE`), WebSocket target
     headers, and the tokens a target reads from `token_env` or `token_file` (as they are now)."""
     import os
 
     out = list(_secrets_in(settings))
-    for target in settings.websocket.targets:
+    for target in _websocket(settings).targets:
         if target.token_env:
             out.append(os.environ.get(target.token_env, ""))
         if target.token_file is not None:
             # An unreadable file is the probe's to report; there is nothing to mask yet.
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 out.append(Path(target.token_file).read_text(encoding="utf-8").strip())
-    for url in (settings.github.api_url, settings.stripe.api_base):
+    for url in _api_urls(settings):
         match = _USERINFO.search(url)
         if match:
             out.append(url[match.end(1) : match.end() - 1])
@@ -99,7 +121,7 @@ class Redactor:
     @classmethod
     def from_settings(cls, settings: Settings) -> Redactor:
         headers: set[str] = set()
-        for target in settings.websocket.targets:
+        for target in _websocket(settings).targets:
             headers.add(target.token_header)
             headers.update(target.headers)
         return cls(secret_values(settings), headers)

@@ -12,12 +12,13 @@ from aiohttp import web
 
 from collector import __version__
 from collector.exposition import content_type, render, wants_openmetrics
+from collector.routes import Route, RoutePolicies
 from collector.status import render_html, status_data
 
 if TYPE_CHECKING:
-    from collector.app import Runtime
+    from collector.runtime import Runtime
 
-__all__ = ["accepts_gzip", "add_routes"]
+__all__ = ["accepts_gzip", "add_routes", "routes"]
 
 # Compressing a large exposition takes milliseconds; past this size it moves off the event loop.
 _GZIP_INLINE_LIMIT = 64 * 1024
@@ -34,8 +35,15 @@ def accepts_gzip(header: str | None) -> bool:
     return False
 
 
-def add_routes(app: web.Application, rt: Runtime) -> None:
-    """Register the collector's own routes, bound to the runtime."""
+def add_routes(app: web.Application, rt: Runtime, policies: RoutePolicies | None = None) -> None:
+    """Register the collector's own routes, bound to the runtime, with their declarations in `policies`."""
+    table = policies if policies is not None else RoutePolicies()
+    for route in routes(rt):
+        table.add(app.router, route)
+
+
+def routes(rt: Runtime) -> list[Route]:
+    """The collector's own routes, bound to the runtime: each declares its auth policy and class."""
 
     async def metrics(request: web.Request) -> web.Response:
         began = time.perf_counter()
@@ -81,16 +89,16 @@ def add_routes(app: web.Application, rt: Runtime) -> None:
     async def status_json(request: web.Request) -> web.Response:
         return web.json_response(_status(request), headers={"Cache-Control": "no-store"})
 
-    app.add_routes(
-        [
-            web.get("/", landing),
-            web.get("/status.json", status_json),
-            web.get("/metrics", metrics),
-            web.get("/health", health),
-            web.get("/health/live", live),
-            web.get("/health/ready", ready),
-        ]
-    )
+    return [
+        Route("GET", "/", landing, auth="basic"),
+        Route("GET", "/status.json", status_json, auth="basic"),
+        Route("GET", "/metrics", metrics, auth="basic", kind="metrics"),
+        # Readiness and /health carry error details: behind auth. Liveness says "ok" and nothing else:
+        # kubelet and load balancers probe it without credentials.
+        Route("GET", "/health", health, auth="basic", kind="health"),
+        Route("GET", "/health/live", live, auth="public", kind="health"),
+        Route("GET", "/health/ready", ready, auth="basic", kind="health"),
+    ]
 
 
 async def durable_render(rt: Runtime, openmetrics: bool) -> bytes:
@@ -108,11 +116,9 @@ async def durable_render(rt: Runtime, openmetrics: bool) -> bytes:
     writes: list[asyncio.Future[None]] = []
     for source, ctx in rt.sources:
         if not ctx.restored.is_set():
-            held = getattr(source, "held_families", None)
-            hidden.update(held() if held is not None else ())
+            hidden.update(source.held_families())
             continue
-        hook = getattr(source, "before_scrape", None)
-        write = hook() if hook is not None else None
+        write = source.before_scrape()
         if write is not None:
             writes.append(write)
     families = rt.metrics.families.values()

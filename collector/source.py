@@ -1,7 +1,8 @@
 """The one small interface every source implements, and the supervisor that runs it.
 
 A source is constructed with a `SourceContext` (its settings, the metric state, the store, a logger, the
-stop event, a clock), registers its metric families in `__init__`, may offer aiohttp routes, and runs
+stop event, a clock), registers its metric families in `__init__`, declares its routes (each with an
+auth policy), its storage and the services it shares (see `Source`), and runs
 in `run()` until `ctx.stop` is set. It calls `ctx.started()` once it is working, `ctx.degraded(key,
 message)` while something it should collect is out of reach (and `ctx.recovered(key)` when it is back),
 and `ctx.record(kind, ...)` for the status page's recent activity. If `run()` raises, the supervisor
@@ -14,17 +15,34 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
-
-from aiohttp import web
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from collector.metrics import MetricState
+from collector.routes import Route
 from collector.selfmetrics import SelfMetrics
 from collector.store import StateStore
 
-__all__ = ["RECENT", "STATES", "Problem", "Source", "SourceContext", "SourceStatus", "Table", "supervise"]
+if TYPE_CHECKING:
+    from collector.sources.storage import Migration
+
+T = TypeVar("T")
+
+__all__ = [
+    "RECENT",
+    "STATES",
+    "Problem",
+    "Service",
+    "Shares",
+    "Source",
+    "SourceBase",
+    "SourceContext",
+    "SourceStatus",
+    "Table",
+    "supervise",
+]
 
 
 #: Every state a source can be in (`collector_source_state{state}`); bounded by construction.
@@ -197,28 +215,90 @@ class SourceContext:
         return True
 
 
+def _no_routes(_service: object) -> list[Route]:
+    return []
+
+
+@dataclass(frozen=True, eq=False)
+class Service(Generic[T]):
+    """A service several sources share (the DORA engine of github and deployments), declared by them.
+
+    The runtime builds it once per app, from the context of the first enabled source that declares
+    it, and passes it to each declaring source's constructor; the routes it serves (GET /dora) are
+    registered once, with it, so which source "owns" them is never a question. Never module-level
+    state: two apps in one process (tests) each get their own.
+    """
+
+    name: str
+    build: Callable[[SourceContext], T]
+    routes: Callable[[T], list[Route]] = _no_routes
+
+
+#: What a source declares it shares with others: constructor argument name -> service.
+Shares = Mapping[str, Service[Any]]
+
+
 class Source(Protocol):
-    """A data source: one module in `collector/sources/`, one entry in `collector.sources.SOURCES`."""
+    """A data source: one package in `collector/sources/`, one `SourceSpec` in `collector.sources.SOURCES`.
+
+    Everything generic code reads about a source is declared here (no `getattr` conventions):
+    `SourceBase` gives the defaults, so a source states only what it has.
+    """
 
     name: ClassVar[str]
+    #: `collector_source_errors_total{reason}` values, at 0 from start-up (bounded by construction).
+    error_reasons: ClassVar[tuple[str, ...]]
+    #: The tables and migrations it owns; registered with the store, applied when it opens.
+    storage: ClassVar[tuple[Migration, ...]]
+    #: Services shared with other sources (constructor argument name -> service), injected by the app.
+    shares: ClassVar[Shares]
 
     def __init__(self, ctx: SourceContext) -> None: ...
 
-    def routes(self) -> list[web.RouteDef]:
-        """HTTP routes the source serves (webhooks); registered before the server starts."""
+    def routes(self) -> list[Route]:
+        """HTTP routes the source serves, each with its auth policy; registered before the server starts."""
         ...
 
     async def run(self) -> None:
         """Work until `ctx.stop` is set; call `ctx.started()` once working; flush state before returning."""
         ...
 
-    # Optional, read by `collector.server.durable_render` (getattr):
-    #   held_families() -> list[str]: families restored from the store, left out of /metrics until
-    #       `ctx.restored` is set (a scrape must never see a restored counter below a served value).
-    #   before_scrape() -> asyncio.Future | None: called right before /metrics renders, with no await
-    #       in between; queue a write of the state the served values come from (the response waits).
-    # Optional: `def status_tables(self) -> list[Table]` - what the status page shows for this source
-    # beyond its state, reasons and recent activity (read at each page view, never on the hot path).
+    def held_families(self) -> list[str]:
+        """Families restored from the store, left out of /metrics until `ctx.restored` is set (a
+        scrape must never see a restored counter below a value served before a restart)."""
+        ...
+
+    def before_scrape(self) -> asyncio.Future[None] | None:
+        """Called right before /metrics renders, with no await in between: queue a write of the state
+        the served values come from (the response waits for it); None when there is nothing to write."""
+        ...
+
+    def status_tables(self) -> list[Table]:
+        """What the status page shows for this source beyond its state, reasons and recent activity
+        (read at each page view, never on the hot path)."""
+        ...
+
+
+class SourceBase(Source):
+    """The defaults of `Source`: no error reasons, storage, shared services, routes, held families,
+    scrape hook or status tables. Every source subclasses it (the registry checks) and declares what
+    it has; subclassing the protocol explicitly makes mypy check each source's declarations."""
+
+    error_reasons: ClassVar[tuple[str, ...]] = ()
+    storage: ClassVar[tuple[Migration, ...]] = ()
+    shares: ClassVar[Shares] = MappingProxyType({})
+
+    def routes(self) -> list[Route]:
+        return []
+
+    def held_families(self) -> list[str]:
+        return []
+
+    def before_scrape(self) -> asyncio.Future[None] | None:
+        return None
+
+    def status_tables(self) -> list[Table]:
+        return []
 
 
 async def supervise(source: Source, ctx: SourceContext, max_backoff: float = 60.0) -> None:

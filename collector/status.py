@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from collector import __version__
 
 if TYPE_CHECKING:
-    from collector.app import Runtime
+    from collector.runtime import Runtime
 
 __all__ = ["REFRESH_SECONDS", "render_html", "status_data"]
 
@@ -40,9 +40,8 @@ def status_data(rt: Runtime, paths: Iterable[str], ready_reasons: list[str]) -> 
     recent: dict[str, list[dict[str, Any]]] = {}
     for source, ctx in rt.sources:
         entry = ctx.status.as_dict()
-        tables_of = getattr(source, "status_tables", None)
         try:
-            entry["tables"] = [t.as_dict() for t in tables_of()] if tables_of is not None else []
+            entry["tables"] = [t.as_dict() for t in source.status_tables()]
         except Exception as exc:  # a status bug must never break the page
             entry["tables"] = []
             entry["status_error"] = f"{type(exc).__name__}: {exc}"

@@ -12,11 +12,13 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+from collector.sources.storage import Migration, migrate
 
 __all__ = ["SCHEMA_VERSION", "SeriesDelta", "StateStore", "StoreError", "WriteChain", "is_corrupt"]
 
@@ -91,6 +93,20 @@ class StateStore:
         self._conn: sqlite3.Connection | None = None
         self.last_error: str | None = None
         self.resets = 0
+        # The sources' storage (owner -> its tables and migrations), applied in order at each open.
+        self._storage: dict[str, Sequence[Migration]] = {}
+
+    def register(self, owner: str, steps: Sequence[Migration]) -> None:
+        """Declare `owner`'s tables and migrations; they are applied (idempotently) when the store
+        opens, also to the fresh file that replaces a corrupt one, before any source reads.
+
+        Raises:
+            RuntimeError: the store is already open (a registration must come before).
+        """
+        if self._conn is not None:
+            raise RuntimeError("register storage before the store opens")
+        if steps:
+            self._storage[owner] = steps
 
     @property
     def is_open(self) -> bool:
@@ -166,6 +182,11 @@ class StateStore:
                 raise _Incompatible(
                     f"schema version {row[0]} is newer than this collector's {SCHEMA_VERSION}"
                 )
+            applied: set[int] = set()
+            for steps in self._storage.values():
+                if id(steps) not in applied:  # shared storage (the DORA history) is declared twice
+                    applied.add(id(steps))
+                    migrate(conn, steps)
         except BaseException:
             conn.close()
             raise

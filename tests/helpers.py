@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from collector.app import RUNTIME, Runtime, build_app
-from collector.settings import Settings
+from collector.settings import Settings, SourceSettings, settings_class
+from collector.source import Source
+from collector.sources import SOURCES, Registry, SourceSpec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,10 +51,27 @@ def value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float |
     return None
 
 
-def make_settings(tmp_path: Path, **kw: Any) -> Settings:
+class OwnSettings(SourceSettings):
+    """The settings section of a test source: on unless told otherwise, nothing to configure."""
+
+    def configured(self) -> bool:
+        return True  # nothing to configure: on unless `enabled=False`
+
+
+def registry_for(**classes: type[Source]) -> Registry:
+    """A registry of test sources (name -> class), each with its own `OwnSettings` section:
+    a test source never borrows a real source's settings."""
+    return Registry(
+        *(SourceSpec(name, lambda: OwnSettings, lambda c=cls: c) for name, cls in classes.items())
+    )
+
+
+def make_settings(tmp_path: Path, sources: Registry | None = None, **kw: Any) -> Settings:
+    """Settings for a test app: of the root assembled from `sources` (default: the real registry)."""
     kw.setdefault("listen", "127.0.0.1:0")
     kw.setdefault("data_dir", tmp_path / "data")
-    return Settings(_env_file=None, **kw)  # type: ignore[call-arg]
+    cls = Settings if sources is None else settings_class(sources)
+    return cls(_env_file=None, **kw)  # type: ignore[call-arg]
 
 
 class Running:
@@ -94,9 +113,25 @@ class Running:
             await asyncio.sleep(0.05)
 
 
+def registry_of(sources: Registry | Mapping[str, type[Source]] | None) -> Registry | None:
+    """A registry from a test's `{name: class}`, where each class is a real source (or a subclass of
+    it, e.g. one that crashes on purpose) and keeps that source's own settings section."""
+    if sources is None or isinstance(sources, Registry):
+        return sources
+    specs = []
+    for name, cls in sources.items():
+        real = SOURCES[name].load()
+        if not issubclass(cls, real):
+            raise TypeError(f"{cls.__name__} is not a {name} source: give it its own spec (registry_for)")
+        specs.append(SourceSpec(name, SOURCES[name].settings, lambda c=cls: c))
+    return Registry(*specs)
+
+
 @asynccontextmanager
-async def serve(settings: Settings, sources: Mapping[str, type] | None = None) -> AsyncIterator[Running]:
-    app = build_app(settings, sources)
+async def serve(
+    settings: Settings, sources: Registry | Mapping[str, type[Source]] | None = None
+) -> AsyncIterator[Running]:
+    app = build_app(settings, registry_of(sources))
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -26,22 +26,6 @@ _TOP = ("collector", "tests", "bench", "tools", "deploy", "config", "docs", "req
 #: here). Once an entry is true on the merged tree, `test_nothing_pending_has_landed` asks to delete
 #: it, so from then on the docs are checked against it like everything else.
 PENDING_ADDED: dict[str, str] = {
-    # s19-src: self-describing sources
-    "collector/routes.py": "s19-src",
-    "collector/runtime.py": "s19-src",
-    "collector/web/state.py": "s19-src",
-    "tests/toysource/": "s19-src",
-    "tests/test_toy_source.py": "s19-src",
-    "CoreSettings": "s19-src",
-    "GuardState": "s19-src",
-    "Route": "s19-src",
-    "RoutePolicies": "s19-src",
-    "Service": "s19-src",
-    "SourceBase": "s19-src",
-    "SourceSpec": "s19-src",
-    "StateStore.register": "s19-src",
-    "server.routes": "s19-src",
-    "settings.settings_class": "s19-src",
     # s19-knots: no import cycle, one line splitter
     "collector/urlmask.py": "s19-knots",
 }

@@ -9,15 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
 from collector import __version__
-from collector.source import SourceContext
-from tests.helpers import make_settings, parse, serve, value
+from collector.source import SourceBase, SourceContext
+from tests.helpers import make_settings, parse, registry_for, serve, value
 
 
-class CountingSource:
+class CountingSource(SourceBase):
     """A minimal well-behaved source: registers families, starts, waits for stop."""
 
     name = "process"
@@ -26,9 +25,6 @@ class CountingSource:
         self.ctx = ctx
         self.events = ctx.metrics.counter("demo_events_total", "Demo events.", ["kind"])
         self.latency = ctx.metrics.histogram("demo_latency_seconds", "Demo latency.", buckets=[0.1, 1])
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
 
     async def run(self) -> None:
         self.events.inc(("a",), 3)
@@ -53,12 +49,17 @@ class FlakySource(CountingSource):
         await super().run()
 
 
+# Test sources with their own settings sections; "process" is the name the assertions read.
+COUNTING = registry_for(process=CountingSource)
+FLAKY = registry_for(process=FlakySource)
+
+
 def _settings(tmp_path: Path, **kw):
-    return make_settings(tmp_path, process={"pid": 1}, **kw)
+    return make_settings(tmp_path, COUNTING, **kw)
 
 
 async def test_metrics_serves_source_families_and_self_metrics(tmp_path: Path) -> None:
-    async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
+    async with serve(_settings(tmp_path), COUNTING) as c:
         s = await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         assert value(s, "demo_events_total", kind="a") == 3
         assert value(s, "demo_events_total", kind='b"q') == 1
@@ -81,7 +82,7 @@ async def test_metrics_serves_source_families_and_self_metrics(tmp_path: Path) -
 
 
 async def test_openmetrics_when_accept_asks_for_it(tmp_path: Path) -> None:
-    async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
+    async with serve(_settings(tmp_path), COUNTING) as c:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         status, headers, body = await c.get(
             "/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"}
@@ -97,7 +98,7 @@ async def test_openmetrics_when_accept_asks_for_it(tmp_path: Path) -> None:
 
 
 async def test_gzip_only_when_accepted(tmp_path: Path) -> None:
-    async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
+    async with serve(_settings(tmp_path), COUNTING) as c:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         _, plain_headers, plain = await c.get("/metrics", headers={"Accept-Encoding": "identity"})
         assert "Content-Encoding" not in plain_headers
@@ -111,7 +112,7 @@ async def test_gzip_only_when_accepted(tmp_path: Path) -> None:
 
 
 async def test_landing_page_lists_version_and_sources(tmp_path: Path) -> None:
-    async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
+    async with serve(_settings(tmp_path), COUNTING) as c:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         status, headers, body = await c.get("/")
         page = body.decode()
@@ -126,7 +127,7 @@ async def test_landing_page_lists_version_and_sources(tmp_path: Path) -> None:
 async def test_a_failing_source_keeps_ready_200_but_strict_ready_503_until_it_recovers(
     tmp_path: Path,
 ) -> None:
-    async with serve(_settings(tmp_path), {"process": FlakySource}) as c:
+    async with serve(_settings(tmp_path), FLAKY) as c:
         s = await c.wait_for(
             lambda s: value(s, "collector_source_errors_total", source="process", reason="RuntimeError") == 1
         )
@@ -183,7 +184,7 @@ async def test_ready_is_503_while_the_state_store_cannot_open(tmp_path: Path) ->
     shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
 )
 async def test_promtool_finds_nothing_to_complain_about(tmp_path: Path) -> None:
-    async with serve(_settings(tmp_path), {"process": CountingSource}) as c:
+    async with serve(_settings(tmp_path), COUNTING) as c:
         await c.wait_for(lambda s: value(s, "collector_source_up", source="process") == 1)
         _, _, body = await c.get("/metrics")
     result = subprocess.run(["promtool", "check", "metrics"], input=body, capture_output=True, timeout=30)
@@ -191,8 +192,12 @@ async def test_promtool_finds_nothing_to_complain_about(tmp_path: Path) -> None:
 
 
 async def test_a_failing_source_does_not_take_the_others_down(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, process={"pid": 1}, logs={"paths": [str(tmp_path / "*.log")]})
-    async with serve(settings, {"process": FlakySource, "logs": CountingSource}) as c:
+    class CountingLogs(CountingSource):
+        name = "logs"
+
+    registry = registry_for(process=FlakySource, logs=CountingLogs)
+    settings = make_settings(tmp_path, registry)
+    async with serve(settings, registry) as c:
         s = await c.wait_for(
             lambda s: (
                 value(s, "collector_source_up", source="logs") == 1

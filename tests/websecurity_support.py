@@ -19,11 +19,13 @@ from aiohttp import web
 from prometheus_client.samples import Sample
 
 from collector.app import RUNTIME, Runtime, build_app
-from collector.settings import ProcessSettings, Settings
-from collector.source import SourceContext
+from collector.routes import Route
+from collector.settings import Settings
+from collector.source import SourceBase, SourceContext
+from collector.sources import Registry
 from collector.web import WEB, WebSecurity, start_sites
 from collector.web.guard import GuardedSite
-from tests.helpers import make_settings, parse
+from tests.helpers import make_settings, parse, registry_for
 
 PASSWORD = "s3cret-pass-for-tests"
 # Cost 4: the minimum, so tests do not spend 100 ms per check; the server accepts any cost 4-31.
@@ -34,10 +36,10 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-class EchoSource:
+class EchoSource(SourceBase):
     """A source with routes shaped like the real ones: a webhook, /deployments, a slow route, a crash."""
 
-    name = "process"  # borrows the process settings slot, so build_app enables it
+    name = "echo"  # its own settings section (`registry_for`), on by default
 
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
@@ -45,12 +47,14 @@ class EchoSource:
         self.release = asyncio.Event()
         self.entered = 0
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
+        # Declared as the real webhook routes are: self-checked ingest routes (no basic auth, served
+        # on the webhook listener), and two ordinary ones behind basic auth.
         return [
-            web.post("/webhooks/test", self.webhook),
-            web.post("/deployments", self.webhook),
-            web.get("/slow", self.slow),
-            web.get("/boom", self.boom),
+            Route("POST", "/webhooks/test", self.webhook, auth="signed", kind="ingest"),
+            Route("POST", "/deployments", self.webhook, auth="signed", kind="ingest"),
+            Route("GET", "/slow", self.slow, auth="basic"),
+            Route("GET", "/boom", self.boom, auth="basic"),
         ]
 
     async def webhook(self, request: web.Request) -> web.Response:
@@ -71,9 +75,11 @@ class EchoSource:
         await self.ctx.stop.wait()
 
 
+ECHO = registry_for(echo=EchoSource)
+
+
 def echo_settings(tmp_path: Path, **kw: Any) -> Settings:
-    kw.setdefault("process", ProcessSettings(pid=1))
-    return make_settings(tmp_path, **kw)
+    return make_settings(tmp_path, ECHO, **kw)
 
 
 @dataclass
@@ -123,11 +129,9 @@ class Served:
 
 
 @asynccontextmanager
-async def serve_guarded(
-    settings: Settings, sources: Mapping[str, type] | None = None
-) -> AsyncIterator[Served]:
+async def serve_guarded(settings: Settings, sources: Registry | None = None) -> AsyncIterator[Served]:
     """The real app behind the real guarded listeners (what `collector` runs), on loopback ports."""
-    app = build_app(settings, sources if sources is not None else {"process": EchoSource})
+    app = build_app(settings, sources if sources is not None else ECHO)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     try:

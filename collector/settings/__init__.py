@@ -11,12 +11,13 @@ import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
     Field,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -50,12 +51,14 @@ from collector.settings.sources import (
     WebSocketSettings,
     WebSocketTarget,
 )
+from collector.sources import SOURCES, SourceSpec
 
 __all__ = [
     "ENV_PREFIX",
     "NESTED",
     "CommaList",
     "ConfigError",
+    "CoreSettings",
     "DeploymentsSettings",
     "GitHubSettings",
     "HttpSettings",
@@ -72,14 +75,18 @@ __all__ = [
     "load_settings",
     "masked_dump",
     "nearest_setting",
+    "settings_class",
     "split_list",
     "typo_warnings",
     "unknown_env_vars",
 ]
 
+M = TypeVar("M", bound=SourceSettings)
 
-class Settings(BaseSettings):
-    """Root settings; each source has its own nested model (`COLLECTOR_<SOURCE>__<FIELD>`)."""
+
+class CoreSettings(BaseSettings):
+    """The collector's own settings; `settings_class` adds one nested model per registered source
+    (`COLLECTOR_<SOURCE>__<FIELD>`), so the sources' settings are declared once, in the registry."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -110,8 +117,6 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
     )
-    process: ProcessSettings = Field(default_factory=ProcessSettings)
-    stripe: StripeSettings = Field(default_factory=StripeSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     web_config_file: Path | None = Field(
         default=None,
@@ -120,10 +125,6 @@ class Settings(BaseSettings):
     webhook_listen: str | None = Field(
         default=None, description="host:port of a second listener serving only webhook routes (public side)."
     )
-    github: GitHubSettings = Field(default_factory=GitHubSettings)
-    deployments: DeploymentsSettings = Field(default_factory=DeploymentsSettings)
-    websocket: WebSocketSettings = Field(default_factory=WebSocketSettings)
-    logs: LogsSettings = Field(default_factory=LogsSettings)
 
     @field_validator("log_level", "log_level_libraries", mode="before")
     @classmethod
@@ -159,7 +160,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _webhook_listener(self) -> Settings:
+    def _webhook_listener(self) -> CoreSettings:
         if self.webhook_listen is not None and self.webhook_listen == self.listen:
             raise ValueError("COLLECTOR_WEBHOOK_LISTEN must differ from COLLECTOR_LISTEN")
         if self.http.webhook_tls and (self.webhook_listen is None or self.web_config_file is None):
@@ -169,13 +170,34 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _enabled_needs_config(self) -> Settings:
+    def _enabled_needs_config(self) -> CoreSettings:
         for name in type(self).model_fields:
             sub = getattr(self, name)
             if isinstance(sub, SourceSettings) and sub.enabled and not sub.configured():
                 needed = " or ".join(env_name((name, f)) for f in sub.config_fields)
                 raise ValueError(f"{env_name((name, 'enabled'))}=true but {needed} is not set")
         return self
+
+    def source_settings(self, name: str) -> SourceSettings:
+        """The settings section of the registered source `name`.
+
+        Raises:
+            KeyError: no source of that name was registered when this settings class was assembled.
+        """
+        section = getattr(self, name, None) if name in type(self).model_fields else None
+        if not isinstance(section, SourceSettings):
+            raise KeyError(f"no source settings section {name!r}")
+        return section
+
+    def section(self, name: str, model: type[M]) -> M:
+        """`source_settings(name)`, typed as `model` (for the few generic parts that read one source's
+        settings: the redactor reads the WebSocket targets' headers)."""
+        section = self.source_settings(name)
+        if not isinstance(section, model):
+            raise TypeError(
+                f"settings section {name!r} is a {type(section).__name__}, not a {model.__name__}"
+            )
+        return section
 
     @property
     def listen_host(self) -> str:
@@ -200,6 +222,28 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, EnvFileSecretsSource(settings_cls), dotenv_settings)
+
+
+def settings_class(registry: Mapping[str, SourceSpec]) -> type[CoreSettings]:
+    """The root settings model: `CoreSettings` plus one section per source of `registry`, each the
+    model its spec declares (`COLLECTOR_<NAME>__*`); the default `Settings` is that of `SOURCES`.
+
+    Args:
+        registry: source name -> spec (`collector.sources.Registry`).
+    """
+    sections: dict[str, Any] = {}
+    for name, spec in registry.items():
+        model = spec.settings_model()
+        sections[name] = (model, Field(default_factory=model, description=(model.__doc__ or "").strip()))
+    return create_model("Settings", __base__=CoreSettings, __module__=__name__, **sections)
+
+
+if TYPE_CHECKING:
+    # For the type checker the root is `CoreSettings`: sources read their own section from their
+    # context (`ctx.settings`), and generic code asks `Settings.section(name, model)`.
+    Settings = CoreSettings
+else:
+    Settings = settings_class(SOURCES)
 
 
 class ConfigError(Exception):
@@ -304,7 +348,7 @@ def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
 
 def load_settings(
     env_file: str | Path | None = ".env",
-    cls: type[Settings] | None = None,
+    cls: type[CoreSettings] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Settings:
     """Build the settings from flags, the environment, `<VAR>_FILE` secrets and an optional .env file.

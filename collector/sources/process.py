@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from aiohttp import web
 
 from collector.logsetup import LogFirst
 from collector.settings import ProcessSettings
-from collector.source import SourceContext
+from collector.source import SourceBase, SourceContext
 
 __all__ = ["ProcessSource", "Sample", "find_process"]
 
@@ -73,7 +72,7 @@ def _process(pid: int) -> tuple[psutil.Process | None, str]:
         return psutil.Process(pid), ""
 
 
-class ProcessSource:
+class ProcessSource(SourceBase):
     """Samples the app process every `COLLECTOR_PROCESS__INTERVAL` seconds."""
 
     name = "process"
@@ -107,9 +106,6 @@ class ProcessSource:
         self.proc: psutil.Process | None = None
         self._missing_reason = ""
         self._log_first = LogFirst(ctx.log)
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
 
     async def run(self) -> None:
         self.ctx.started()

@@ -1,8 +1,8 @@
 """What a source stores, declared as data: its tables and later migrations, in the order they apply.
 
 Each stateful source keeps one ordered tuple of steps beside its SQL (`stripe/state.py`,
-`github/store_sql.py`) and applies it once at start with `migrate`, before it reads anything back.
-The steps are plain values so that the store can later take them as a registration instead.
+`github/store_sql.py`) and declares it as its `storage`; the app registers it with the store
+(`StateStore.register`), which applies it with `migrate` each time it opens, before any source reads.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from collector.logsetup import LogFirst
 from collector.redact import Redactor
+from collector.routes import RoutePolicies
 from collector.web.auth import BasicAuth, parse_basic_header
 from collector.web.budget import Budgets
 from collector.web.config import WebConfig, WebConfigError, fingerprint, load_web_config
@@ -24,7 +25,7 @@ from collector.web.guard import GuardedSite, make_middleware
 from collector.web.metrics import HttpMetrics
 
 if TYPE_CHECKING:
-    from collector.app import Runtime
+    from collector.runtime import Runtime
     from collector.settings import HttpSettings, Settings
 
 __all__ = ["WEB", "ListenError", "WebSecurity", "install", "start_sites"]
@@ -35,8 +36,16 @@ log = logging.getLogger("collector.web")
 class WebSecurity:
     """The current web config, the HTTP limits and metrics, and the listeners they apply to."""
 
-    def __init__(self, settings: Settings, metrics: HttpMetrics, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: HttpMetrics,
+        clock: Any = time.time,
+        routes: RoutePolicies | None = None,
+    ) -> None:
         self.settings = settings
+        # The declared routes (auth policy and class of each): what the guard enforces per request.
+        self.routes = routes if routes is not None else RoutePolicies()
         self.http: HttpSettings = settings.http
         self.metrics = metrics
         self.clock = clock
@@ -174,10 +183,16 @@ class ListenError(OSError):
         self.reason = reason
 
 
-def install(app: web.Application, rt: Runtime) -> WebSecurity:
-    """Add the guard middleware, the configured response headers and the reload watcher to `app`."""
+def install(app: web.Application, rt: Runtime, routes: RoutePolicies) -> WebSecurity:
+    """Add the guard middleware, the configured response headers and the reload watcher to `app`.
+
+    Args:
+        app: the application.
+        rt: the runtime (settings, self metrics, clock, tasks).
+        routes: the app's declared routes; the guard applies each one's auth policy and class.
+    """
     listeners = ("main", "webhook") if rt.settings.webhook_listen else ("main",)
-    guard = WebSecurity(rt.settings, HttpMetrics(rt.self_metrics.registry, listeners), rt.clock)
+    guard = WebSecurity(rt.settings, HttpMetrics(rt.self_metrics.registry, listeners), rt.clock, routes)
     app[WEB] = guard
     app.middlewares.append(make_middleware(guard))
 

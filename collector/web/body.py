@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from collector.web import WebSecurity
+    from collector.web.state import GuardState
 
 __all__ = ["BODY_RATE_GRACE", "body_error_reason", "read_body", "reject", "reject_unread"]
 
@@ -30,14 +30,14 @@ def body_error_reason(exc: BaseException) -> str:
 
 
 def reject(
-    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
+    guard: GuardState, listener: str, reason: str, status: int, text: str, **headers: str
 ) -> web.Response:
     guard.metrics.rejected.labels(listener, reason).inc()
     return web.Response(status=status, text=text + "\n", headers=headers)
 
 
 def reject_unread(
-    guard: WebSecurity, listener: str, reason: str, status: int, text: str, **headers: str
+    guard: GuardState, listener: str, reason: str, status: int, text: str, **headers: str
 ) -> web.Response:
     """Reject a request whose body was not (fully) read: close the connection so it cannot desync."""
     resp = reject(guard, listener, reason, status, text, Connection="close", **headers)
@@ -49,7 +49,7 @@ def reject_unread(
 BODY_RATE_GRACE = 1.0
 
 
-async def read_body(guard: WebSecurity, request: web.Request, listener: str) -> web.Response | None:
+async def read_body(guard: GuardState, request: web.Request, listener: str) -> web.Response | None:
     """Read the body up front (aiohttp caches it for the handler) within the size, time and rate limits.
 
     The rate check wakes only when the bytes received so far stop covering the elapsed time, so 500

@@ -8,32 +8,12 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from collector.routes import ROUTE_CLASSES
+
 if TYPE_CHECKING:
     from collector.settings import HttpSettings
 
-__all__ = ["ROUTE_CLASSES", "Budgets", "Slot", "route_class_of"]
-
-#: Every route class, each with its own budget (a bounded label value by construction).
-ROUTE_CLASSES = ("health", "metrics", "ingest", "probe", "other")
-
-
-def route_class_of(canonical: str | None) -> str:
-    """The class of a matched route's canonical path (None: no route matched, e.g. a 404).
-
-    Decided on the canonical path of the matched route, never the raw request path, like the auth
-    decision, so a crafted path cannot borrow the health class's capacity.
-    """
-    if canonical is None:
-        return "other"
-    if canonical in ("/health", "/health/live", "/health/ready"):
-        return "health"
-    if canonical == "/metrics":
-        return "metrics"
-    if canonical.startswith("/webhooks/") or canonical == "/deployments":
-        return "ingest"
-    if canonical == "/probe":
-        return "probe"
-    return "other"
+__all__ = ["ROUTE_CLASSES", "Budgets", "Slot"]
 
 
 def _limits(http: HttpSettings) -> dict[str, int]:

@@ -21,53 +21,25 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
+from collector.routes import bearer_matches
 from collector.web.body import body_error_reason, read_body, reject, reject_unread
-from collector.web.budget import route_class_of
 
 if TYPE_CHECKING:
     import ssl
 
-    from collector.web import WebSecurity
+    from collector.web.state import GuardState
 
-__all__ = ["GuardedHandler", "GuardedSite", "is_webhook_route", "make_middleware"]
+__all__ = ["GuardedHandler", "GuardedSite", "make_middleware"]
 
 log = logging.getLogger("collector.web")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def is_webhook_route(request: web.Request) -> bool:
-    """True for routes that carry their own signature or token check: `/webhooks/*` and `/deployments`.
-
-    Decided on the matched route's canonical path, never on the raw request path, so a crafted path
-    (`/webhooks/../metrics`, percent-encoding) cannot reach a protected route without auth.
-    """
-    if request.match_info.http_exception is not None:
-        return False  # 404 or 405: no route matched
-    route = request.match_info.route
-    if route.resource is None:
-        return False
-    canonical = route.resource.canonical
-    return canonical.startswith("/webhooks/") or canonical == "/deployments"
-
-
-def _canonical(request: web.Request) -> str | None:
-    if request.match_info.http_exception is not None:
-        return None
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else None
-
-
-def _is_liveness(request: web.Request) -> bool:
-    """`/health/live` answers `{"status": "ok"}` and nothing else: kubelet and load balancers probe it
-    without credentials (readiness and /health carry error details and stay behind auth)."""
-    return _canonical(request) == "/health/live"
-
-
 class GuardedHandler(RequestHandler):
     """aiohttp's protocol plus a deadline for each request head, connection counts and quiet parse errors."""
 
-    def __init__(self, manager: web.Server, *, guard: WebSecurity, listener: str, **kwargs: Any) -> None:
+    def __init__(self, manager: web.Server, *, guard: GuardState, listener: str, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.guard = guard
         self.listener = listener
@@ -234,7 +206,7 @@ class GuardedSite(web.BaseSite):
         host: str,
         port: int,
         *,
-        guard: WebSecurity,
+        guard: GuardState,
         listener: str,
         ssl_context: ssl.SSLContext | None,
         handler_kwargs: dict[str, Any],
@@ -325,7 +297,7 @@ class GuardedSite(web.BaseSite):
             self._sock = None
 
 
-def make_middleware(guard: WebSecurity) -> Middleware:
+def make_middleware(guard: GuardState) -> Middleware:
     """The per-request guard: listener routing, class budgets, head size, basic auth, body size and rate."""
 
     @web.middleware
@@ -353,11 +325,13 @@ def make_middleware(guard: WebSecurity) -> Middleware:
 
 
 async def _guarded(
-    guard: WebSecurity, request: web.Request, handler: Handler, listener: str
+    guard: GuardState, request: web.Request, handler: Handler, listener: str
 ) -> web.StreamResponse:
     http, m = guard.http, guard.metrics
-    canonical = _canonical(request)
-    klass = route_class_of(canonical)
+    # The matched route's declaration decides, never the raw path: a crafted path gets the policy of
+    # the route the router really matched, and a request matching none (404, 405) the strictest.
+    declared = guard.routes.of(request)
+    auth, klass = (declared.auth, declared.kind) if declared is not None else ("basic", "other")
     if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
         return reject(guard, listener, "not_webhook", 404, "404 Not Found")
@@ -369,7 +343,7 @@ async def _guarded(
         return reject(guard, listener, "headers_too_large", 431, "431 Request Header Fields Too Large")
     # Auth before the budget: a request waiting for bcrypt (or its failure padding) holds an auth
     # queue place, never one of the slots a valid scrape needs.
-    if klass != "ingest" and not _is_liveness(request) and guard.auth.enabled:
+    if auth == "basic" and guard.auth.enabled:
         verdict = await guard.authorized(request)
         if verdict is None:
             # bcrypt is saturated: a flood of unknown credentials must not queue without bound.
@@ -406,6 +380,14 @@ async def _guarded(
             refused = await read_body(guard, request, listener)
             if refused is not None:
                 return refused
+        # A token route: the guard checks the declared bearer token once the body is read (as the
+        # handler did before), and a refusal is the route's own answer (the source counts them).
+        if (
+            declared is not None
+            and declared.token is not None
+            and not bearer_matches(request.headers.get("Authorization"), declared.token())
+        ):
+            handler = declared.refuse
         try:
             response = await handler(request)
             if klass != "metrics" and guard.redactor.secrets and isinstance(response, web.Response):
@@ -427,7 +409,7 @@ async def _guarded(
                 "handler_error",
                 "unhandled exception in an HTTP handler; answering 500",
                 listener=listener,
-                path=canonical or "?",
+                path=declared.path if declared is not None else "?",
                 error=f"{type(exc).__name__}",
                 level=logging.ERROR,
             )

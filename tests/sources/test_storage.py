@@ -49,3 +49,30 @@ def test_every_stateful_source_declares_the_tables_it_uses() -> None:
         == tables["deployments"]
         == {"github_deployments", "github_pushes", "github_incidents", "github_deliveries"}
     )
+
+
+async def test_the_store_applies_registered_storage_at_open_and_to_a_fresh_file_after_a_reset(
+    tmp_path,
+) -> None:
+    from collector.store import StateStore
+
+    steps = (
+        Tables("CREATE TABLE IF NOT EXISTS toy (id TEXT PRIMARY KEY);"),
+        AddColumn("toy", "n", "INTEGER"),
+    )
+    path = tmp_path / "state.db"
+    store = StateStore(path)
+    store.register("toy", steps)
+    store.register("twin", steps)  # shared storage declared by two sources: applied once, harmlessly
+    await store.open()
+    assert await store.call(_columns, "toy") == ["id", "n"]
+    with pytest.raises(RuntimeError, match="before the store opens"):
+        store.register("late", steps)
+    await store.close()
+    path.write_bytes(b"not a database" * 100)  # corrupt: moved aside, replaced by a fresh file
+    fresh = StateStore(path)
+    fresh.register("toy", steps)
+    await fresh.open()
+    assert fresh.resets == 1
+    assert await fresh.call(_columns, "toy") == ["id", "n"]
+    await fresh.close()

@@ -10,10 +10,8 @@ pushes GitHub webhooks reported). Authorised by `Authorization: Bearer <COLLECTO
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
-from collections.abc import Callable
 from typing import ClassVar
 
 import msgspec
@@ -22,12 +20,13 @@ from aiohttp import web
 from collector import dora
 from collector.dora import Deployment
 from collector.logsetup import LogFirst
+from collector.routes import Route, bearer_matches
 from collector.settings import DeploymentsSettings
-from collector.source import SourceContext
+from collector.source import Shares, SourceBase, SourceContext
 from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.history import Change
-from collector.sources.github.source import dora_routes, keep_fresh
+from collector.sources.github.source import DORA, keep_fresh
 from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 
@@ -55,12 +54,8 @@ class CiDeployment(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def authorized(header: str | None, token: str) -> bool:
-    """Constant-time check of `Authorization: Bearer <token>`."""
-    if not header or not header.startswith("Bearer "):
-        return False
-    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encode them back the same way, so
-    # invalid UTF-8 is compared (and fails) instead of raising UnicodeEncodeError.
-    return hmac.compare_digest(header[7:].strip().encode("utf-8", "surrogateescape"), token.encode())
+    """Constant-time check of `Authorization: Bearer <token>` (what the guard applies to this route)."""
+    return bearer_matches(header, token)
 
 
 def parse_ci_deployment(body: bytes, now: float) -> tuple[str, str, Deployment]:
@@ -106,13 +101,13 @@ def parse_ci_deployment(body: bytes, now: float) -> tuple[str, str, Deployment]:
     )
 
 
-class DeploymentsSource:
-    """Serves POST /deployments (and GET /dora when the github source is off)."""
+class DeploymentsSource(SourceBase):
+    """Serves POST /deployments (GET /dora comes with the shared DORA engine)."""
 
     name = "deployments"
     #: Services shared with other sources, built once per app by `collector.app` and passed in.
-    shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
-    #: The tables and migrations of the shared history (applied once at start by the engine).
+    shares: ClassVar[Shares] = {"engine": DORA}
+    #: The tables and migrations of the shared history (registered with the store; applied once at open).
     storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = ("bad_request", "store")
@@ -130,8 +125,24 @@ class DeploymentsSource:
         """Counters and histograms rebuilt from the stored history: not served before it is loaded."""
         return [self.engine.total.name, self.engine.lead.name, self.engine.recovery.name]
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.post("/deployments", self.handle), *dora_routes(self.engine, self)]
+    def routes(self) -> list[Route]:
+        # Token: the guard checks `Authorization: Bearer <COLLECTOR_DEPLOYMENTS__TOKEN>` before the
+        # handler runs; a refusal is answered (and counted) by `refused`.
+        return [
+            Route(
+                "POST",
+                "/deployments",
+                self.handle,
+                auth="token",
+                kind="ingest",
+                token=self._token,
+                refused=self.refused,
+            )
+        ]
+
+    def _token(self) -> str:
+        assert self.settings.token is not None  # the source is enabled only with a token
+        return self.settings.token.get_secret_value()
 
     async def run(self) -> None:
         await self.engine.ready()
@@ -139,7 +150,18 @@ class DeploymentsSource:
         await keep_fresh(self.ctx, self.engine, 60.0)
 
     async def handle(self, request: web.Request) -> web.Response:
-        resp = await self._handle(request)
+        """POST /deployments with a valid token (the guard checked it)."""
+        return self._recorded(await self._handle(request))
+
+    async def refused(self, request: web.Request) -> web.Response:
+        """POST /deployments without a valid bearer token (the guard's answer for this route)."""
+        self.requests.inc(("unauthorized",))
+        self.log_first(
+            "unauthorized", "POST /deployments without a valid bearer token", remote=request.remote
+        )
+        return self._recorded(web.json_response({"error": "missing or wrong bearer token"}, status=401))
+
+    def _recorded(self, resp: web.Response) -> web.Response:
         try:
             answer = json.loads(resp.body) if isinstance(resp.body, bytes) else {}
         except ValueError:
@@ -155,13 +177,6 @@ class DeploymentsSource:
         return resp
 
     async def _handle(self, request: web.Request) -> web.Response:
-        assert self.settings.token is not None
-        if not authorized(request.headers.get("Authorization"), self.settings.token.get_secret_value()):
-            self.requests.inc(("unauthorized",))
-            self.log_first(
-                "unauthorized", "POST /deployments without a valid bearer token", remote=request.remote
-            )
-            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         body = await read_limited(request, MAX_BODY)
         if body is None:
             self.requests.inc(("bad_request",))

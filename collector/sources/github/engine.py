@@ -68,7 +68,6 @@ class DoraEngine:
         self._last_refresh = 0.0
         self._refresh_lock = asyncio.Lock()
         self._dirty: set[str] = set()  # repositories changed since their last recompute
-        self.route_owner: object | None = None  # the source that serves GET /dora
         m = metrics
         env = ("repository", "environment")
         self.total = m.counter(
@@ -136,8 +135,7 @@ class DoraEngine:
         async with self._lock:
             if self._loaded:
                 return
-            # The history's storage, declared in one list (`store_sql.MIGRATIONS`), then its rows.
-            await self.store.call(store_sql.create_tables)
+            # Its tables exist: the store applied the sources' `storage` (`store_sql.MIGRATIONS`) on open.
             rows = await self.store.call(store_sql.load)
             self.history.restore(rows.deployments, rows.pushes, rows.incidents)
             self._loaded = True
@@ -245,5 +243,5 @@ def _set_histogram(fam: Family, key: tuple[str, ...], values: list[float]) -> No
 
 
 def dora_engine(ctx: SourceContext) -> DoraEngine:
-    """The shared-service factory the GitHub and CI sources declare (`shares`): one per app."""
+    """Build the engine the GitHub and CI sources share (`github.source.DORA`): one per app."""
     return DoraEngine.for_source(ctx)

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
 from typing import ClassVar
 from urllib.parse import parse_qs
 
@@ -16,8 +15,9 @@ from aiohttp import web
 from gidgethub.sansio import validate_event
 
 from collector.logsetup import LogFirst
+from collector.routes import Route
 from collector.settings import GitHubSettings
-from collector.source import SourceContext
+from collector.source import Service, Shares, SourceBase, SourceContext
 from collector.sources.github import store_sql
 from collector.sources.github.engine import DoraEngine, dora_engine
 from collector.sources.github.events import KNOWN_EVENTS, parse_event
@@ -25,23 +25,25 @@ from collector.sources.github.poller import Poller
 from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 
-__all__ = ["GitHubSource", "dora_routes", "keep_fresh"]
+__all__ = ["DORA", "GitHubSource", "dora_routes", "keep_fresh"]
 
 #: GitHub caps webhook payloads at 25 MB.
 MAX_WEBHOOK_BODY = 25 * 1024 * 1024
 
 
-def dora_routes(engine: DoraEngine, owner: object) -> list[web.RouteDef]:
-    """GET /dora for the first of the sources sharing `engine` that asks (github or deployments)."""
-    if engine.route_owner is not None:
-        return []
-    engine.route_owner = owner
+def dora_routes(engine: DoraEngine) -> list[Route]:
+    """GET /dora, served by the shared DORA engine itself (registered once, with the service)."""
 
     async def dora_json(_request: web.Request) -> web.Response:
         await engine.ready()
         return web.json_response(await engine.dora_json(), dumps=lambda o: json.dumps(o, indent=1))
 
-    return [web.get("/dora", dora_json)]
+    return [Route("GET", "/dora", dora_json, auth="basic")]
+
+
+#: The DORA engine github and deployments share: one per app, built from the first enabled one's
+#: context (github's DORA definitions when it is on), serving GET /dora whichever of them is enabled.
+DORA = Service("dora", dora_engine, routes=dora_routes)
 
 
 async def keep_fresh(ctx: SourceContext, engine: DoraEngine, interval: float) -> None:
@@ -52,13 +54,13 @@ async def keep_fresh(ctx: SourceContext, engine: DoraEngine, interval: float) ->
             await engine.forget_old_deliveries()
 
 
-class GitHubSource:
+class GitHubSource(SourceBase):
     """GitHub deployments, statuses, pushes, workflow runs and incident issues into the DORA history."""
 
     name = "github"
     #: Services shared with other sources, built once per app by `collector.app` and passed in.
-    shares: ClassVar[dict[str, Callable[[SourceContext], object]]] = {"engine": dora_engine}
-    #: The tables and migrations of the shared history (applied once at start by the engine).
+    shares: ClassVar[Shares] = {"engine": DORA}
+    #: The tables and migrations of the shared history (registered with the store; applied once at open).
     storage: ClassVar[tuple[Migration, ...]] = store_sql.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
@@ -91,11 +93,11 @@ class GitHubSource:
         """Counters and histograms rebuilt from the stored history: not served before it is loaded."""
         return [self.engine.total.name, self.engine.lead.name, self.engine.recovery.name]
 
-    def routes(self) -> list[web.RouteDef]:
-        routes = []
-        if self.secret is not None:
-            routes.append(web.post("/webhooks/github", self.webhook))
-        return routes + dora_routes(self.engine, self)
+    def routes(self) -> list[Route]:
+        if self.secret is None:
+            return []
+        # Signed: the handler checks X-Hub-Signature-256 against the raw body; ingest class.
+        return [Route("POST", "/webhooks/github", self.webhook, auth="signed", kind="ingest")]
 
     async def run(self) -> None:
         await self.engine.ready()

@@ -42,7 +42,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Apply `MIGRATIONS` (run once at start, before `load`)."""
+    """Apply `MIGRATIONS` (the store does, from the sources' `storage`; tests with a bare connection call it)."""
     migrate(conn, MIGRATIONS)
 
 

@@ -19,13 +19,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import msgspec
-from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer, build_consumer
 from collector.settings import LogsSettings
-from collector.source import SourceContext, Table
+from collector.source import SourceBase, SourceContext, Table
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
@@ -41,7 +40,7 @@ CHECKPOINT_KEY = "checkpoint"
 MAX_FILE_ROWS = 200
 
 
-class LogsSource:
+class LogsSource(SourceBase):
     """Tails `COLLECTOR_LOGS__PATHS` and counts each complete line exactly once."""
 
     name = "logs"
@@ -76,9 +75,6 @@ class LogsSource:
         self._last_scan: Scan | None = None
         self.unmatched: deque[tuple[float, str]] = deque(maxlen=5)  # (time, line) no rule matched
         ctx.self_metrics.registry.register(_CheckpointAge(self))
-
-    def routes(self) -> list[web.RouteDef]:
-        return []
 
     def _new_tailer(self) -> Tailer:
         assert self.consumer is not None

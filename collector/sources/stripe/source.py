@@ -21,8 +21,9 @@ from aiohttp import web
 
 from collector.logsetup import LogFirst
 from collector.metrics import Family
+from collector.routes import Route
 from collector.settings import StripeSettings
-from collector.source import SourceContext
+from collector.source import SourceBase, SourceContext
 from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 from collector.sources.stripe import ledger, state
@@ -50,11 +51,11 @@ _ANSWERS = {
 _NOT_RECORDED = json.dumps({"error": "could not record the event"}).encode()
 
 
-class StripeSource:
+class StripeSource(SourceBase):
     """Stripe payments, refunds, disputes and subscriptions from webhooks and/or the Events API."""
 
     name = "stripe"
-    #: The tables and migrations this source owns (applied at start; see `collector.sources.storage`).
+    #: The tables and migrations this source owns (registered with the store, applied when it opens).
     storage: ClassVar[tuple[Migration, ...]] = state.MIGRATIONS
     #: `collector_source_errors_total{reason}` values, at 0 from start-up.
     error_reasons = (
@@ -143,10 +144,12 @@ class StripeSource:
         )
         self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed, self._rejected)
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Route]:
         if not self.secrets:
             return []
-        return [web.post(WEBHOOK_PATH, self.handle_webhook)]
+        # Signed: the handler checks Stripe-Signature against the raw body (no basic auth, which
+        # Stripe cannot send); an ingest route, so the public webhook listener serves it.
+        return [Route("POST", WEBHOOK_PATH, self.handle_webhook, auth="signed", kind="ingest")]
 
     def held_families(self) -> list[str]:
         """Counters restored from the store: not served before the restore (see `durable_render`)."""
@@ -156,8 +159,7 @@ class StripeSource:
     async def run(self) -> None:
         self.writer.open()
         if not self.ready.is_set():
-            # The source's storage, declared in one list (`state.MIGRATIONS`), then its state.
-            await self.ctx.store.call(state.create_tables)
+            # Its tables exist: the store applied `storage` (`state.MIGRATIONS`) when it opened.
             loaded = await self.ctx.store.call(state.load)
             self._restore(loaded)
             self.ready.set()

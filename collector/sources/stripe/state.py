@@ -64,7 +64,7 @@ OWNER = "stripe"
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
-    """Apply `MIGRATIONS` (the source runs this once at start, before `load`)."""
+    """Apply `MIGRATIONS` (the store does, from the source's `storage`; tests with a bare connection call it)."""
     migrate(conn, MIGRATIONS)
 
 

@@ -17,8 +17,9 @@ from aiohttp import web
 from collector.exposition import content_type, render_document, wants_openmetrics
 from collector.logsetup import LogFirst
 from collector.metrics import Family, MetricState
+from collector.routes import Route
 from collector.settings import WebSocketSettings, WebSocketTarget
-from collector.source import SourceContext
+from collector.source import SourceBase, SourceContext
 from collector.sources.websocket.logic import (
     PHASES,
     REASONS,
@@ -122,7 +123,7 @@ class ProbeMetrics:
             self.failures.inc((label, result.reason))
 
 
-class WebSocketSource:
+class WebSocketSource(SourceBase):
     """Probes `COLLECTOR_WEBSOCKET__TARGETS`; serves `/probe?target=` for the multi-target pattern."""
 
     name = "websocket"
@@ -148,8 +149,8 @@ class WebSocketSource:
         self.log_first = LogFirst(ctx.log)
         self._urls = {p.label: p.target.url for p in self.plans}  # degraded reasons name the URL
 
-    def routes(self) -> list[web.RouteDef]:
-        return [web.get("/probe", self.handle_probe)]
+    def routes(self) -> list[Route]:
+        return [Route("GET", "/probe", self.handle_probe, auth="basic", kind="probe")]
 
     async def run(self) -> None:
         tasks = [
