@@ -144,17 +144,25 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
     empty = log.with_name("empty.log")
     empty.touch()
     empty_cmd = [*ours_cmd[:-1], str(empty)]
+    # Start-up beside its floors: the same command with a preset (no YAML file to parse) and the
+    # interpreter alone (`python -c pass`, site and .pth files included, as every start pays them).
+    preset_cmd = [sys.executable, "-m", "collector", "replay", "--preset", "winston", str(empty)]
+    python_cmd = [sys.executable, "-c", "pass"]
     # Runs alternate (ours, mtail, ours, ...): the machine's speed drifts over minutes here, and
     # alternating lets the drift hit both sides of the ratio alike.
     ours_cpu, ours_wall, m_cpu, m_wall, text, mtext = [], [], [], [], "", ""
     floor_cpu: list[float] = []
     empty_cpu: list[float] = []
+    preset_cpu: list[float] = []
+    python_cpu: list[float] = []
     for _ in range(runs):
         wall, cpu, text = run_child(ours_cmd, env)
         ours_cpu.append(cpu)
         ours_wall.append(wall)
         floor_cpu.append(run_child(floor_cmd, env)[1])
         empty_cpu += [run_child(empty_cmd, env)[1] for _ in range(3)]
+        preset_cpu += [run_child(preset_cmd, env)[1] for _ in range(3)]
+        python_cpu += [run_child(python_cmd, env)[1] for _ in range(3)]
         if mtail is not None:
             wall, cpu, mtext = run_child(cmd)
             m_cpu.append(cpu)
@@ -170,6 +178,8 @@ def bench_replay(lines: int, runs: int, workdir: Path) -> dict[str, Any]:
         "floor_cpu_s": statistics.median(floor_cpu),
         "floor_ratio": statistics.median(floor_cpu) / statistics.median(ours_cpu),
         "empty_startup_cpu_ms": 1000 * statistics.median(empty_cpu),
+        "empty_startup_preset_cpu_ms": 1000 * statistics.median(preset_cpu),
+        "python_startup_cpu_ms": 1000 * statistics.median(python_cpu),
         "http_requests": total,
     }
     if mtail is None:

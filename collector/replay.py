@@ -227,11 +227,12 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     `settings` is None when no setting is configured (see `LogsDefaults`).
     """
     from collector.rules import RulesError, RuleSet
-    from collector.settings import LogsSettings
 
-    logs: LogsSettings | LogsDefaults = (
-        settings.section("logs", LogsSettings) if settings is not None else LogsDefaults()
-    )
+    logs: LogsSettings | LogsDefaults = LogsDefaults()
+    if settings is not None:  # pydantic is imported only when there are settings (start-up: ~25 ms)
+        from collector.settings import LogsSettings
+
+        logs = settings.section("logs", LogsSettings)
     presets = (
         [p.strip() for v in args.preset for p in v.split(",") if p.strip()] if args.preset else logs.preset
     )

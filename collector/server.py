@@ -13,7 +13,6 @@ from aiohttp import web
 from collector import __version__
 from collector.exposition import content_type, render, wants_openmetrics
 from collector.routes import Route, RoutePolicies
-from collector.status import render_html, status_data
 
 if TYPE_CHECKING:
     from collector.runtime import Runtime
@@ -76,10 +75,14 @@ def routes(rt: Runtime) -> list[Route]:
         return web.json_response(summary(rt))
 
     def _status(request: web.Request) -> dict[str, Any]:
+        from collector.status import status_data  # the status page: loaded when first asked for
+
         paths = [r.canonical for r in request.app.router.resources()]
         return status_data(rt, paths, not_ready_reasons(rt))
 
     async def landing(request: web.Request) -> web.Response:
+        from collector.status import render_html
+
         return web.Response(
             text=render_html(_status(request)),
             content_type="text/html",

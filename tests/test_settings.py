@@ -166,3 +166,52 @@ def test_list_settings_accept_json_or_commas(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("COLLECTOR_TOKENS", "[broken")
     with pytest.raises(ConfigError, match=r"COLLECTOR_TOKENS='\*\*\*': not a valid JSON list"):
         load_settings(env_file=None, cls=_WithSecrets)
+
+
+def test_precedence_is_flags_then_environment_then_secret_files_then_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env_file = tmp_path / "c.env"
+    env_file.write_text(
+        "COLLECTOR_LISTEN=127.0.0.1:1\nCOLLECTOR_PROCESS__PID=1\nCOLLECTOR_API_TOKEN=from-env-file\n"
+        "COLLECTOR_LOG_LEVEL=error\n"
+    )
+    secret = tmp_path / "token"
+    secret.write_text("from-secret-file")
+    monkeypatch.setenv("COLLECTOR_API_TOKEN_FILE", str(secret))
+    monkeypatch.setenv("collector_process__pid", "2")  # names are case-insensitive
+    monkeypatch.setenv("COLLECTOR_LISTEN", "127.0.0.1:2")
+    s = load_settings(env_file=env_file, cls=_WithSecrets, overrides={"listen": "127.0.0.1:3"})
+    assert s.listen == "127.0.0.1:3"
+    assert s.process.pid == 2
+    assert s.api_token is not None and s.api_token.get_secret_value() == "from-secret-file"
+    assert s.log_level == "ERROR"
+
+
+def test_a_whole_section_as_json_merges_under_its_nested_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_PROCESS", '{"pid": 5, "interval": 2}')
+    monkeypatch.setenv("COLLECTOR_PROCESS__INTERVAL", "3")
+    s = load_settings(env_file=None)
+    assert (s.process.pid, s.process.interval) == (5, 3.0)
+
+
+def test_a_section_that_is_not_json_names_the_field_not_the_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _errors(monkeypatch, COLLECTOR_PROCESS="pid=s3cr3t")
+    assert lines == ['invalid settings: error parsing value for field "process"']
+
+
+def test_an_unknown_name_in_a_section_is_an_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = _errors(monkeypatch, COLLECTOR_PROCESS__PIDD="1")
+    assert lines == [
+        "invalid setting COLLECTOR_PROCESS__PIDD: unknown setting; did you mean COLLECTOR_PROCESS__PID?"
+    ]
+
+
+def test_an_unknown_top_level_name_is_ignored_by_the_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_LISTEN_PORT", "1")  # typo_warnings reports it; loading does not fail
+    assert load_settings(env_file=None).listen == "0.0.0.0:9464"
+
+
+def test_building_settings_in_code_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLLECTOR_LISTEN", "127.0.0.1:7")
+    assert Settings().listen == "0.0.0.0:9464"

@@ -25,8 +25,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from collector.demo.synthetic import AppConfig, run_app, send_webhooks
-
 __all__ = ["add_parser", "collector_env", "run_demo"]
 
 log = logging.getLogger("collector.demo")
@@ -144,6 +142,7 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], stop: asyncio.Event, timeo
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    from collector.demo.synthetic import AppConfig, run_app, send_webhooks  # websockets: not in `run`
     from collector.settings import Settings
     from collector.sources import SOURCES
 

@@ -22,7 +22,7 @@ from collector.logsetup import LogFirst
 from collector.metrics import OVERFLOW, Family, MetricState
 from collector.rules.compile import Compiled, build, plan
 from collector.rules.presets import preset_rules, preset_stages
-from collector.rules.schema import RulesError, RuleSpec, parse_text
+from collector.rules.schema import RulesError, RuleSpec, load_yaml, parse_text
 from collector.rules.stages import Join, StageSpec, parse_stages
 
 if TYPE_CHECKING:
@@ -68,14 +68,14 @@ def load_stages(
     Raises:
         RulesError: invalid stages.
     """
-    import yaml
-
     stages: list[StageSpec] = []
     for name in presets:
         stages.extend(preset_stages(name))
     if rules_text is not None:
+        import yaml  # only with a rules file: presets alone never load it
+
         try:
-            data = yaml.safe_load(rules_text)
+            data = load_yaml(rules_text)
         except yaml.YAMLError:
             data = None  # load_specs reported it
         stages.extend(parse_stages(data, rules_origin))

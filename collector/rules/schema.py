@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-import yaml
-
 from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
 from collector.rules.normalize import NORMALIZERS
 
@@ -164,14 +162,29 @@ def load_file(path: Path) -> list[RuleSpec]:
     return parse_text(text, str(path))
 
 
+def load_yaml(text: str) -> Any:
+    """YAML text as data, with libyaml's parser when PyYAML has it (~20x faster than the pure-Python
+    one: `collector replay` pays it at every start). PyYAML is imported here, not at the top, so a
+    collector with presets only never loads it.
+
+    Raises:
+        yaml.YAMLError: not valid YAML.
+    """
+    import yaml
+
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # both loaders are safe
+
+
 def parse_text(text: str, origin: str) -> list[RuleSpec]:
     """Validate rules from YAML text (see `parse_rules`).
 
     Raises:
         RulesError: bad YAML or invalid rules.
     """
+    import yaml
+
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -435,8 +448,10 @@ def _openapi_paths(raw: Any, ctx: _Ctx, key: str) -> list[str]:
     if not isinstance(raw, str):
         ctx.err(key, "expected the path of an OpenAPI document")
         return []
+    import yaml
+
     try:
-        doc = yaml.safe_load(Path(raw).read_text(encoding="utf-8"))
+        doc = load_yaml(Path(raw).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         ctx.err(key, f"cannot read the OpenAPI document: {exc}")
         return []

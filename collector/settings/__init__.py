@@ -15,19 +15,13 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     Field,
     ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-from pydantic_settings.exceptions import SettingsError
 
 from collector.redact import mask_url
 from collector.settings.base import (
@@ -41,6 +35,7 @@ from collector.settings.base import (
     env_name,
     split_list,
 )
+from collector.settings.env import EnvError, env_data, read_env_file
 from collector.settings.sources import (
     DeploymentsSettings,
     GitHubSettings,
@@ -84,18 +79,15 @@ __all__ = [
 M = TypeVar("M", bound=SourceSettings)
 
 
-class CoreSettings(BaseSettings):
+class CoreSettings(BaseModel):
     """The collector's own settings; `settings_class` adds one nested model per registered source
-    (`COLLECTOR_<SOURCE>__<FIELD>`), so the sources' settings are declared once, in the registry."""
+    (`COLLECTOR_<SOURCE>__<FIELD>`), so the sources' settings are declared once, in the registry.
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=NESTED,
-        env_file=".env",
-        env_file_encoding="utf-8",
-        extra="ignore",
-        case_sensitive=False,
-    )
+    A plain model: `load_settings` reads the environment (collector.settings.env), so building one in
+    code reads nothing but its arguments.
+    """
+
+    model_config = ConfigDict(extra="ignore")  # unknown top-level names: typo_warnings, not errors
 
     listen: str = Field(
         default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health)."
@@ -212,17 +204,6 @@ class CoreSettings(BaseSettings):
     def effective_state_path(self) -> Path:
         return self.state_path if self.state_path is not None else self.data_dir / "state.db"
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, EnvFileSecretsSource(settings_cls), dotenv_settings)
-
 
 def settings_class(registry: Mapping[str, SourceSpec]) -> type[CoreSettings]:
     """The root settings model: `CoreSettings` plus one section per source of `registry`, each the
@@ -252,41 +233,6 @@ class ConfigError(Exception):
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
-
-
-# -- secrets from <VAR>_FILE ----------------------------------------------------------------------
-
-
-class EnvFileSecretsSource(PydanticBaseSettingsSource):
-    """Read each secret field from the file named by `<VAR>_FILE`, the Docker/Kubernetes convention."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        environ = {k.upper(): v for k, v in os.environ.items()}
-        for path, info in _walk(self.settings_cls):
-            if not _is_secret(info.annotation):
-                continue
-            var = env_name(path)
-            file_var = var + "_FILE"
-            file_path = environ.get(file_var)
-            if not file_path:
-                continue
-            if var in environ:
-                raise ConfigError([f"invalid setting: both {var} and {file_var} are set; set only one"])
-            try:
-                value = Path(file_path).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(
-                    [f"invalid setting {file_var}={file_path!r}: cannot read the file ({exc.strerror})"]
-                ) from exc
-            node = out
-            for part in path[:-1]:
-                node = node.setdefault(part, {})
-            node[path[-1]] = value
-        return out
 
 
 # -- loading and reporting ------------------------------------------------------------------------
@@ -363,13 +309,11 @@ def load_settings(
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls(_env_file=env_file, **(overrides or {}))
+        return settings_cls.model_validate(env_data(settings_cls, env_file, overrides))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
-    except SettingsError as exc:
-        # pydantic-settings could not decode a value (e.g. bad JSON for a nested model): name the
-        # setting, never the value.
-        raise ConfigError([f"invalid settings: {mask_url(str(exc).split(' from source ')[0])}"]) from None
+    except EnvError as exc:
+        raise ConfigError(exc.lines) from None
 
 
 def known_env_vars() -> set[str]:
@@ -390,12 +334,8 @@ def unknown_env_vars(environ: Mapping[str, Any] | None = None) -> list[str]:
 
 
 def env_file_values(env_file: str | Path | None) -> dict[str, str]:
-    """The `KEY=value` pairs of an env file as pydantic-settings reads it (python-dotenv); {} when absent."""
-    if env_file is None or not Path(env_file).is_file():
-        return {}
-    from dotenv import dotenv_values
-
-    return {k: v for k, v in dotenv_values(env_file, encoding="utf-8").items() if v is not None}
+    """The `KEY=value` pairs of an env file as the loader reads it (python-dotenv); {} when absent."""
+    return read_env_file(env_file)
 
 
 def nearest_setting(name: str) -> str | None:

@@ -15,14 +15,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic.fields import FieldInfo
-from pydantic_settings import (
-    NoDecode,
-)
 
 __all__ = [
     "ENV_PREFIX",
     "NESTED",
     "CommaList",
+    "NoDecode",
     "SecretList",
     "SourceSettings",
     "env_name",
@@ -44,6 +42,10 @@ def split_list(value: Any) -> Any:
                 raise ValueError(f"not a valid JSON list ({exc.msg}); use a JSON list or a,b,c") from exc
         return [part.strip() for part in text.split(",") if part.strip()]
     return value
+
+
+class NoDecode:
+    """Marks a list field whose variable is not JSON-decoded by the loader (`split_list` reads it)."""
 
 
 #: A list setting written as `a,b,c` or `["a","b","c"]`.

@@ -17,11 +17,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import (
-    NoDecode,
-)
 
-from collector.settings.base import CommaList, SecretList, SourceSettings
+from collector.settings.base import CommaList, NoDecode, SecretList, SourceSettings
 
 __all__ = [
     "DeploymentsSettings",

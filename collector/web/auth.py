@@ -27,8 +27,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-import bcrypt
-
 __all__ = ["DUMMY_HASH", "BasicAuth", "parse_basic_header"]
 
 #: exporter-toolkit's dummy hash (cost 10, like the hashes operators generate); used when no user is set.
@@ -62,6 +60,8 @@ def parse_basic_header(header: str | None) -> tuple[str, bytes] | None:
 
 
 def _checkpw(password: bytes, hashed: bytes) -> bool:
+    import bcrypt  # at the first check: a collector without basic auth never loads it
+
     try:
         return bcrypt.checkpw(password, hashed)
     except ValueError:  # e.g. a NUL byte in the password: bcrypt refuses it, so it cannot match
@@ -167,6 +167,8 @@ class BasicAuth:
         began = self.clock()
         if hashed is None:
             if self._dummy is None:
+                import bcrypt
+
                 self._dummy = bcrypt.hashpw(os.urandom(16).hex().encode(), bcrypt.gensalt(self.max_cost))
                 matched = False
             else:

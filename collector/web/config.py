@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 __all__ = [
     "ALLOWED_HEADERS",
     "CLIENT_AUTH_TYPES",
@@ -227,6 +225,8 @@ def parse_web_config(text: str, base: Path = Path(".")) -> WebConfig:
     Raises:
         WebConfigError: the first problem found, naming the field.
     """
+    import yaml  # only with a web config file: most sidecars have none
+
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -1,0 +1,124 @@
+"""Import footprint: the logs-only daemon and `collector replay` load only what they use.
+
+Each optional library costs the sidecar resident memory and start-up CPU whether or not its source is
+enabled (bench/sidecar.py measures the figures; these tests hold the cause, without timing anything).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+#: Libraries of sources other than logs, of commands other than `run`, and of features that are off.
+NOT_IN_LOGS_ONLY = {
+    "pydantic_settings": "the settings loader is collector.settings.env",
+    "dotenv": "no env file",
+    "yaml": "presets only, no YAML rules file",
+    "websockets": "websocket source (and the demo app)",
+    "stripe": "stripe source (signatures are checked without it)",
+    "gidgethub": "github source",
+    "psutil": "process source",
+    "bcrypt": "no basic auth",
+    "collector.status": "the status page, loaded when first asked for",
+    "collector.demo.synthetic": "`collector demo` only",
+    "collector.sources.stripe": "stripe source",
+    "collector.sources.github": "github source",
+    "collector.sources.websocket": "websocket source",
+    "collector.sources.process": "process source",
+}
+
+#: The daemon under test prints its modules once it serves the logs source's metrics.
+_PROBE = """
+import json, os, sys, threading, time, urllib.request
+url = "http://%s/metrics" % os.environ["COLLECTOR_LISTEN"]
+def probe():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if b"collector_log_lines_total" in urllib.request.urlopen(url, timeout=5).read():
+                time.sleep(1.5)  # the first read, checkpoint and scrape have run
+                print(json.dumps(sorted(sys.modules)), flush=True)
+                os._exit(0)
+        except OSError:
+            pass
+        time.sleep(0.1)
+    os._exit(3)
+threading.Thread(target=probe, daemon=True).start()
+from collector.cli import main
+sys.exit(main(["run"]))
+"""
+
+_AFTER = """
+import json, sys
+from collector.cli import main
+code = main(sys.argv[1:])
+print(json.dumps(sorted(sys.modules)), flush=True)
+sys.exit(code)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
+    env.update(extra)
+    return env
+
+
+def _loaded(found: list[str], names: dict[str, str] | set[str]) -> list[str]:
+    """The names (of `names`) that are, or have submodules, in `found`."""
+    return sorted({name for m in found for name in names if m == name or m.startswith(name + ".")})
+
+
+def test_the_logs_only_daemon_imports_no_other_source_library(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    env = _clean_env(
+        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
+        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+        COLLECTOR_LOGS__PATHS=str(log),
+        COLLECTOR_LOGS__PRESET="winston",
+        COLLECTOR_LOG_LEVEL="WARNING",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 0, out.stderr
+    modules = json.loads(out.stdout)
+    assert "collector.sources.logs" in modules and "aiohttp.web" in modules  # it is the daemon
+    loaded = _loaded(modules, NOT_IN_LOGS_ONLY)
+    assert loaded == [], {name: f"imported, though only for: {NOT_IN_LOGS_ONLY[name]}" for name in loaded}
+
+
+@pytest.mark.parametrize("rules", ["preset", "file"])
+def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules: str) -> None:
+    empty = tmp_path / "empty.log"
+    empty.touch()
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("rules:\n  - metric: hits_total\n    type: counter\n    match: {message: hit}\n")
+    args = ["--preset", "winston"] if rules == "preset" else ["--rules", str(rules_file)]
+    out = subprocess.run(
+        [sys.executable, "-c", _AFTER, "replay", *args, str(empty)],
+        env=_clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = json.loads(out.stdout.splitlines()[-1])
+    assert "collector.rules" in modules
+    heavy = {"pydantic", "pydantic_core", "aiohttp", "prometheus_client", "watchfiles", "collector.settings"}
+    if rules == "preset":
+        heavy.add("yaml")  # parsed only when a YAML file is given
+    assert _loaded(modules, heavy) == []
