@@ -137,36 +137,26 @@ def _finite(values: list[float]) -> bool:
 def render_family(fam: Family, openmetrics: bool = False) -> str:
     """Render one family (empty string when it has no series).
 
-    An unchanged family reuses its whole text. Otherwise the family's text is one `%` format of a
-    cached template (every series' label text, escaped once) with all its values: one C call formats
-    every sample, instead of a Python-level string build per sample line. The template is kept while
-    the family's series are the same, and extended when series are only added.
+    An unchanged family reuses its whole text (`Family.rendered`). Otherwise the family's text is one
+    `%` format of its cached template (`Family.series_template`: every series' label text, escaped
+    once) with all its values: one C call formats every sample, instead of a Python-level string build
+    per sample line.
     """
-    cached = fam._text.get(openmetrics)
+    cached = fam.rendered(openmetrics)
     if cached is not None:
         return cached
-    series = fam.series
-    if not series:
-        fam._keys, fam._template = [], ""
-        fam._text[openmetrics] = ""
+    template = fam.series_template(lambda key: _template(fam, key))
+    if not template:
+        fam.keep_rendered(openmetrics, "")
         return ""
-    keys = list(series)
-    known = fam._keys
-    if keys != known:
-        n = len(known)
-        if n < len(keys) and keys[:n] == known:  # series only added: they come last in a dict
-            fam._template += "".join([_template(fam, k) for k in keys[n:]])
-        else:
-            fam._template = "".join([_template(fam, k) for k in keys])
-        fam._keys = keys
     values = _values(fam)
     if _finite(values if fam.kind != HISTOGRAM else values[len(fam.buckets) + 1 :: len(fam.buckets) + 3]):
-        body = fam._template % tuple(values)
+        body = template % tuple(values)
     else:  # NaN and the infinities are spelled NaN, +Inf, -Inf, not Python's nan/inf
-        body = fam._template % tuple([v if v - v == 0 else _Spelled(format_value(v)) for v in values])
+        body = template % tuple([v if v - v == 0 else _Spelled(format_value(v)) for v in values])
     family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
     text = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n{body}"
-    fam._text[openmetrics] = text
+    fam.keep_rendered(openmetrics, text)
     return text
 
 

@@ -104,7 +104,7 @@ class Family:
         # and rendered ~2x faster than a float), or for histograms [count per bucket..., count above last, sum]
         self.series: dict[tuple[str, ...], Any] = {}
         # the series keys `_template` was built for, and the sample lines of all of them with `%`
-        # placeholders for values: label text is escaped once per series, not per scrape
+        # placeholders for values (see `series_template`)
         self._keys: list[tuple[str, ...]] = []
         self._template = ""
         # rendered text of the whole family per format, dropped on any change
@@ -175,6 +175,22 @@ class Family:
         if self.changed is not None:
             self.changed.add(labels)
 
+    def set_cells(self, labels: tuple[str, ...], cells: list[Any]) -> None:
+        """Replace a histogram series with cells computed elsewhere (e.g. from a whole history): one
+        count per bucket, the count above the last bucket, then the sum, as `observe` keeps them.
+
+        Raises:
+            ValueError: `cells` does not have that shape (it would render wrong buckets).
+        """
+        if len(cells) != len(self.buckets) + 2:
+            raise ValueError(f"{self.name}: {len(cells)} cells for {len(self.buckets)} buckets")
+        if labels not in self.series:
+            labels = self.admit(labels)
+        self.series[labels] = cells
+        self._text.clear()
+        if self.changed is not None:
+            self.changed.add(labels)
+
     def remove(self, labels: tuple[str, ...]) -> None:
         if self.series.pop(labels, None) is not None:
             self._text.clear()
@@ -192,6 +208,33 @@ class Family:
     def touch(self) -> None:
         """Mark the family changed after code updated `series` directly (compiled rules do)."""
         self._text.clear()
+
+    # -- rendering cache (filled by `collector.exposition`, dropped by every update above) ----------
+    def rendered(self, openmetrics: bool) -> str | None:
+        """The family's text as last rendered in this format, or None when it changed since."""
+        return self._text.get(openmetrics)
+
+    def keep_rendered(self, openmetrics: bool, text: str) -> None:
+        """Keep `text` as the family's rendering in this format until its next update."""
+        self._text[openmetrics] = text
+
+    def series_template(self, lines_of: Callable[[tuple[str, ...]], str]) -> str:
+        """Every series' sample lines, in `series` order, with `%` placeholders for the values.
+
+        `lines_of(key)` builds one series' lines; the result is kept while the keys stay the same and
+        extended when series were only added (new keys come last in a dict), so label text is escaped
+        once per series, not once per scrape.
+        """
+        keys = list(self.series)
+        known = self._keys
+        if keys != known:
+            n = len(known)
+            if n < len(keys) and keys[:n] == known:
+                self._template += "".join([lines_of(k) for k in keys[n:]])
+            else:
+                self._template = "".join([lines_of(k) for k in keys])
+            self._keys = keys
+        return self._template
 
     # -- change tracking --------------------------------------------------------------------------
     def take_changes(self) -> tuple[bool, list[tuple[str, ...]]]:

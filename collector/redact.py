@@ -4,7 +4,8 @@ besides reading `token_file`s once in `from_settings`).
 
 Three rules, applied in order: every configured secret value becomes `***`; the value after a
 credential-carrying header name (`Authorization: ...`, a target's `token_header`) becomes `***`; the
-password of a URL's userinfo (`https://user:pw@host`) becomes `***`.
+password of a URL's userinfo (`https://user:pw@host`) becomes `***` (`urlmask.py`, which settings use
+too without depending on this module).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, SecretStr
 
+from collector.urlmask import MASK, mask_url
+from collector.urlmask import USERINFO as _USERINFO
+
 if TYPE_CHECKING:
     from collector.settings import Settings
     from collector.settings.sources import WebSocketSettings
 
 __all__ = ["MASK", "Redactor", "mask_url", "secret_values"]
 
-MASK = "***"
 #: Headers whose value is a credential wherever they appear.
 CREDENTIAL_HEADERS = (
     "authorization",
@@ -37,12 +40,6 @@ CREDENTIAL_HEADERS = (
 )
 # A secret shorter than this would mask ordinary words; none of the collector's secrets is that short.
 _MIN_SECRET = 4
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@\"'?#]*:)[^/\s@\"'?#]*@")
-
-
-def mask_url(text: str) -> str:
-    """`scheme://user:password@host` -> `scheme://user:***@host`, anywhere in `text`."""
-    return _USERINFO.sub(lambda m: m.group(1) + MASK + "@", text)
 
 
 def _secrets_in(value: Any) -> Iterable[str]:

@@ -21,6 +21,7 @@ from collector.exposition import render_document
 from collector.logpipe import BatchResult, LineConsumer
 from collector.metrics import MetricState
 from collector.rules.decode import plain_lines
+from collector.sources.logs.lines import split_lines
 
 if TYPE_CHECKING:
     from collector.settings import LogsSettings, Settings
@@ -98,32 +99,29 @@ class Readable(Protocol):
 def read_batches(fh: Readable, max_line_bytes: int, stats: ReplayStats) -> Iterator[list[bytes]]:
     """Complete lines of a stream in batches (one per chunk); over-long lines are skipped and counted.
 
-    The last line counts even without a trailing newline: replay reads to the end, once.
+    Split by the tailer's `split_lines`, so replay counts every line as the daemon does: lines end at
+    `\n` only, a CRLF line keeps its `\r` (JSON whitespace: it decodes as its LF twin), a lone `\r` is
+    part of its line, and a blank line is a line (counted `invalid_json`). The one difference: the
+    last line counts even without a trailing newline, since replay reads to the end, once.
     """
-    partial = b""
-    skipping = False  # inside a line already known to be too long
+    rest = b""  # the unfinished last line of the previous chunk
+    skipping = False  # inside a line already counted as too long
     while True:
         chunk = fh.read(CHUNK)
         if not chunk:
             break
-        lines = (partial + chunk).split(b"\n")
-        partial = lines.pop()
-        if skipping and lines:
-            lines.pop(0)
-            skipping = False
-        if len(partial) > max_line_bytes:
-            if not skipping:
-                stats.too_long += 1
-            partial, skipping = b"", True
-        if lines and b"\r" not in chunk and b"" not in lines and max(map(len, lines)) <= max_line_bytes:
-            yield lines  # the usual case, checked in C: no per-line Python work
-            continue
-        batch = [ln.removesuffix(b"\r") for ln in lines if ln and len(ln) <= max_line_bytes]
-        stats.too_long += sum(1 for ln in lines if len(ln) > max_line_bytes)
-        if batch:
-            yield batch
-    if partial and not skipping:
-        yield [partial.removesuffix(b"\r")]
+        data = rest + chunk if rest else chunk
+        split = split_lines(data, skipping, max_line_bytes)
+        stats.too_long += split.too_long
+        skipping = split.skipping
+        rest = data[split.consumed :]
+        if split.lines:
+            yield split.lines
+    if rest and not skipping:
+        split = split_lines(rest + b"\n", False, max_line_bytes)  # the end of the stream ends its line
+        stats.too_long += split.too_long
+        if split.lines:
+            yield split.lines
 
 
 def read_buffers(fh: BinaryIO, max_line_bytes: int, stats: ReplayStats) -> Iterator[tuple[memoryview, int]]:

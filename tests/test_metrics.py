@@ -89,3 +89,37 @@ def test_snapshot_restores_values_through_json_and_skips_redefined_families() ->
     assert c2.series == {("GET",): 3.0}
     assert h2.series == {("GET",): [0, 1, 0, 1.5]}
     assert fresh.families["g"].series == {}
+
+
+def test_set_cells_replaces_a_histogram_series_as_observe_keeps_it() -> None:
+    state = MetricState()
+    h = state.histogram("lead_seconds", "Lead.", ["repo"], buckets=[1, 5], max_series=1)
+    h.observe(("a",), 3)
+    h.keep_rendered(False, "stale")
+    h.set_cells(("a",), [2, 0, 1, 11.5])  # two <= 1, none in (1, 5], one above: sum 11.5
+    assert h.series[("a",)] == [2, 0, 1, 11.5]
+    assert h.rendered(False) is None  # the update dropped the rendered text
+    h.set_cells(("b",), [0, 1, 0, 2.0])  # past the limit of one: folded, as observe folds
+    assert set(h.series) == {("a",), (OVERFLOW,)}
+    assert sorted(h.take_changes()[1]) == sorted([("a",), (OVERFLOW,)])  # a checkpoint would see both
+    with pytest.raises(ValueError, match="3 cells for 2 buckets"):
+        h.set_cells(("a",), [1, 1, 1.0])
+
+
+def test_the_series_template_builds_lines_only_for_series_it_has_not_seen() -> None:
+    fam = MetricState().counter("c_total", "h", ["k"])
+    built: list[tuple[str, ...]] = []
+
+    def lines_of(key: tuple[str, ...]) -> str:
+        built.append(key)
+        return f"c_total{{k={key[0]}}} %r\n"
+
+    fam.inc(("a",))
+    fam.inc(("b",))
+    assert fam.series_template(lines_of) == "c_total{k=a} %r\nc_total{k=b} %r\n"
+    fam.inc(("c",))
+    assert fam.series_template(lines_of).endswith("c_total{k=c} %r\n")
+    assert built == [("a",), ("b",), ("c",)]  # extended, not rebuilt
+    fam.remove(("a",))
+    assert fam.series_template(lines_of) == "c_total{k=b} %r\nc_total{k=c} %r\n"
+    assert built[3:] == [("b",), ("c",)]  # a removal rebuilds

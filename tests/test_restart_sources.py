@@ -25,9 +25,9 @@ from collector.settings import StripeSettings
 from collector.sources import SOURCES
 from tests.helpers import free_port, make_settings, serve, value
 from tests.sources.crash import crashable, kill_and_wait_restart
+from tests.sources.github_helpers import SECRET as GH_SECRET
+from tests.sources.github_helpers import post_ci, post_event, status_payload
 from tests.sources.stripe_helpers import SECRET, body_of, event, post
-from tests.sources.test_github import SECRET as GH_SECRET
-from tests.sources.test_github import post_ci, post_event, status_payload
 
 H = 3600.0
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from collector.metrics import MetricState
 from collector.rules import RuleSet
+from tests.cli_helpers import collector
 from tests.helpers import parse, value
-from tests.test_rules_replay import collector
 
 STACKS = Path(__file__).parent / "fixtures" / "logs" / "stacks"
 

@@ -10,17 +10,10 @@ from pathlib import Path
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 
 from collector.sources.logs import LogsSource
+from tests.cli_helpers import collector
 from tests.helpers import REPO, make_settings, parse, serve, value
 
 FIXTURES = Path(__file__).parent / "fixtures" / "logs"
-
-
-def collector(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    return subprocess.run(
-        [sys.executable, "-m", "collector", "--env-file", "/dev/null", *args],
-        env={**env, "PYTHONPATH": str(REPO)}, cwd=cwd, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
 
 
 def make_log(tmp_path: Path) -> Path:

@@ -3,21 +3,19 @@ problem, readiness stays 200 (strict: 503), and the status page and /status.json
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import logging
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
-from tests.helpers import Running, make_settings, serve, value
+from tests.helpers import make_settings, serve, value
+from tests.status_helpers import missing_pid, until
 
 
 def closed_port() -> int:
@@ -25,30 +23,6 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def missing_pid() -> int:
-    pid = 4_000_000
-    while psutil.pid_exists(pid):
-        pid -= 1
-    return pid
-
-
-async def health(run: Running) -> dict[str, Any]:
-    status, _h, body = await run.get("/health")
-    assert status == 200
-    return json.loads(body)
-
-
-async def until(run: Running, predicate: Any, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        h = await health(run)
-        if predicate(h):
-            return h
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not reached in {timeout}s: {json.dumps(h['sources'], indent=1)}")
-        await asyncio.sleep(0.05)
 
 
 def broken_settings(tmp_path: Path) -> tuple[Any, dict[str, Any]]:

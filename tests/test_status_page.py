@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import REPO, make_settings, serve, value
 from tests.sources.stripe_helpers import SECRET, deliver, event, post
 from tests.sources.websocket_helpers import echo, ws_server
-from tests.test_status import health, missing_pid, until
+from tests.status_helpers import health, missing_pid, until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "tests" / "artifacts"  # gitignored; CI keeps it as a test artifact

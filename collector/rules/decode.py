@@ -8,6 +8,7 @@ falls back to line-by-line decoding, so one bad line is counted and skipped, not
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterable, Sequence
 from operator import attrgetter
 from typing import Any, Literal
@@ -137,6 +138,8 @@ class LineDecoder:
     def _batch(self, buf: bytes | memoryview) -> list[Any]:
         """`decode_lines` with the fast decoder; a label string it has not learnt fails it, so the
         batch is decoded with plain fields and its strings are learnt (a bad batch raises as before)."""
+        if not _lines_end_at_lf_only(buf):
+            raise msgspec.DecodeError("a lone CR in the batch: decode it line by line")  # callers do
         try:
             return self._fast.decode_lines(buf)
         except msgspec.ValidationError:
@@ -250,6 +253,24 @@ class LineDecoder:
         if not isinstance(data, dict):
             return "not_object"
         return msgspec.convert(_prune(data, self._tree), self.root)
+
+
+def _lines_end_at_lf_only(buf: bytes | memoryview) -> bool:
+    """Whether `decode_lines` ends lines in `buf` only where its lines do, at each LF.
+
+    msgspec also ends a line at a lone CR (one not before a LF): a line `{...}\r{...}` decodes as two
+    objects and, with a blank line (no object) in the same batch, passes the callers' one-object-per-line
+    count with every later object shifted onto the wrong line. LF-only logs pay one memchr; CRLF logs
+    one regex scan (~0.4 ms per MiB, a fifth of two `count` calls).
+    """
+    whole = buf.obj if isinstance(buf, memoryview) else buf  # `in` on a memoryview compares ints
+    if b"\r" not in whole:  # type: ignore[operator]
+        return True
+    return _LONE_CR.search(buf) is None
+
+
+#: A CR that does not end a line (not before a LF, nor at the end of the batch).
+_LONE_CR = re.compile(rb"\r(?!\n|\Z)")
 
 
 def _walk(data: dict[str, Any], prefix: str, order: dict[str, int], seen: dict[str, set[str]]) -> None:

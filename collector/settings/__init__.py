@@ -23,7 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from collector.redact import mask_url
 from collector.settings.base import (
     ENV_PREFIX,
     NESTED,
@@ -47,6 +46,7 @@ from collector.settings.sources import (
     WebSocketTarget,
 )
 from collector.sources import SOURCES, SourceSpec
+from collector.urlmask import mask_url
 
 __all__ = [
     "ENV_PREFIX",

@@ -18,7 +18,7 @@ from typing import Any
 from collector.sources.stripe import state
 from collector.sources.stripe.events import decode_event, effects
 from tests.sources.stripe_helpers import body_of, event
-from tests.sources.test_stripe_order import T, lifecycle_history, truth
+from tests.sources.stripe_lifecycles import T, lifecycle_history, truth
 
 
 def refunds(rng: random.Random, charge: str) -> tuple[list[dict[str, Any]], int, int]:

@@ -3,64 +3,31 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import json
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from prometheus_client.utils import floatToGoString
 
 from collector.settings import ConfigError, load_settings
 from tests.helpers import CollectorProcess, Running, make_settings, serve, value
+from tests.sources.github_helpers import (
+    FIXTURES,
+    REPO,
+    SECRET,
+    H,
+    fixture,
+    iso,
+    issue,
+    post_ci,
+    post_event,
+    sign,
+    status_payload,
+)
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "github"
-SECRET = "It's a Secret to Everybody"
-REPO = "Codertocat/Hello-World"
-H = 3600.0
 PROD = {"repository": REPO, "environment": "production"}
-
-
-def fixture(path: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / path).read_text())
-
-
-def iso(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-async def post_event(
-    run: Running,
-    event: str,
-    payload: dict[str, Any] | bytes,
-    delivery: str | None = None,
-    signature: str | bool | None = True,
-) -> tuple[int, dict[str, Any]]:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": event,
-        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
-        "User-Agent": "GitHub-Hookshot/test",
-    }
-    if signature is True:
-        headers["X-Hub-Signature-256"] = sign(body)
-    elif isinstance(signature, str):
-        headers["X-Hub-Signature-256"] = signature
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(run.url + "/webhooks/github", data=body, headers=headers) as resp,
-    ):
-        return resp.status, await resp.json()
 
 
 def push_payload(before: str, commits: list[tuple[str, float]]) -> dict[str, Any]:
@@ -77,13 +44,6 @@ def deployment_payload(dep_id: int, sha: str, created: float, env: str = "produc
     p["deployment"].update(
         id=dep_id, sha=sha, environment=env, created_at=iso(created), updated_at=iso(created)
     )
-    return p
-
-
-def status_payload(dep_id: int, sha: str, state: str, at: float, env: str = "production") -> dict[str, Any]:
-    p = fixture("deployment_status/payload.json")
-    p["deployment"].update(id=dep_id, sha=sha, environment=env, created_at=iso(at - 300))
-    p["deployment_status"].update(state=state, environment=env, created_at=iso(at), updated_at=iso(at))
     return p
 
 
@@ -313,20 +273,6 @@ async def test_workflow_runs_count_as_deployments_when_named(tmp_path: Path) -> 
         assert value(m, "deployment_recovery_time_seconds_sum", **repo, cause="failed_deployment") == 229.0
 
 
-def issue(number: int, opened: float, closed: float | None, labels: list[str], action: str) -> dict[str, Any]:
-    return {
-        "action": action,
-        "issue": {
-            "number": number,
-            "state": "closed" if closed else "open",
-            "created_at": iso(opened),
-            "closed_at": iso(closed) if closed else None,
-            "labels": [{"name": n} for n in labels],
-        },
-        "repository": {"full_name": REPO},
-    }
-
-
 async def test_incidents_add_change_failures_and_recovery(tmp_path: Path) -> None:
     now = float(int(time.time()))
     async with serve(settings(tmp_path, incident_label="incident", change_failure="incidents")) as run:
@@ -360,17 +306,6 @@ async def test_repositories_filter_ignores_other_repositories(tmp_path: Path) ->
     async with serve(settings(tmp_path, repositories="octo-org/shop")) as run:
         status, answer = await post_event(run, "deployment_status", fixture("deployment_status/payload.json"))
         assert (status, answer["reason"]) == (202, "repository")
-
-
-# -- POST /deployments ---------------------------------------------------------------------------------
-async def post_ci(run: Running, body: Any, token: str | None = "ci-token") -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    async with (
-        aiohttp.ClientSession() as s,
-        s.post(run.url + "/deployments", data=data, headers=headers) as resp,
-    ):
-        return resp.status, await resp.json()
 
 
 async def test_ci_endpoint_records_deployments_with_commits(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import make_settings, serve, value
-from tests.sources.test_github import REPO, SECRET, H, fixture, iso, issue, post_event, status_payload
+from tests.sources.github_helpers import REPO, SECRET, H, fixture, iso, issue, post_event, status_payload
 
 PROD = {"repository": REPO, "environment": "production"}
 STAGING = {"repository": REPO, "environment": "staging"}

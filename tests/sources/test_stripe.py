@@ -6,15 +6,12 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from collector.settings import StripeSettings
-from tests.helpers import CollectorProcess, Running, make_settings, serve, value
+from tests.helpers import CollectorProcess, value
 from tests.sources.stripe_helpers import (
     OLD_SECRET,
     SECRET,
@@ -24,29 +21,7 @@ from tests.sources.stripe_helpers import (
     post,
     sign,
 )
-
-T0 = 1_700_000_000
-
-
-@asynccontextmanager
-async def collector(tmp_path: Path, **stripe: Any) -> AsyncIterator[Running]:
-    stripe.setdefault("webhook_secrets", [SECRET])
-    async with serve(make_settings(tmp_path, stripe=StripeSettings(**stripe))) as running:
-        await _until_started(running)
-        yield running
-
-
-async def _until_started(running: Running) -> None:
-    # The webhook answers 503 until the source has loaded its state from the store.
-    for _ in range(400):
-        if all(ctx.status.state == "running" for _s, ctx in running.runtime.sources):
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError("stripe source did not start")
-
-
-def sub_event(name: str, sub_id: str, created: int, **obj: Any) -> dict[str, Any]:
-    return event(name, created=created, id=sub_id, **obj)
+from tests.sources.stripe_running import T0, collector, sub_event
 
 
 async def test_fixture_events_give_exact_metrics(tmp_path: Path) -> None:

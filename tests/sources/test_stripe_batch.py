@@ -21,7 +21,7 @@ from collector.sources.stripe.writer import GroupCommitter, Job
 from collector.store import StateStore
 from tests.helpers import Running, value
 from tests.sources.stripe_helpers import body_of, deliver, event
-from tests.sources.test_stripe import T0, collector, sub_event
+from tests.sources.stripe_running import T0, collector, sub_event
 
 
 def _ev(name: str = "payment_intent.succeeded", **kw: Any) -> Event:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +13,8 @@ import pytest
 from collector.settings import StripeSettings
 from tests.helpers import make_settings, serve, value
 from tests.sources.stripe_helpers import API_KEY, SECRET, FakeStripe, deliver, event, fake_stripe
-from tests.sources.test_stripe import _until_started
-
-NOW = int(time.time())
-T = NOW - 600  # a whole second shared by the pair
-
-# Stripe's lifecycle moves forward through these (docs.stripe.com/billing/subscriptions/overview); a
-# real history is a walk along one of them, each step at the same second as the previous or later.
-LIFECYCLES = (
-    ("incomplete", "active", "past_due", "unpaid", "canceled"),
-    ("incomplete", "incomplete_expired"),
-    ("trialing", "active", "canceled"),
-    ("incomplete", "active", "paused"),
-    ("trialing", "past_due", "canceled"),
-)
-
-
-def sub_event(kind: str, sub_id: str, created: int, status: str, quantity: int = 1) -> dict[str, Any]:
-    ev = event(f"customer.subscription.{kind}", created=created, id=sub_id, status=status)
-    ev["data"]["object"]["items"]["data"][0]["quantity"] = quantity
-    return ev
+from tests.sources.stripe_lifecycles import T, lifecycle_history, sub_event, truth
+from tests.sources.stripe_running import until_started
 
 
 def pair(sub_id: str) -> list[dict[str, Any]]:
@@ -48,7 +29,7 @@ def others() -> list[dict[str, Any]]:
 
 async def by_webhook(tmp_path: Path, events: list[dict[str, Any]]) -> dict[str, Any]:
     async with serve(make_settings(tmp_path, stripe=StripeSettings(webhook_secrets=[SECRET]))) as c:
-        await _until_started(c)
+        await until_started(c)
         for ev in events:
             assert (await deliver(c.url, ev))[0] == 200
         return await c.metrics()
@@ -60,7 +41,7 @@ async def by_polling(tmp_path: Path, events: list[dict[str, Any]], **extra: Any)
     async with fake_stripe(fake) as base:
         stripe = StripeSettings(api_key=API_KEY, api_base=base, poll_interval=0.05, backfill=3600, **extra)
         async with serve(make_settings(tmp_path, stripe=stripe)) as c:
-            await _until_started(c)
+            await until_started(c)
             return await c.wait_for(
                 lambda m: (
                     value(
@@ -105,7 +86,7 @@ async def test_a_tie_is_re_read_from_the_api_with_a_key(tmp_path: Path) -> None:
     async with fake_stripe(fake) as base:
         stripe = StripeSettings(api_key=API_KEY, api_base=base, poll_interval=0.05, backfill=3600)
         async with serve(make_settings(tmp_path, stripe=stripe)) as c:
-            await _until_started(c)
+            await until_started(c)
             m = await c.wait_for(
                 lambda m: value(m, "stripe_monthly_recurring_revenue", currency="usd") == 30.0
             )
@@ -139,26 +120,6 @@ async def test_refunds_are_counted_by_id_when_the_charge_embeds_them(tmp_path: P
     assert value(m, "stripe_refund_value_total", currency="usd") == 30.0
 
 
-def lifecycle_history(rng: random.Random, sub_id: str, start: int) -> tuple[list[dict[str, Any]], str]:
-    """A real walk along one lifecycle with many same-second steps; returns its events and last status."""
-    path = rng.choice(LIFECYCLES)
-    steps = path[: rng.randint(1, len(path))]
-    events, t = [], start
-    for i, status in enumerate(steps):
-        t += rng.choice((0, 0, 1))  # ties are the point
-        last = i == len(steps) - 1
-        kind = "created" if i == 0 else "deleted" if last and status == "canceled" else "updated"
-        events.append(sub_event(kind, sub_id, t, status, quantity=rng.randint(1, 3)))
-    return events, steps[-1]
-
-
-def truth(histories: list[tuple[list[dict[str, Any]], str]]) -> tuple[int, float]:
-    """Active subscriptions and USD MRR from the lifecycles themselves (their last step)."""
-    active = [h for h, last in histories if last == "active"]
-    mrr = sum(15.0 * h[-1]["data"]["object"]["items"]["data"][0]["quantity"] for h in active)
-    return len(active), mrr
-
-
 async def test_campaign_lifecycles_in_any_order_by_webhook_and_polling_match_the_ground_truth(
     tmp_path: Path,
 ) -> None:
@@ -182,7 +143,7 @@ async def test_campaign_lifecycles_in_any_order_by_webhook_and_polling_match_the
 
 async def test_concurrent_webhooks_of_one_second_settle_on_the_lifecycle_order(tmp_path: Path) -> None:
     async with serve(make_settings(tmp_path, stripe=StripeSettings(webhook_secrets=[SECRET]))) as c:
-        await _until_started(c)
+        await until_started(c)
         events = [e for i in range(20) for e in pair(f"sub_c{i}")]
         random.Random(7).shuffle(events)
         answers = await asyncio.gather(*(deliver(c.url, e) for e in events))  # one group commit or a few

@@ -18,7 +18,7 @@ from collector.store import StateStore
 from tests.helpers import make_settings, serve, value
 from tests.sources.crash import crashable, kill_and_wait_restart
 from tests.sources.stripe_helpers import SECRET, body_of, event, post
-from tests.sources.test_stripe import _until_started
+from tests.sources.stripe_running import until_started
 
 DEPTH = 5000
 
@@ -76,7 +76,7 @@ async def test_poison_events_are_rejected_alone_and_restarts_change_no_counter(t
     settings = make_settings(tmp_path, stripe=StripeSettings(webhook_secrets=[SECRET]))
     sources = {"stripe": crashable(StripeSource)}
     async with serve(settings, sources) as c:
-        await _until_started(c)
+        await until_started(c)
         # All at once, interleaved: the writer batches them into shared group commits.
         bodies = (
             [body_of(e) for e in good[:10]] + [b for b, _ in bad.values()] + [body_of(e) for e in good[10:]]
@@ -110,7 +110,7 @@ async def test_poison_events_are_rejected_alone_and_restarts_change_no_counter(t
     assert stored["stripe_payments_total"] == 21 and subs == ["sub_fine"]
 
     async with serve(settings) as c:  # the whole collector restarted on the same state
-        await _until_started(c)
+        await until_started(c)
         after = counters(await c.metrics())
 
     def persisted(cs: dict[Any, float]) -> dict[Any, float]:
@@ -131,7 +131,7 @@ _PER_PROCESS = ("stripe_webhooks_total", "collector_source_errors_total", "colle
 async def test_a_failed_restore_then_a_restart_does_not_add_the_stored_totals_again(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, stripe=StripeSettings(webhook_secrets=[SECRET]))
     async with serve(settings) as c:
-        await _until_started(c)
+        await until_started(c)
         for i in range(4):
             assert (await post(c.url, body_of(event("customer.subscription.created", id=f"sub_{i}"))))[
                 0
@@ -147,7 +147,7 @@ async def test_a_failed_restore_then_a_restart_does_not_add_the_stored_totals_ag
             super()._publish_subscriptions()
 
     async with serve(settings, {"stripe": FailsToRestoreTwice}) as c:
-        await _until_started(c)
+        await until_started(c)
         m = await c.metrics()
     assert failures["left"] == 0
     assert value(m, "stripe_subscriptions_created_total") == 4  # was 12, 16, ... before
@@ -157,7 +157,7 @@ async def test_a_failed_restore_then_a_restart_does_not_add_the_stored_totals_ag
 async def test_an_unreadable_stored_row_is_skipped_and_counted_not_fatal(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, stripe=StripeSettings(webhook_secrets=[SECRET]))
     async with serve(settings) as c:
-        await _until_started(c)
+        await until_started(c)
         assert (await post(c.url, body_of(event("customer.subscription.created", id="sub_ok"))))[0] == 200
         assert (await post(c.url, body_of(payment(1))))[0] == 200
     with sqlite3.connect(
@@ -169,7 +169,7 @@ async def test_an_unreadable_stored_row_is_skipped_and_counted_not_fatal(tmp_pat
         )
         conn.execute("INSERT INTO stripe_counters VALUES ('stripe_payments_total', '[\"eur\"]', 1e300)")
     async with serve(settings) as c:
-        await _until_started(c)
+        await until_started(c)
         assert (await post(c.url, body_of(payment(2))))[0] == 200
         m = await c.metrics()
     assert value(m, "collector_source_errors_total", source="stripe", reason="stored_state_invalid") == 2

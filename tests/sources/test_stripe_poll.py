@@ -12,7 +12,7 @@ from typing import Any
 from collector.settings import StripeSettings
 from tests.helpers import Running, make_settings, serve, value
 from tests.sources.stripe_helpers import API_KEY, SECRET, FakeStripe, deliver, event, fake_stripe
-from tests.sources.test_stripe import _until_started
+from tests.sources.stripe_running import until_started
 
 NOW = int(time.time())
 
@@ -31,7 +31,7 @@ def payment(n: int, created: int, amount: int = 100) -> dict[str, Any]:
 async def polling(tmp_path: Path, base: str, **stripe: Any) -> AsyncIterator[Running]:
     stripe = {"api_key": API_KEY, "api_base": base, "poll_interval": 0.05, **stripe}
     async with serve(make_settings(tmp_path, stripe=StripeSettings(**stripe))) as running:
-        await _until_started(running)
+        await until_started(running)
         yield running
 
 

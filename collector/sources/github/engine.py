@@ -238,8 +238,7 @@ class DoraEngine:
 def _set_histogram(fam: Family, key: tuple[str, ...], values: list[float]) -> None:
     if not values and key not in fam.series:
         return
-    fam.series[fam.admit(key)] = histogram_cells(fam.buckets, values)
-    fam.touch()
+    fam.set_cells(key, histogram_cells(fam.buckets, values))
 
 
 def dora_engine(ctx: SourceContext) -> DoraEngine:
