@@ -9,16 +9,11 @@ metric state together (exactly-once; see docs/design.md).
 from __future__ import annotations
 
 import json
-import logging
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from collector.metrics import MetricState
-    from collector.settings import LogsSettings
+from typing import Any, Protocol
 
 __all__ = [
     "NOT_JSON",
@@ -26,7 +21,6 @@ __all__ = [
     "BatchResult",
     "LineConsumer",
     "bad_line_reason",
-    "build_consumer",
     "lenient_json",
     "valid_utf8",
 ]
@@ -134,19 +128,3 @@ class LineConsumer(Protocol):
     # hot-reloading a rules file; the logs source runs it alongside the tailer when present.
     # Optional: `checkpoint_state() -> JSON-ready data` and `restore_state(data)` for state kept
     # between lines (a join's pending requests): checkpointed in the same transaction as the offsets.
-
-
-def build_consumer(settings: LogsSettings, metrics: MetricState, log: logging.Logger) -> LineConsumer:
-    """The consumer the logs source feeds: the rules engine for the configured presets and rules file.
-
-    Raises:
-        ValueError: the rules cannot be loaded (the message names the rule and field).
-    """
-    if not settings.preset and settings.rules is None:
-        # Until the rules engine lands: count lines by level (app_log_lines_total{level}).
-        from collector.sources.logs.levels import LevelConsumer
-
-        return LevelConsumer(metrics, log, max_series=settings.max_series)
-    from collector.rules import RuleSet  # the rules engine (issue 4): presets + rules file, hot reload
-
-    return RuleSet(metrics, log, settings.preset, settings.rules, settings.max_series)

@@ -217,7 +217,8 @@ def test_unknown_preset_and_bad_rules_file_stop_start_up_with_exit_2(tmp_path: P
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "collector: invalid setting COLLECTOR_LOGS__PRESET='winston,nope': unknown preset 'nope'; expected one of "
-        "winston, pino-http, express-winston, fastify, structlog, python-json-logger, uvicorn, nginx-json, app-events"
+        "winston, pino-http, express-winston, fastify, structlog, python-json-logger, uvicorn, nginx-json, app-events, "
+        "levels"
     ]
     result = _run(["check-config"], {**logs, "COLLECTOR_LOGS__RULES": str(bad)}, tmp_path)
     assert result.returncode == 2

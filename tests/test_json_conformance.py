@@ -17,7 +17,7 @@ import pytest
 from collector.logpipe import BatchResult, LineConsumer
 from collector.metrics import MetricState
 from collector.rules import RuleSet
-from collector.sources.logs.levels import LevelConsumer
+from collector.sources.logs.consumer import level_counter
 
 pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
@@ -50,7 +50,7 @@ I_VALID = {
 
 
 def _levels() -> LineConsumer:
-    return LevelConsumer(MetricState(), logging.getLogger("test.json"))
+    return level_counter(MetricState(), logging.getLogger("test.json"))
 
 
 def _rules(tmp_path: Path) -> LineConsumer:

@@ -234,7 +234,7 @@ def test_a_label_with_too_many_strings_or_too_many_relearns_falls_back_to_plain_
 
 
 def test_batch_entries_kept_across_batches_are_trimmed_and_stay_exact(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr("collector.rules.batch.CACHE_LIMIT", 4)
+    monkeypatch.setattr("collector.rules.decide.CACHE_LIMIT", 4)
     m1, fast = _rules()
     m2, single = _rules()
     rnd = random.Random(2)

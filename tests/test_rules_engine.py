@@ -262,3 +262,40 @@ def test_state_snapshot_restores_into_a_fresh_rule_set(tmp_path: Path) -> None:
     assert (value(s, "x_total", k="a"), value(s, "x_total", k="b")) == (2, 1)
     assert value(s, "d_seconds_count") == 3
     assert value(s, "d_seconds_sum") == 0.2 + 3 + 0.2
+
+
+def test_each_rule_counts_the_lines_it_matched_whether_gathered_per_batch_or_applied_per_line(
+    tmp_path: Path,
+) -> None:
+    gauge = {"metric": "open", "type": "gauge", "help": "h"}
+    rules = [
+        counter("req_total", {"message": "req"}, code="status"),
+        {"metric": "req_seconds", "type": "histogram", "help": "h", "match": {"message": "req"},
+         "value": {"from": "ms", "unit": "ms"}},
+        {**gauge, "match": {"message": "open"}, "action": "inc"},
+        {**gauge, "match": {"message": {"in": ["close", "expire"]}}, "action": "dec", "floor": 0},
+        counter("slow_total", {"message": "req", "ms": {"gt": 100}}),
+    ]  # fmt: skip
+    rs, _m = ruleset(tmp_path, rules)
+    batch = [
+        {"message": "req", "status": 200, "ms": 5},
+        {"message": "req", "status": 500, "ms": 150},
+        {"message": "req", "status": 200},  # matched, no value: counted by its rule anyway
+        {"message": "open"},
+        {"message": "open"},
+        {"message": "close"},
+        {"message": "expire"},
+        {"message": "noise"},
+    ]
+    rs.consume(lines(*batch))
+    rs.consume_buffer(b"\n".join(lines(*batch[:2])), 2)
+    counts = [n for _spec, n in rs.rule_matches()]
+    # ground truth by hand: 5 req lines; 5 with a histogram match (values or not); 2 open; 2 close/expire
+    assert counts == [5, 5, 2, 2, 2]
+    assert [spec.metric for spec, _n in rs.rule_matches()] == [
+        "req_total",
+        "req_seconds",
+        "open",
+        "open",
+        "slow_total",
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import linecache
 import logging
+import traceback
 from pathlib import Path
 
 from collector.metrics import MetricState
@@ -70,17 +71,40 @@ def test_explain_shows_fastify_join_and_uvicorn_extraction(tmp_path: Path) -> No
 def test_show_compiled_prints_readable_code_and_tracebacks_show_its_lines(tmp_path: Path) -> None:
     out = collector("replay", "--preset", "pino-http", "--show-compiled", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert (
-        "def prep(raw):" in out.stdout and "def group(o):" in out.stdout and "def apply(objs):" in out.stdout
-    )
+    # the interpreted decisions per group, then the one generated loop
+    assert "decided per distinct" in out.stdout and "def apply(objs" in out.stdout
+    assert "def prep(raw):" not in out.stdout and "def group(o):" not in out.stdout
     assert "# label route <- route, req.route, req.routePath, req.originalUrl, req.url" in out.stdout
     assert "<- res.statusCode" in out.stdout
+    assert "e = entries_1[key] = new_entry_1(key)" in out.stdout  # readable names, not r5/B3
     rs = RuleSet(MetricState(), logging.getLogger("test"), ["pino-http"])
-    fn = rs._compiled.groups[0]
-    filename = fn.__code__.co_filename
-    assert filename.startswith("<rules group")
+    loop = rs._compiled.loop
+    assert loop is not None
+    filename = loop.apply.__code__.co_filename
+    assert filename.startswith("<rules loop")
     src = "".join(linecache.getlines(filename))
-    assert src == fn.__doc__  # a traceback through the generated code shows these lines
+    assert (
+        src == loop.source and src in out.stdout
+    )  # a traceback through the generated code shows these lines
+
+
+def test_a_traceback_through_the_generated_loop_shows_its_source_line(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    rs = RuleSet(MetricState(), logging.getLogger("test"), ["pino-http"])
+
+    def broken(*_args: object) -> str:
+        raise RuntimeError("label failed")
+
+    monkeypatch.setattr(rs._compiled.labeler, "label", broken)
+    line = b'{"req":{"method":"GET","url":"/a"},"res":{"statusCode":200},"responseTime":3}'
+    try:
+        rs.consume([line])
+    except RuntimeError as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+    else:
+        raise AssertionError("the broken label did not raise")
+    shown = [f.line for f in frames if f.filename.startswith("<rules loop")]
+    assert shown == ["e = entries_1[key] = new_entry_1(key)"]
+    assert any(f.name == "decide" for f in frames)  # the interpreted decision, named
 
 
 def test_a_missing_duration_field_is_counted_by_metric_and_reason_and_replay_warns(tmp_path: Path) -> None:

@@ -1,9 +1,19 @@
-"""Compile validated rule specs into a dispatch table of generated functions that update families.
+"""Compile validated rule specs into dispatch groups, their interpreted decisions and the one generated loop.
 
-`plan()` is pure: it merges the rules per metric and checks them against the families already in the
-metric state, so a bad reload fails before anything changes. `build()` registers the families and
-returns a `Compiled` whose `table` maps a discriminator value (the `message`/`event` field) to one
-generated function (see `collector.rules.codegen`) holding only the rules that can match that value.
+The pipeline, from a rules file to a metric update:
+
+1. `schema` (and `stages`) validate YAML into frozen specs; a rule's `match:` becomes a typed tree
+   (`match.Cond` / `AllOf` / `AnyOf` / `Not`).
+2. `plan()` (pure) merges the rules per metric and checks them against the families already in the
+   metric state, so a bad reload fails before anything changes.
+3. `build()` registers the families, picks the discriminator (the field most rules test with
+   `equals`/`in`, e.g. `message`) and makes one `decide.Group` per set of rules a discriminator value
+   can reach: the group interprets the residual matches and the labels once per distinct tuple of raw
+   fields (cached), which also gives `--explain` its reasons and the per-rule match counts.
+4. `loop.generate_loop()` writes the only generated code, the loop over a decoded batch: dispatch,
+   inlined field reads, and per-batch gathering (`gather`) of the updates that commute.
+
+`decode.LineDecoder` turns a batch of lines into Structs holding only the fields the rules read.
 """
 
 from __future__ import annotations
@@ -14,16 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.metrics import Family, MetricState
-from collector.rules.batch import generate_batch
-from collector.rules.codegen import GroupFn, forms, generate_group
+from collector.rules.decide import Group, GroupRule, Labeler
 from collector.rules.decode import LineDecoder
+from collector.rules.gather import Deferred, deferrable
+from collector.rules.loop import Loop, generate_loop
+from collector.rules.match import forms, top_level_keys, without
 from collector.rules.normalize import Budget
 from collector.rules.schema import LabelSpec, RulesError, RuleSpec
 from collector.rules.stages import Extract, Join, JoinSpec, StageSpec, build_stages
 
 __all__ = ["Compiled", "FamilyDef", "Plan", "build", "plan"]
-
-Rule = Callable[[Any], bool]
 
 
 @dataclass
@@ -59,16 +69,25 @@ class Compiled:
 
     plan: Plan
     decoder: LineDecoder
-    discriminator: Callable[[Any], Any] | None
-    table: dict[Any, Rule]  # discriminator value -> generated function of the rules that can match
-    always: Rule  # rules with no condition on the discriminator (used for any other value)
     families: dict[str, Family]
+    groups: list[Group]  # the dispatch groups, in the loop's numbering
+    reach: list[list[Any]]  # per group: the discriminator values that select it (empty: any other value)
+    loop: Loop | None  # the generated batch loop (None: no rule can match anything)
+    labeler: Labeler
+    matches: list[int]  # per rule of `plan.rules`: lines it matched since this rule set was built
     seen: dict[str, dict[tuple[str, ...], float]] = field(default_factory=dict)  # idle expiry
     now: list[float] = field(default_factory=lambda: [0.0])  # batch time, read by expiring rules
-    apply: Callable[[list[Any]], int] = lambda objs: 0  # decoded batch -> lines some rule used
     stages: list[Extract | Join] = field(default_factory=list)  # run on decoded lines before `apply`
-    budgets: dict[LabelSpec, Budget] = field(default_factory=dict)  # label value budgets, shared
-    groups: list[Rule] = field(default_factory=list)  # the generated functions (--show-compiled)
+    deferred: list[Deferred | None] = field(default_factory=list)  # per group: its per-batch gathering
+
+    @property
+    def budgets(self) -> dict[LabelSpec, Budget]:
+        """Label value budgets, shared by every rule that computes the label."""
+        return self.labeler.budgets
+
+    def apply(self, objs: list[Any]) -> int:
+        """Apply decoded lines; how many some rule used."""
+        return self.loop.apply(objs) if self.loop is not None else 0
 
 
 def plan(
@@ -119,19 +138,11 @@ def plan(
     return Plan(list(rules), families, _discriminator(rules), list(stages))
 
 
-def _keys(rule: RuleSpec) -> list[tuple[str, tuple[Any, ...]]]:
-    """Top-level `field equals/in` conditions of a rule: (path, values)."""
-    match = rule.match
-    parts = match[1] if match is not None and match[0] == "all" else (match,) if match else ()
-    return [
-        (p[1], (p[3],) if p[2] == "equals" else p[3])
-        for p in parts
-        if p[0] == "cond" and p[2] in ("equals", "in")
-    ]
-
-
 def _discriminator(rules: Sequence[RuleSpec]) -> str | None:
-    counts = Counter(path for rule in rules for path in {p for p, _v in _keys(rule)})
+    # paths in rule order (not a set's): a tie is broken the same way in every process
+    counts = Counter(
+        path for rule in rules for path in dict.fromkeys(p for p, _v in top_level_keys(rule.match))
+    )
     return counts.most_common(1)[0][0] if counts else None
 
 
@@ -141,8 +152,10 @@ def build(
     on_overflow: Callable[[str], None],
     on_bad_value: Callable[[str, Any], None],
     on_missing: Callable[[str, int], None] | None = None,
+    check_utf8: bool = False,
 ) -> Compiled:
-    """Register the planned families (keeping values of unchanged ones) and compile the rules."""
+    """Register the planned families (keeping values of unchanged ones), group the rules by the
+    discriminator values that reach them and generate the batch loop."""
     families: dict[str, Family] = {}
     for fd in p.families.values():
         existing = metrics.families.get(fd.name)
@@ -163,94 +176,68 @@ def build(
         for st in p.stages
         for path in (st.key if isinstance(st, JoinSpec) else (*st.source, *st.regex.groupindex))
     }
-    decoder = LineDecoder(paths | stage_paths, literal_paths=paths - values - unique)
-    budgets: dict[LabelSpec, Budget] = {}
+    # a level read as an object or array is a level of its own (`other`), as the level counter had it
+    opaque = {path for r in p.rules for lb in r.labels if lb.normalize == "level" for path in lb.paths}
+    decoder = LineDecoder(
+        paths | stage_paths, literal_paths=paths - values - unique, opaque_paths=opaque, check_utf8=check_utf8
+    )
+    # every value budget exists from the start, so the engine can seed it with restored series' values
+    labeler = Labeler(
+        {
+            lb: Budget(lb.max_values, lb.other)
+            for r in p.rules
+            for lb in r.labels
+            if lb.max_values and lb.const is None
+        }
+    )
     seen: dict[str, dict[tuple[str, ...], float]] = {
         fd.name: {} for fd in p.families.values() if fd.expire_after
     }
     now = [0.0]
-    prepared = []  # (spec, residual match, family, label order, discriminator values or None)
-    for rule in p.rules:
-        keys = [v for path, v in _keys(rule) if path == p.discriminator][:1]
-        match = _strip(rule.match, p.discriminator) if keys else rule.match
+    matches = [0] * len(p.rules)
+    prepared: list[tuple[GroupRule, list[Any] | None]] = []  # (rule, discriminator values or None)
+    for number, rule in enumerate(p.rules):
+        keys = [v for path, v in top_level_keys(rule.match) if path == p.discriminator][:1]
         fd = p.families[rule.metric]
-        prepared.append((rule, match, families[rule.metric], fd.labelnames, keys[0] if keys else None))
-    groups: dict[tuple[int, ...], GroupFn] = {}
+        by_name = {lb.name: lb for lb in rule.labels}
+        value = decoder.getter(list(rule.value.paths)) if rule.value is not None else None
+        gr = GroupRule(
+            number, rule, without(rule.match, p.discriminator) if keys else rule.match,
+            families[rule.metric], tuple(by_name[n] for n in fd.labelnames), value,
+        )  # fmt: skip
+        prepared.append((gr, list(keys[0]) if keys else None))
+    groups: dict[tuple[int, ...], Group] = {}
 
-    def group(indices: tuple[int, ...]) -> GroupFn:
-        fn = groups.get(indices)
-        if fn is None:
-            fn = groups[indices] = generate_group(
-                [prepared[i][:4] for i in indices], decoder, seen, now, on_bad_value, budgets, on_missing
-            )
-        return fn
+    def group(indices: tuple[int, ...]) -> Group:
+        g = groups.get(indices)
+        if g is None:
+            rules = [prepared[i][0] for i in indices]
+            g = groups[indices] = Group(rules, labeler, on_bad_value, on_missing, seen, now, matches)
+        return g
 
-    always = tuple(i for i, r in enumerate(prepared) if r[4] is None)
+    always = tuple(i for i, (_r, v) in enumerate(prepared) if v is None)
     by_key: dict[Any, list[int]] = {}
-    for i, r in enumerate(prepared):
-        for value in r[4] or ():
+    for i, (_r, reached) in enumerate(prepared):
+        for value in reached or ():
             for form in forms(value):
                 by_key.setdefault(form, []).append(i)
-    table: dict[Any, Rule] = {k: group(tuple(sorted(set(v) | set(always)))) for k, v in by_key.items()}
+    table = {k: group(tuple(sorted(set(v) | set(always)))) for k, v in by_key.items()}
+    fallback = group(always) if always else None
+    ordered = list(groups.values())
+    position = {id(g): j for j, g in enumerate(ordered)}
+    index = {k: position[id(g)] for k, g in table.items()}
+    reach: list[list[Any]] = [[] for _ in ordered]
+    for k, j in index.items():
+        reach[j].append(k)
     disc = decoder.getter([p.discriminator]) if p.discriminator else None
-    fallback = group(always) if always else _no_rule
-    compiled = Compiled(p, decoder, disc, table, fallback, families, seen, now)
-    compiled.stages = build_stages(p.stages, decoder)
-    compiled.budgets = budgets
-    compiled.groups = list(groups.values())
-    attr = decoder.attr(p.discriminator) if p.discriminator else None
-    fns = list(groups.values())
-    if fns:  # one loop over the batch, commuting updates gathered per batch: collector.rules.batch
-        number = {id(fn): j for j, fn in enumerate(fns)}
-        index = {k: number[id(fn)] for k, fn in table.items()}
-        fb = number[id(fallback)] if always else -1
-        metas = [fn.meta for fn in fns]
-        compiled.apply = generate_batch(
-            metas, fns, index, fb, attr, disc, seen, now, on_bad_value, on_missing
+    loop: Loop | None = None
+    gathered: list[Deferred | None] = [None] * len(ordered)
+    if ordered:
+        fb = position[id(fallback)] if fallback is not None else -1
+        loop, gathered = generate_loop(
+            ordered, deferrable(ordered), index, fb, decoder, p.discriminator, disc
         )
-    else:
-        compiled.apply = _batch_loop(attr, disc, table, fallback)
+    compiled = Compiled(p, decoder, families, ordered, reach, loop, labeler, matches, seen, now)
+    compiled.stages = build_stages(p.stages, decoder)
+    compiled.deferred = gathered
     return compiled
-
-
-def _batch_loop(
-    attr: str | None, disc: Callable[[Any], Any] | None, table: dict[Any, Rule], fallback: Rule
-) -> Callable[[list[Any]], int]:
-    """The per-batch loop, generated so a flat discriminator is a plain attribute read (no call)."""
-    if attr is None:
-        select = "A"
-    elif "." not in attr:
-        select = f"get(o.{attr}, A)"
-    else:
-        select = "get(D(o), A)"
-    src = (
-        "def apply(objs):\n"
-        "    n = 0\n"
-        "    get = T.get\n"
-        "    for o in objs:\n"
-        f"        if {select}(o):\n"
-        "            n += 1\n"
-        "    return n\n"
-    )
-    ns: dict[str, Any] = {"T": table, "A": fallback, "D": disc}
-    exec(compile(src, "<rules batch loop>", "exec"), ns)
-    apply: Callable[[list[Any]], int] = ns["apply"]
-    return apply
-
-
-def _no_rule(_line: Any) -> bool:
-    return False
-
-
-def _strip(match: tuple[Any, ...] | None, disc: str | None) -> tuple[Any, ...] | None:
-    """The match without its first top-level condition on the discriminator (the table checks it)."""
-    if match is None:
-        return None
-    if match[0] == "cond":
-        return None
-    parts = list(match[1])
-    for j, part in enumerate(parts):
-        if part[0] == "cond" and part[1] == disc and part[2] in ("equals", "in"):
-            del parts[j]
-            break
-    return None if not parts else parts[0] if len(parts) == 1 else ("all", tuple(parts))

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json
+from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json, valid_utf8
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -29,13 +29,17 @@ VOCAB_MAX = 256
 MAX_RELEARN = 64
 #: What a leaf field decodes to; anything else (object, array) counts as absent.
 Scalar = str | int | float | bool | None
+#: What an object or array reads as where a path is opaque (see `LineDecoder`): present, and a string.
+OPAQUE = "[object]"
 _Tree = dict[str, "_Tree | None"]
 
 
 def _tree(paths: Iterable[str]) -> _Tree:
     """`{"req.method", "res.statusCode"}` -> `{"req": {"method": None}, "res": {"statusCode": None}}`."""
     root: _Tree = {}
-    for path in sorted(paths, key=lambda p: p.count(".")):  # a parent read as a leaf becomes an object
+    # parents first (a parent read as a leaf becomes an object), then by name: the same attribute
+    # names in every process, whatever the order of the set of paths
+    for path in sorted(paths, key=lambda p: (p.count("."), p)):
         node = root
         parts = path.split(".")
         for part in parts[:-1]:
@@ -60,10 +64,22 @@ class LineDecoder:
     Args:
         paths: dotted field paths the rules read.
         literal_paths: those of `paths` that may be learnt as Literals (labels and matches; not values).
+        opaque_paths: those of `paths` where an object or array is a value of its own (`OPAQUE`), not
+            absent: a log level logged as an object is still a line with a level (`other`).
+        check_utf8: count a line with invalid UTF-8 anywhere as `invalid_utf8`, also in the fields no
+            rule reads (msgspec skips those unchecked); costs one `isascii` pass over each batch.
     """
 
-    def __init__(self, paths: Iterable[str], literal_paths: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        paths: Iterable[str],
+        literal_paths: Iterable[str] = (),
+        opaque_paths: Iterable[str] = (),
+        check_utf8: bool = False,
+    ) -> None:
         paths = set(paths)
+        self._opaque = set(opaque_paths) & paths
+        self.check_utf8 = check_utf8
         self._tree = _tree(paths)
         self._counter = itertools.count()
         self._attr: dict[str, str] = {}  # dotted JSON path -> dotted attribute path
@@ -193,8 +209,11 @@ class LineDecoder:
         """Decode a batch; bad lines are counted in `result` and left out of the returned list."""
         if not self._learnt:
             self.learn(b"\n".join(lines[:SAMPLE_LINES]))
+        buf = b"\n".join(lines)
+        if self.check_utf8 and not (buf.isascii() or valid_utf8(buf)):
+            return self._decode_each(lines, result)
         try:
-            objs = self._batch(b"\n".join(lines))
+            objs = self._batch(buf)
             if len(objs) == len(lines):
                 return objs
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -206,6 +225,8 @@ class LineDecoder:
         exactly one object per line (an empty or bad line): the caller splits and uses `decode`."""
         if not self._learnt:
             self.learn(buf)
+        if self.check_utf8 and not ((data := bytes(buf)).isascii() or valid_utf8(data)):
+            return None  # the caller splits: `decode` finds the line
         try:
             objs = self._batch(buf)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -221,6 +242,11 @@ class LineDecoder:
         out = []
         decode = self._decoder.decode
         for i, line in enumerate(lines):
+            if self.check_utf8 and not (line.isascii() or valid_utf8(line)):
+                result.invalid_utf8 += 1
+                if len(result.bad) < MAX_BAD_REPORTED:
+                    result.bad.append((i, "invalid_utf8"))
+                continue
             try:
                 out.append(decode(line))
                 continue
@@ -252,7 +278,7 @@ class LineDecoder:
                 return "invalid_json"
         if not isinstance(data, dict):
             return "not_object"
-        return msgspec.convert(_prune(data, self._tree), self.root)
+        return msgspec.convert(_prune(data, self._tree, self._opaque), self.root)
 
 
 def _lines_end_at_lf_only(buf: bytes | memoryview) -> bool:
@@ -285,7 +311,9 @@ def _walk(data: dict[str, Any], prefix: str, order: dict[str, int], seen: dict[s
             seen.setdefault(path, set()).add(value)
 
 
-def _prune(data: dict[str, Any], tree: _Tree) -> dict[str, Any]:
+def _prune(data: dict[str, Any], tree: _Tree, opaque: set[str], prefix: str = "") -> dict[str, Any]:
+    """The fields of `tree` in `data`; an object or array where a value is read is absent (`OPAQUE`
+    on an opaque path)."""
     out = {}
     for name, child in tree.items():
         if name not in data:
@@ -294,8 +322,10 @@ def _prune(data: dict[str, Any], tree: _Tree) -> dict[str, Any]:
         if child is None:
             if not isinstance(value, dict | list):
                 out[name] = value
+            elif prefix + name in opaque:
+                out[name] = OPAQUE
         elif isinstance(value, dict):
-            out[name] = _prune(value, child)
+            out[name] = _prune(value, child, opaque, prefix + name + ".")
     return out
 
 

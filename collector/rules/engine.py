@@ -1,8 +1,9 @@
 """The rules engine: a `LineConsumer` that turns batches of JSON log lines into metric updates.
 
-`RuleSet` loads presets and a rules file, compiles them (see `collector.rules.compile`), applies a
-batch synchronously in `consume`, and in `run` hot-reloads the rules file (a bad file keeps the old
-rules) and expires idle series. Its own health is in `collector_log_*` and `collector_rules_*`.
+`RuleSet` loads presets and a rules file, compiles them (the pipeline is described in
+`collector.rules.compile`), applies a batch synchronously in `consume`, and in `run` hot-reloads the
+rules file (a bad file keeps the old rules) and expires idle series. Its own health is in
+`collector_log_*` and `collector_rules_*`; `rule_matches()` says how many lines each rule matched.
 """
 
 from __future__ import annotations
@@ -93,6 +94,8 @@ class RuleSet:
         max_series: default series limit per metric.
         clock: wall clock for idle expiry.
         reload_interval: seconds between checks of the rules file.
+        check_utf8: count lines with invalid UTF-8 in fields no rule reads as `invalid_utf8` too
+            (the logs source's default level counter does; see `LineDecoder`).
 
     Raises:
         RulesError: the presets or rules file cannot be used.
@@ -107,8 +110,10 @@ class RuleSet:
         max_series: int = 10_000,
         clock: Callable[[], float] = time.time,
         reload_interval: float = 1.0,
+        check_utf8: bool = False,
     ) -> None:
         self.metrics = metrics
+        self.check_utf8 = check_utf8
         self.log = log
         self.presets = list(presets)
         self.rules_path = rules_path
@@ -278,6 +283,11 @@ class RuleSet:
             except Exception as exc:  # never let housekeeping take the tailer down
                 self.log.error("rules housekeeping failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
+    def rule_matches(self) -> list[tuple[RuleSpec, int]]:
+        """Each rule in use and the lines it matched since it was loaded (a reload starts again at 0)."""
+        c = self._compiled
+        return list(zip(c.plan.rules, c.matches, strict=True))
+
     # -- reload ----------------------------------------------------------------------------------
     def _stat(self) -> tuple[Any, ...] | None:
         assert self.rules_path is not None
@@ -304,7 +314,9 @@ class RuleSet:
         stages = load_stages(self.presets, text, str(self.rules_path))
         owned = _OWNED.setdefault(self.metrics, set())
         p = plan(specs, self.metrics, owned, self.max_series, stages)
-        compiled = build(p, self.metrics, self._on_overflow, self._on_bad_value, self._on_missing)
+        compiled = build(
+            p, self.metrics, self._on_overflow, self._on_bad_value, self._on_missing, self.check_utf8
+        )
         if hasattr(self, "_compiled"):  # a reload: requests already started stay pending
             self._carry_joins(self._compiled, compiled)
         self._seed_budgets(compiled)

@@ -1,8 +1,10 @@
 """`collector replay --explain` and `--show-compiled`: what the rules do with a line, and the code they run.
 
-`explain` interprets the validated rules (not the generated code) on each line, so it can say why a
-rule did not match: the field that is missing, the value that is not in the allowed set, the number
-that is not above the threshold. Labels are computed by the same converters the generated code uses.
+`explain` runs each rule's match tree through the engine's own interpreter (`match.evaluate`, which
+records what decided), so it says why a rule did not match: the field that is missing, the value that
+is not in the allowed set, the number that is not above the threshold. Labels come from the engine's
+`decide.Labeler` (with budgets of its own: explaining never uses up the running rules' budgets).
+`show_compiled` prints each dispatch group's decisions and the source of the one generated loop.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from collector.rules.codegen import field_label, forms, label_converter
 from collector.rules.compile import Compiled
+from collector.rules.decide import Labeler
+from collector.rules.match import AllOf, AnyOf, Cond, Match, Not, evaluate
 from collector.rules.normalize import Budget, to_number
 from collector.rules.schema import LabelSpec, RuleSpec
 from collector.rules.stages import Extract, Join
@@ -27,7 +30,8 @@ class _Explainer:
         self.c = c
         self.dec = c.decoder
         self.getters: dict[tuple[str, ...], Callable[[Any], Any]] = {}
-        self.budgets: dict[LabelSpec, Budget] = {}
+        # budgets of its own, as full as the running ones: explaining admits nothing into them
+        self.labeler = Labeler({spec: _copy(b) for spec, b in c.budgets.items()})
         # a join of its own: explaining never disturbs the pending table of the running rules
         self.stages = [Join(st.spec, self.dec) if isinstance(st, Join) else st for st in c.stages]
 
@@ -37,73 +41,14 @@ class _Explainer:
             fn = self.getters[paths] = self.dec.getter(list(paths))
         return fn(obj)
 
-    def check(self, match: tuple[Any, ...] | None, obj: Any) -> tuple[bool, str]:
-        """(holds, why): the reason names the first condition that failed."""
-        if match is None:
-            return True, "no condition"
-        kind = match[0]
-        if kind == "all":
-            for part in match[1]:
-                ok, why = self.check(part, obj)
-                if not ok:
-                    return False, why
-            return True, "all conditions hold"
-        if kind == "any":
-            reasons = []
-            for part in match[1]:
-                ok, why = self.check(part, obj)
-                if ok:
-                    return True, why
-                reasons.append(why)
-            return False, "none of: " + "; ".join(reasons)
-        if kind == "not":
-            ok, why = self.check(match[1], obj)
-            return (not ok), (f"not ({why})")
-        _c, path, op, arg = match
-        raw = self.get((path,), obj)
-        shown = f"{path}={raw!r}"
-        if op in ("equals", "in", "not_equals", "not_in"):
-            values = (arg,) if op.endswith("equals") else arg
-            allowed = set().union(*(forms(v) for v in values))
-            inside = raw is not None and raw in allowed
-            if op.startswith("not"):
-                return (not inside), (
-                    f"{shown} is one of {list(values)}" if inside else f"{shown} not excluded"
-                )
-            if raw is None:
-                return False, f"field {path} missing"
-            return inside, (f"{shown}" if inside else f"{shown} is not one of {list(values)}")
-        if op == "exists":
-            present = raw is not None
-            if present == arg:
-                return True, f"{path} {'present' if present else 'absent'}"
-            return False, f"field {path} {'missing' if arg else 'present'}"
-        if raw is None:
-            return False, f"field {path} missing"
-        if op == "regex":
-            ok = isinstance(raw, str) and arg.search(raw) is not None
-            return ok, f"{shown} {'matches' if ok else 'does not match'} /{arg.pattern}/"
-        number = to_number(raw)
-        if number is None:
-            return False, f"{shown} is not a number"
-        ok = {"gt": number > arg, "gte": number >= arg, "lt": number < arg, "lte": number <= arg}[op]
-        return ok, f"{shown} {'is' if ok else 'is not'} {op} {arg}"
+    def check(self, match: Match | None, obj: Any) -> tuple[bool, str]:
+        """(holds, why): decided by the engine's interpreter, which names what decided."""
+        why: list[str] = []
+        ok = evaluate(match, lambda paths: self.get(paths, obj), why)
+        return ok, why[-1]
 
     def label(self, spec: LabelSpec, obj: Any) -> str:
-        if spec.const is not None:
-            return spec.const
-        raw = self.get(spec.paths, obj)
-        if spec.fields:
-            budget = self.budgets.get(spec)
-            if budget is None and spec.max_values:
-                budget = self.budgets[spec] = Budget(spec.max_values, spec.other)
-            template = self.get(spec.template, obj) if spec.template else None
-            status = self.get(spec.status, obj) if spec.status else None
-            return field_label(spec, budget)(raw, template, status)
-        try:
-            return label_converter(spec, {})(raw)
-        except TypeError:
-            return spec.default
+        return self.labeler.label(spec, lambda paths: self.get(paths, obj))
 
     def rule(self, rule: RuleSpec, obj: Any) -> tuple[bool, list[str]]:
         ok, why = self.check(rule.match, obj)
@@ -181,20 +126,47 @@ def explain(c: Compiled, lines: Iterable[bytes], limit: int, now: float = 0.0) -
         yield from ex.line(n, line.rstrip(b"\r"), now)
 
 
+def _copy(budget: Budget) -> Budget:
+    out = Budget(budget.limit, budget.other)
+    out.values = set(budget.values)
+    return out
+
+
+def describe(match: Match | None) -> str:
+    """A match tree as one line of text (`message in ['a'] and status gte 400`)."""
+    if match is None:
+        return "always"
+    if isinstance(match, Cond):
+        arg = list(match.arg) if isinstance(match.arg, tuple) else getattr(match.arg, "pattern", match.arg)
+        return f"{match.path} {match.op.value} {arg!r}"
+    if isinstance(match, Not):
+        return f"not ({describe(match.part)})"
+    joiner = " and " if isinstance(match, AllOf) else " or "
+    assert isinstance(match, AllOf | AnyOf)
+    return "(" + joiner.join(describe(p) for p in match.parts) + ")"
+
+
 def show_compiled(c: Compiled) -> str:
-    """The generated code of a rule set, each function under the discriminator values that reach it."""
+    """What a rule set runs: per dispatch group its rules, residual matches and label fields (decided
+    by the interpreter, once per distinct tuple of those fields), then the generated batch loop."""
     disc = c.plan.discriminator
-    reached: dict[int, list[Any]] = {}
-    for value, fn in c.table.items():
-        reached.setdefault(id(fn), []).append(value)
     parts = [
         f"# discriminator field: {disc!r}" if disc else "# no discriminator field: every line runs every rule"
     ]
-    for fn in c.groups:
-        values = reached.get(id(fn))
-        where = f"{disc} in {sorted(map(repr, values))}" if values else "any other value"
-        parts += ["", f"# -- group for {where}", fn.__doc__ or ""]
-    batch = getattr(c.apply, "__doc__", None)
-    if batch:
-        parts += ["", "# -- the batch loop (collector.rules.batch) around the groups", batch]
+    for number, (group, reach) in enumerate(zip(c.groups, c.reach, strict=True), 1):
+        where = f"{disc} in {sorted(map(repr, reach))}" if reach else "any other value"
+        fields = ", ".join(" or ".join(r.paths) + (" present" if r.presence else "") for r in group.reads)
+        parts += ["", f"# -- group {number}, for {where}: decided per distinct ({fields or 'no field'})"]
+        for rule in group.rules:
+            parts.append(f"# rule {rule.number + 1} ({rule.spec.where}): {rule.spec.action} {rule.family.name}"
+                         f" when {describe(rule.match)}")  # fmt: skip
+            for lb in rule.labels:
+                source = lb.const if lb.const is not None else ", ".join(lb.template + lb.paths)
+                parts.append(
+                    f"    # label {lb.name} <- {source}" + (f" ({lb.normalize})" if lb.normalize else "")
+                )
+            if rule.spec.value is not None:
+                parts.append(f"    # value <- {', '.join(rule.spec.value.paths)} x {rule.spec.value.scale}")
+    if c.loop is not None:
+        parts += ["", f"# -- the batch loop, {c.loop.filename} (collector.rules.loop)", c.loop.source]
     return "\n".join(parts)

@@ -1,4 +1,4 @@
-"""Pure label normalisers: status code, status class, HTTP method, route templating, numbers.
+"""Pure label normalisers: status code, status class, HTTP method, route templating, log level, numbers.
 
 Each turns a raw decoded JSON value (str, int, float, bool or None) into a bounded label string, so
 ids, uuids, hashes and query strings never become label values.
@@ -6,11 +6,13 @@ ids, uuids, hashes and query strings never become label values.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
 
 __all__ = [
+    "LEVELS",
     "NORMALIZERS",
     "OTHER",
     "UNMATCHED",
@@ -18,6 +20,7 @@ __all__ = [
     "TemplateMatcher",
     "http_method",
     "label_text",
+    "normalise_level",
     "route_template",
     "status_class",
     "status_code",
@@ -85,6 +88,8 @@ def status_code(value: Any) -> str | None:
     number = to_number(value)
     if number is None:
         return None if value is None else "other"
+    if number != number or number in (math.inf, -math.inf):
+        return "other"  # "inf" from a hostile line: int() would raise OverflowError out of the hot path
     code = int(number)
     return str(code) if 100 <= code <= 599 and code == number else "other"
 
@@ -194,6 +199,59 @@ class TemplateMatcher:
         return None
 
 
+#: The bounded set of `level` label values.
+LEVELS = ("trace", "debug", "info", "warn", "error", "fatal", "other")
+
+_LEVEL_NAMES = {
+    "trace": "trace",
+    "silly": "trace",
+    "debug": "debug",
+    "verbose": "debug",
+    "info": "info",
+    "information": "info",
+    "informational": "info",
+    "notice": "info",
+    "http": "info",
+    "log": "info",
+    "warn": "warn",
+    "warning": "warn",
+    "error": "error",
+    "err": "error",
+    "fatal": "fatal",
+    "critical": "fatal",
+    "crit": "fatal",
+    "alert": "fatal",
+    "emerg": "fatal",
+    "emergency": "fatal",
+    "panic": "fatal",
+}
+
+
+def normalise_level(value: Any) -> str | None:
+    """Map a level field to one of `LEVELS`; None when the line has no level.
+
+    pino/bunyan numeric levels (10 trace, 20 debug, 30 info, 40 warn, 50 error, 60 fatal) map by
+    range, so custom levels in between land on the nearest standard level below.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _LEVEL_NAMES.get(value.strip().lower(), "other")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "other"
+    if value < 20:
+        return "trace"
+    if value < 30:
+        return "debug"
+    if value < 40:
+        return "info"
+    if value < 50:
+        return "warn"
+    if value < 60:
+        return "error"
+    return "fatal"
+
+
 def _lower(value: Any) -> str | None:
     text = label_text(value)
     return None if text is None else text.lower()
@@ -210,6 +268,7 @@ NORMALIZERS: dict[str, Callable[[Any], str | None]] = {
     "status_class": status_class,
     "http_method": http_method,
     "route": route_template,
+    "level": normalise_level,
     "lower": _lower,
     "upper": _upper,
 }

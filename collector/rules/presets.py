@@ -12,7 +12,7 @@ from typing import Any
 from collector.rules.schema import RulesError, RuleSpec, parse_rules
 from collector.rules.stages import StageSpec, parse_stages
 
-__all__ = ["DURATION_FIELDS", "PRESETS", "preset_rules", "preset_stages"]
+__all__ = ["DURATION_FIELDS", "LEVELS", "PRESETS", "preset_rules", "preset_stages"]
 
 SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 BYTES = [100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000]
@@ -208,6 +208,20 @@ FASTIFY_JOIN = {
     "expire_after": 600,
 }
 
+#: Every app log line by level: what the logs source counts when no preset or rules file is set.
+#: pino/bunyan log `level` as a number, Google Cloud Logging style `severity`, some loggers `lvl`.
+LEVELS: list[dict[str, Any]] = [
+    {
+        "metric": "app_log_lines_total",
+        "type": "counter",
+        "help": "App log lines by level (pino/bunyan numeric levels mapped to names).",
+        "match": {
+            "any": [{"level": {"exists": True}}, {"severity": {"exists": True}}, {"lvl": {"exists": True}}]
+        },
+        "labels": {"level": {"from": ["level", "severity", "lvl"], "normalize": "level"}},
+    }
+]
+
 PRESETS: dict[str, Any] = {
     # A hand-written winston request middleware: flat fields, `message: http_request`.
     "winston": [
@@ -250,13 +264,14 @@ PRESETS: dict[str, Any] = {
     "nginx-json": http({"request_method": {"exists": True}, "status": {"exists": True}}, ["request_method"],
                        ["request_uri", "uri"], ["status"], (["request_time"], "s"), ["body_bytes_sent"]),
     "app-events": APP_EVENTS,
+    "levels": LEVELS,
 }  # fmt: skip
 
 #: The duration field(s) each HTTP preset reads; `collector replay` warns when none ever appears.
 DURATION_FIELDS: dict[str, list[str]] = {
     name: [p for r in (d["rules"] if isinstance(d, dict) else d)
            if r["metric"] == "http_request_duration_seconds" for p in r["value"]["from"]]
-    for name, d in PRESETS.items() if name != "app-events"
+    for name, d in PRESETS.items() if name not in ("app-events", "levels")
 }  # fmt: skip
 
 

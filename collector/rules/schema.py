@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
+from collector.rules.match import AllOf, AnyOf, Cond, Match, Not, Op
 from collector.rules.normalize import NORMALIZERS
 
 __all__ = [
@@ -24,7 +25,6 @@ __all__ = [
     "RuleSpec",
     "RulesError",
     "ValueSpec",
-    "load_file",
     "parse_rules",
 ]
 
@@ -45,7 +45,7 @@ LABEL_KEYS = {
     "template", "status", "unmatched", "max_values", "templates", "openapi",
 }  # fmt: skip
 #: Label normalisers whose output is a small fixed set: the series limit never folds these labels.
-BOUNDED_NORMALIZERS = frozenset({"status_code", "status_class", "http_method"})
+BOUNDED_NORMALIZERS = frozenset({"status_code", "status_class", "http_method", "level"})
 GAUGE_ACTIONS = ("set", "inc", "dec")
 
 
@@ -103,7 +103,7 @@ class RuleSpec:
     metric: str
     kind: str
     help: str
-    match: tuple[Any, ...] | None  # ("all"|"any", parts) | ("not", m) | ("cond", path, op, arg)
+    match: Match | None  # the typed match tree (collector.rules.match); None: every line
     labels: tuple[LabelSpec, ...] = ()
     value: ValueSpec | None = None
     action: str = "inc"  # counter: inc; gauge: set|inc|dec; histogram: observe
@@ -124,20 +124,9 @@ class RuleSpec:
             out.update(label.paths, label.template, label.status)
         if self.value is not None:
             out.update(self.value.paths)
-        _match_paths(self.match, out)
+        if self.match is not None:
+            out |= self.match.paths()
         return out
-
-
-def _match_paths(match: tuple[Any, ...] | None, out: set[str]) -> None:
-    if match is None:
-        return
-    if match[0] == "cond":
-        out.add(match[1])
-    elif match[0] == "not":
-        _match_paths(match[1], out)
-    else:
-        for part in match[1]:
-            _match_paths(part, out)
 
 
 @dataclass
@@ -147,19 +136,6 @@ class _Ctx:
 
     def err(self, key: str, msg: str) -> None:
         self.errors.append(f"{self.where}: {key}: {msg}")
-
-
-def load_file(path: Path) -> list[RuleSpec]:
-    """Read and validate a YAML rules file.
-
-    Raises:
-        RulesError: unreadable file, bad YAML, or invalid rules (one line per problem).
-    """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError([f"{path}: cannot read the rules file: {exc}"]) from None
-    return parse_text(text, str(path))
 
 
 def load_yaml(text: str) -> Any:
@@ -307,38 +283,39 @@ def _paths(raw: Any, ctx: _Ctx, key: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _match(raw: Any, ctx: _Ctx, key: str) -> tuple[Any, ...] | None:
+def _match(raw: Any, ctx: _Ctx, key: str) -> Match | None:
     """`{field: scalar | {op: arg}, any: [...], all: [...], not: {...}}` -> a match tree (AND of keys)."""
     if isinstance(raw, list):
-        return ("all", tuple(m for i, r in enumerate(raw) if (m := _match(r, ctx, f"{key}[{i}]"))))
+        return AllOf(tuple(m for i, r in enumerate(raw) if (m := _match(r, ctx, f"{key}[{i}]"))))
     if not isinstance(raw, dict) or not raw:
         ctx.err(key, f"expected a mapping of field: condition, not {raw!r}")
         return None
-    parts: list[tuple[Any, ...]] = []
+    parts: list[Match] = []
     for name, cond in raw.items():
         sub = f"{key}.{name}"
         if name in ("any", "all"):
             if not isinstance(cond, list) or not cond:
                 ctx.err(sub, "expected a non-empty list of matches")
                 continue
-            parts.append((name, tuple(m for i, r in enumerate(cond) if (m := _match(r, ctx, f"{sub}[{i}]")))))
+            found = tuple(m for i, r in enumerate(cond) if (m := _match(r, ctx, f"{sub}[{i}]")))
+            parts.append(AnyOf(found) if name == "any" else AllOf(found))
         elif name == "not":
             inner = _match(cond, ctx, sub)
             if inner is not None:
-                parts.append(("not", inner))
+                parts.append(Not(inner))
         else:
             _paths(name, ctx, sub)
             parts.extend(_conditions(name, cond, ctx, sub))
-    return parts[0] if len(parts) == 1 else ("all", tuple(parts))
+    return parts[0] if len(parts) == 1 else AllOf(tuple(parts))
 
 
-def _conditions(path: str, cond: Any, ctx: _Ctx, key: str) -> list[tuple[Any, ...]]:
+def _conditions(path: str, cond: Any, ctx: _Ctx, key: str) -> list[Match]:
     if not isinstance(cond, dict):
         if isinstance(cond, list):
             ctx.err(key, "use {in: [...]} to match one of several values")
             return []
-        return [("cond", path, "equals", cond)]
-    out: list[tuple[Any, ...]] = []
+        return [Cond(path, Op.EQUALS, cond)]
+    out: list[Match] = []
     for op, arg in cond.items():
         where = f"{key}.{op}"
         if op not in CONDITION_OPS:
@@ -356,11 +333,11 @@ def _conditions(path: str, cond: Any, ctx: _Ctx, key: str) -> list[tuple[Any, ..
                 ctx.err(where, "expected a regular expression string")
                 continue
             try:
-                out.append(("cond", path, op, re.compile(arg)))
+                out.append(Cond(path, Op.REGEX, re.compile(arg)))
             except re.error as exc:
                 ctx.err(where, f"not a valid regular expression: {exc}")
         else:
-            out.append(("cond", path, op, tuple(arg) if isinstance(arg, list) else arg))
+            out.append(Cond(path, Op(op), tuple(arg) if isinstance(arg, list) else arg))
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from collector.rules.decode import LineDecoder
+from collector.rules.match import forms  # the same spellings rules accept (200 and "200")
 from collector.rules.schema import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 
 __all__ = ["Extract", "ExtractSpec", "Join", "JoinSpec", "StageSpec", "build_stages", "parse_stages"]
@@ -167,8 +168,6 @@ _CONVERT: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": fl
 
 
 def _tester(when: tuple[tuple[str, tuple[Any, ...]], ...], dec: LineDecoder) -> Callable[[Any], bool]:
-    from collector.rules.codegen import forms  # the same spellings rules accept (200 and "200")
-
     checks = [(dec.getter([p]), frozenset().union(*(forms(v) for v in values))) for p, values in when]
 
     def test(obj: Any) -> bool:

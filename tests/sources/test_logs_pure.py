@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from collector.metrics import MetricState
+from collector.rules.normalize import normalise_level
 from collector.settings import ConfigError, load_settings
+from collector.sources.logs.consumer import level_counter
 from collector.sources.logs.identity import FP_BYTES, Fingerprint, end_offset
-from collector.sources.logs.levels import LevelConsumer, normalise_level
 from collector.sources.logs.lines import line_offset, split_lines
 from collector.sources.logs.scan import FdObs, FileObs, Scan, watch_roots
 from collector.sources.logs.tailer import Tailer
@@ -116,7 +117,7 @@ def test_levels_are_normalised_to_a_bounded_set(raw: object, level: str | None) 
 
 def test_consumer_counts_a_good_batch_in_one_decode() -> None:
     m = MetricState()
-    c = LevelConsumer(m, log)
+    c = level_counter(m, log)
     r = c.consume([b'{"level":30}', b'{"level":"error"}', b'{"severity":"WARNING"}', b'{"msg":"x"}'])
     assert (r.parsed, r.unmatched, r.invalid_json, r.invalid_utf8) == (3, 1, 0, 0)
     assert m.families["app_log_lines_total"].series == {("info",): 1, ("error",): 1, ("warn",): 1}
@@ -124,7 +125,7 @@ def test_consumer_counts_a_good_batch_in_one_decode() -> None:
 
 def test_consumer_counts_one_bad_line_and_keeps_the_rest_of_the_batch() -> None:
     m = MetricState()
-    c = LevelConsumer(m, log)
+    c = level_counter(m, log)
     r = c.consume([b'{"level":30}', b"{broken", b"", b'{"level":"info","m":"\xff"}', b'{"level":30}'])
     assert (r.parsed, r.invalid_json, r.invalid_utf8) == (2, 2, 1)
     assert r.bad == [(1, "invalid_json"), (2, "invalid_json"), (3, "invalid_utf8")]
@@ -134,7 +135,7 @@ def test_consumer_counts_one_bad_line_and_keeps_the_rest_of_the_batch() -> None:
 # -- tailer decisions (synthetic scans) -----------------------------------------------------------
 def _tailer() -> Tailer:
     m = MetricState()
-    return Tailer(LevelConsumer(m, log), m, log, max_line=1024, grace=5)
+    return Tailer(level_counter(m, log), m, log, max_line=1024, grace=5)
 
 
 def _file(path: str, ino: int, content: bytes, fd: int | None = -1) -> FileObs:
@@ -240,7 +241,7 @@ def test_files_first_seen_in_the_same_scan_never_tie_to_each_other() -> None:
 
 def test_consumer_survives_object_and_array_levels() -> None:
     m = MetricState()
-    r = LevelConsumer(m, log).consume([b'{"level":{"a":1}}', b'{"level":[1]}', b'{"lvl":"info"}'])
+    r = level_counter(m, log).consume([b'{"level":{"a":1}}', b'{"level":[1]}', b'{"lvl":"info"}'])
     assert (r.parsed, r.unmatched) == (3, 0)
     assert m.families["app_log_lines_total"].series == {("other",): 2, ("info",): 1}
 

@@ -22,10 +22,11 @@ import msgspec
 from prometheus_client.core import GaugeMetricFamily
 from watchfiles._rust_notify import RustNotify
 
-from collector.logpipe import LineConsumer, build_consumer
+from collector.logpipe import LineConsumer
 from collector.settings import LogsSettings
 from collector.source import SourceBase, SourceContext, Table
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
+from collector.sources.logs.consumer import build_consumer
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
 from collector.store import WriteChain
@@ -281,14 +282,25 @@ class LogsSource(SourceBase):
         lines = tailer.lines.series if tailer is not None else {}
         loaded = getattr(consumer, "rules_loaded", None)  # the rules engine's collector_rules_loaded gauge
         n_rules = int(loaded.series.get((), 0)) if loaded is not None else 0
+        rule_matches = getattr(consumer, "rule_matches", None)  # the rules engine: per rule
+        if rule_matches is not None and families:
+            rule_rows = [
+                [spec.name or f"{spec.origin} #{spec.index}", spec.metric, spec.kind, len(families[spec.metric].series),
+                 count]
+                for spec, count in rule_matches()
+            ]  # fmt: skip
+            columns = ["rule", "metric", "type", "series", "matches"]
+        else:
+            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in (families or {}).values()]
+            columns = ["metric", "type", "series", "matches"]
         if families:
-            rule_rows = [[f.name, f.kind, len(f.series), _total(f)] for f in families.values()]
             tables.append(
                 Table(
                     "Rules",
-                    ["metric", "type", "series", "matches"],
+                    columns,
                     rule_rows,
-                    note=f"{n_rules} rules; presets: {', '.join(self.settings.preset) or 'none'}; rules file: "
+                    note=f"{n_rules} rules (matches: lines each matched since it was loaded); presets: "
+                    f"{', '.join(self.settings.preset) or 'none'}; rules file: "
                     f"{self.settings.rules or 'none'}; lines parsed {int(lines.get(('parsed',), 0))}, "
                     f"unmatched {int(lines.get(('unmatched',), 0))}, invalid JSON "
                     f"{int(lines.get(('invalid_json',), 0))}",

@@ -1,41 +1,37 @@
-"""One generated loop per rule set that applies a whole decoded batch with almost no work per line.
+"""Per-batch aggregation of the updates that commute: what makes a line cost a few opcodes.
 
-The per-group functions of `collector.rules.codegen` cost a call, a cache lookup and dict updates per
-rule per line. Here the groups are inlined into one loop over the batch, and each distinct tuple of raw
-fields gets a per-batch *entry*: a line only counts itself into its entry and appends its raw observed
-values to the list of the histogram series they go to. After the loop, counts are added to counters
-once per entry, and each series' values are converted, bucketed (`bisect` mapped in C) and summed in
-line order, so every count and sum is bit-identical to applying the lines one by one.
+Each distinct tuple of raw fields of a deferred group gets an *entry*: a line only counts itself into
+its entry and appends its raw observed values to the list of the histogram series they go to (the
+generated loop, `collector.rules.loop`, does that much per line). After the loop, counts are added to
+counters once per entry, and each series' values are converted, bucketed (`bisect` mapped in C) and
+summed in line order, so every count and sum is bit-identical to applying the lines one by one.
 
 A group is deferred like this only when its updates commute with everything else in the batch: its
 rules are counter/gauge `inc` without a value field or histogram `observe`, and no `set`/`dec` rule
-writes the same metric. Any other group runs its per-line function (`codegen`) inside the same loop.
+writes the same metric (`deferrable`). Any other group applies its lines one by one
+(`collector.rules.decide.Group.update_line`) inside the same loop.
 """
 
 from __future__ import annotations
 
-import itertools
-import re
 import sys
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial, reduce
 from itertools import repeat
 from operator import add, mul
 from typing import Any
 
+import collector.rules.decide as decide  # CACHE_LIMIT read at call time (tests lower it)
 from collector.metrics import Family
-from collector.rules.codegen import CACHE_LIMIT, GroupMeta
+from collector.rules.decide import Group
 from collector.rules.normalize import to_number
 
-__all__ = ["deferrable", "generate_batch"]
+__all__ = ["Deferred", "Observe", "deferrable"]
 
-_SIMPLE = re.compile(r"^    (r\d+) = (o\.f\d+)$")  # a generated read of one top-level field
-_SUB = re.compile(r"\br\d+\b")
 _OWN = object()  # marks an entry's own value list
 _DROP = object()  # marks the list of values a rule that does not apply to an entry would have used
-MAX_CHAIN = 8  # discriminator values compared one by one before a dict lookup is cheaper
 Values = dict[tuple[str, ...], list[Any]]  # histogram series key -> raw values of this batch, in line order
 _FLOAT, _NUMBER = {float}, {float, int}
 # `sum` adds floats left to right in C before 3.12, exactly as `total += v` per line (and ~8x faster
@@ -43,20 +39,20 @@ _FLOAT, _NUMBER = {float}, {float, int}
 _sum: Callable[[list[float], float], float] = sum if sys.version_info < (3, 12) else partial(reduce, add)
 
 
-def deferrable(metas: list[GroupMeta]) -> list[bool]:
+def deferrable(groups: list[Group]) -> list[bool]:
     """Per group: can its updates be gathered per batch (see the module docstring)?"""
-    ordered = {fam.name for m in metas for spec, _m, fam, _n in m.rules if spec.action in ("set", "dec")}
+    ordered = {r.family.name for g in groups for r in g.rules if r.spec.action in ("set", "dec")}
     return [
         all(
-            fam.name not in ordered
-            and (spec.action == "observe" or (spec.action == "inc" and spec.value is None))
-            for spec, _m, fam, _n in m.rules
+            r.family.name not in ordered
+            and (r.spec.action == "observe" or (r.spec.action == "inc" and r.spec.value is None))
+            for r in g.rules
         )
-        for m in metas
+        for g in groups
     ]
 
 
-class _Observe:
+class Observe:
     """One histogram rule of a deferred group: its series' values gathered over a batch."""
 
     def __init__(
@@ -137,8 +133,8 @@ class _Observe:
             self.stamps[a] = self.now[0]
 
 
-class _Group:
-    """A deferred group: makes entries `[lines, always_hit, slot per rule...]` and flushes them.
+class Deferred:
+    """A deferred group: makes entries `[lines, always_hit, keys, slot per rule...]` and flushes them.
 
     A counter rule's slot is its series key (None: the rule does not apply to that raw tuple); an
     observe rule's slot is the list its values are appended to: the series' shared list when another
@@ -147,23 +143,19 @@ class _Group:
     Entries outlive a batch (flushing zeroes them), so a raw tuple seen before costs no `make`.
     """
 
-    def __init__(
-        self,
-        meta: GroupMeta,
-        observers: list[_Observe | None],
-        seen: dict[str, dict[tuple[str, ...], float]],
-        now: list[float],
-    ):
-        self.meta, self.observers, self.now = meta, observers, now
-        self.stamps = [seen.get(fam.name) for _s, _m, fam, _n in meta.rules]
+    #: Where an entry's first slot is (`e[SLOTS + j]` is rule j's): the generated loop indexes with it.
+    SLOTS = 3
+
+    def __init__(self, group: Group, observers: list[Observe | None]) -> None:
+        self.group, self.observers, self.now = group, observers, group.now
+        self.stamps = [group.seen.get(r.family.name) for r in group.rules]
         self.entries: dict[Any, list[Any]] = {}  # raw tuple -> entry, kept across batches
 
     def make(self, raw: tuple[Any, ...]) -> list[Any]:
-        keys = self.meta.cache.get(raw)
-        if keys is None:
-            keys = self.meta.prep(raw)
+        """The entry of a raw tuple not seen since the last trim (its decisions: `Group.keys`)."""
+        keys = self.group.keys(raw)
         always = any(k is not None for k, ob in zip(keys, self.observers, strict=True) if ob is None)
-        e: list[Any] = [0, always]
+        e: list[Any] = [0, always, keys]
         for k, ob in zip(keys, self.observers, strict=True):
             if ob is None:
                 e.append(k)
@@ -179,7 +171,8 @@ class _Group:
         """Counts into counters, own value lists into the series' lists; the lines some rule used."""
         used = 0
         stamp = self.now[0]
-        rules = self.meta.rules
+        rules = self.group.rules
+        matches = self.group.matches
         for e in self.entries.values():
             count = e[0]
             if not count:
@@ -189,10 +182,12 @@ class _Group:
                 used += count
             own = []
             for j, ob in enumerate(self.observers):
-                slot = e[2 + j]
+                slot = e[self.SLOTS + j]
+                if e[2][j] is not None:
+                    matches[rules[j].number] += count
                 if ob is None:
                     if slot is not None:
-                        fam = rules[j][2]
+                        fam = rules[j].family
                         k = slot if slot in fam.series else fam.admit(slot)
                         if k is not slot and fam.on_overflow is not None:
                             for _ in range(count - 1):  # admit() counted one; every line is an update
@@ -214,14 +209,14 @@ class _Group:
     def trim(self) -> None:
         """After the observers flushed: forget every entry when there are too many (raw values such as
         URLs are unbounded); their series' value lists go with them."""
-        if len(self.entries) > CACHE_LIMIT:
+        if len(self.entries) > decide.CACHE_LIMIT:  # read here: tests lower it
             self.entries.clear()
             for ob in self.observers:
                 if ob is not None:
                     ob.values.clear()
 
     @staticmethod
-    def _merge(own: list[tuple[_Observe, list[Any]]], count: int) -> int:
+    def _merge(own: list[tuple[Observe, list[Any]]], count: int) -> int:
         """Hand an entry's own value lists to the series; how many of its lines had a usable value."""
         usable = [False] * count
         for ob, slot in own:
@@ -232,112 +227,3 @@ class _Group:
             ob.values.setdefault(key, []).extend(raw)
             del slot[2:]
         return sum(usable)
-
-
-def generate_batch(
-    metas: list[GroupMeta],
-    fns: Sequence[Callable[[Any], bool]],
-    index: dict[Any, int],
-    fallback: int,
-    disc_attr: str | None,
-    disc: Callable[[Any], Any] | None,
-    seen: dict[str, dict[tuple[str, ...], float]],
-    now: list[float],
-    on_bad_value: Callable[[str, Any], None],
-    on_missing: Callable[[str, int], None] | None = None,
-) -> Callable[[list[Any]], int]:
-    """`apply(objs) -> lines used` for groups `metas` (per-line functions `fns`); `index` maps a
-    discriminator value to a group number, `fallback` is the group of any other value (-1: none)."""
-    ids = itertools.count()
-    ns: dict[str, Any] = {"T": index, "D": disc}
-
-    def const(value: Any, prefix: str) -> str:
-        name = f"{prefix}{next(ids)}"
-        ns[name] = value
-        return name
-
-    keys: dict[int, list[Any]] = {}
-    for value, j in index.items():
-        keys.setdefault(j, []).append(value)
-    # A few discriminator values are compared directly: `==` on a fresh string is cheaper than hashing
-    # it for a dict lookup (~13% of the loop with four groups); many values go through the dict.
-    chain = disc_attr is not None and len(index) <= MAX_CHAIN
-    if disc_attr is None:
-        select = f"{fallback}"
-    elif chain:
-        select = f"o.{disc_attr}" if "." not in disc_attr else "D(o)"
-    elif "." not in disc_attr:
-        select = f"get(o.{disc_attr}, {fallback})"
-    else:
-        select = f"get(D(o), {fallback})"
-    head = ["def apply(objs):", "    n = 0", "    get = T.get"]
-    loop = ["    for o in objs:", f"        g = {select}"]
-
-    def test(j: int) -> str:
-        if not chain:
-            return f"g == {j}"
-        if j == fallback:
-            return "True"
-        return " or ".join(f"g == {const(v, 'K')}" for v in keys[j])
-
-    order = [j for j in range(len(metas)) if j != fallback or not chain]
-    if chain and fallback >= 0:
-        order.append(fallback)  # any other value: last, as the `else`
-    tail: list[str] = []
-    trims: list[str] = []
-    observers: list[_Observe] = []
-    defer_all = deferrable(metas)
-    for pos, j in enumerate(order):
-        meta, fn, defer = metas[j], fns[j], defer_all[j]
-        ind = " " * 12
-        cond = test(j)
-        loop.append(
-            "        else:" if pos and cond == "True" else f"        {'if' if pos == 0 else 'elif'} {cond}:"
-        )
-        if not defer:
-            loop += [f"{ind}if {const(fn, 'G')}(o):", f"{ind}    n += 1"]
-            continue
-        obs: list[_Observe | None] = []
-        for spec, _m, fam, _n in meta.rules:
-            ob = None
-            if spec.action == "observe":
-                assert spec.value is not None
-                ob = _Observe(fam, spec.value.scale, seen.get(fam.name), now, on_bad_value, on_missing)
-                observers.append(ob)
-            obs.append(ob)
-        group = _Group(meta, obs, seen, now)
-        ns[f"B{j}"] = group.entries
-        simple: dict[str, str] = {m[1]: m[2] for line in meta.reads if (m := _SIMPLE.match(line))}
-        raw, values = meta.raw, list(meta.value_vars)
-        if len(simple) == len(meta.reads):  # plain attribute reads: inlined where used (fewer opcodes)
-
-            def inline(m: re.Match[str], reads: dict[str, str] = simple) -> str:
-                return reads[m[0]]
-
-            raw = _SUB.sub(inline, raw)
-            values = [simple[v] if v else v for v in values]
-        else:
-            loop += [" " * 8 + line for line in meta.reads]  # the group's field reads, 4 to 12 spaces
-        mk = const(group.make, "M")
-        loop += [
-            f"{ind}raw = {raw}",
-            f"{ind}e = B{j}.get(raw)",
-            f"{ind}if e is None:",
-            f"{ind}    e = B{j}[raw] = {mk}(raw)",
-            f"{ind}e[0] += 1",
-        ]
-        for at, (rv, ob) in enumerate(zip(values, obs, strict=True), start=2):
-            if ob is not None:
-                loop.append(f"{ind}e[{at}].append({rv})")
-        tail.append(f"    n += {const(group.flush, 'F')}()")
-        trims.append(f"    {const(group.trim, 'R')}()")
-    tail += [f"    {const(ob.flush, 'O')}()" for ob in observers]
-    tail += trims
-    text = "\n".join([*head, *loop, *tail, "    return n"]) + "\n"
-    from collector.rules.codegen import register_source
-
-    register_source("<rules batch>", text)
-    exec(compile(text, "<rules batch>", "exec"), ns)
-    fn_: Callable[[list[Any]], int] = ns["apply"]
-    fn_.__doc__ = text  # the generated source, for debugging
-    return fn_
