@@ -328,6 +328,9 @@ class MetricState:
         on_family: Callable[[str], None] | None = None,
     ) -> None:
         self.families: dict[str, Family] = {}
+        # Families a part (the rules engine) created here and may rebuild: kept with the catalog, not in
+        # a module global, so two collectors in one process (tests) never see each other's claims.
+        self._claims: dict[str, set[str]] = {}
         self.on_overflow = on_overflow
         self.track_changes = track_changes
         self.on_family = on_family
@@ -374,6 +377,14 @@ class MetricState:
 
     def unregister(self, name: str) -> None:
         self.families.pop(name, None)
+
+    def claimed(self, owner: str) -> set[str]:
+        """The (mutable) set of family names `owner` created here and may reuse after a rebuild.
+
+        A rule set rebuilt after a source restart or a reload keeps the families (and values) it made,
+        but never writes into one another part registered.
+        """
+        return self._claims.setdefault(owner, set())
 
     def snapshot(self, names: Iterable[str]) -> dict[str, Any]:
         """JSON-ready state of the named families, with their signatures for a safe restore."""

@@ -182,34 +182,16 @@ def _describe(cycles: list[list[str]], graph: dict[str, set[str]]) -> str:
     return "\n".join(lines)
 
 
-# A knot another branch of issue 19 unties (the Runtime knot of app.py, server.py, status.py and web/
-# is untied: Runtime lives in runtime.py); until it lands, only its members may form a cycle.
-# The rules engine: logpipe.py hosts the consumer factory, which imports rules/ and the LevelConsumer.
-_RULES_KNOT = ("collector.logpipe", "collector.rules", "collector.sources.logs.levels")
-
-
 def _in_knot(module: str, knot: tuple[str, ...]) -> bool:
+    """True when `module` is one of `knot`'s modules or inside one of its packages."""
     return any(module == k or module.startswith(k + ".") for k in knot)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="one knot remains: collector.logpipe <-> collector.rules.* <-> collector.sources.logs.levels "
-    "(the consumer factory in logpipe.py; the rules branch unties it): remove this marker once it is merged",
-)
 def test_collector_has_no_import_cycle() -> None:
     graph = import_graph()
     cycles = import_cycles(graph)
     assert cycles == [], "import cycles in collector/ (import from the defining module):\n" + _describe(
         cycles, graph
-    )
-
-
-def test_no_import_cycle_outside_the_knot_being_untied() -> None:
-    graph = import_graph()
-    stray = [c for c in import_cycles(graph) if not all(_in_knot(m, _RULES_KNOT) for m in c)]
-    assert stray == [], "import cycles in collector/ (import from the defining module):\n" + _describe(
-        stray, graph
     )
 
 

@@ -13,7 +13,7 @@ The path of a batch of log lines through this package:
 - `decide`: per distinct tuple of raw fields, each rule's residual match (`match.evaluate`) and labels
   (`normalize`, budgets) are interpreted once and cached: the series key per rule, or no match.
 - `gather`: updates that commute (counters, histograms) are gathered per batch and applied per entry;
-  the others are applied line by line in line order (`decide.Group.update_line`).
+  the others are applied line by line, in line order, by updates inlined in the generated loop.
 - `engine.RuleSet`: the `LineConsumer` around it all (hot reload, expiry, per-rule match counts);
   `explain`: `replay --explain` (the same `evaluate`, with reasons) and `--show-compiled`.
 """

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import os
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,11 +29,6 @@ if TYPE_CHECKING:
     import asyncio  # imported where used: `collector replay` never starts an event loop
 
 __all__ = ["RuleSet", "load_specs", "load_stages"]
-
-#: Families created by rules, per metric state: a rule set rebuilt after a source restart may reuse
-#: them (and keep their values), but rules can never write into a family another part owns.
-_OWNED: weakref.WeakKeyDictionary[MetricState, set[str]] = weakref.WeakKeyDictionary()
-
 
 def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str = "rules") -> list[RuleSpec]:
     """Preset rules first, then the rules file's (which add to them).
@@ -312,7 +306,7 @@ class RuleSet:
         if specs is None:
             specs = load_specs(self.presets, text, str(self.rules_path))
         stages = load_stages(self.presets, text, str(self.rules_path))
-        owned = _OWNED.setdefault(self.metrics, set())
+        owned = self.metrics.claimed("rules")
         p = plan(specs, self.metrics, owned, self.max_series, stages)
         compiled = build(
             p, self.metrics, self._on_overflow, self._on_bad_value, self._on_missing, self.check_utf8

@@ -9,7 +9,7 @@ summed in line order, so every count and sum is bit-identical to applying the li
 A group is deferred like this only when its updates commute with everything else in the batch: its
 rules are counter/gauge `inc` without a value field or histogram `observe`, and no `set`/`dec` rule
 writes the same metric (`deferrable`). Any other group applies its lines one by one
-(`collector.rules.decide.Group.update_line`) inside the same loop.
+(updates inlined in the generated loop, `collector.rules.loop`).
 """
 
 from __future__ import annotations

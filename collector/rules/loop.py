@@ -2,9 +2,9 @@
 
 Per line it reads the discriminator, takes the branch of its dispatch group, reads the group's raw
 fields into a tuple and either counts the line into that tuple's entry (a deferred group, see
-`collector.rules.gather`) or applies it (`Group.update_line`). Everything that decides (matches,
-labels) is interpreted in `collector.rules.decide`, once per distinct tuple. The loop is generated
-because it is the only code that runs per line: field reads become attribute loads inlined in the
+`collector.rules.gather`) or applies its updates in place (inlined: gauge set/dec and counters by a
+value field must keep line order). Everything that decides (matches, labels) is interpreted in
+`collector.rules.decide`, once per distinct tuple. The loop is generated because it is the only code that runs per line: field reads become attribute loads inlined in the
 tuple, discriminator values are literals, and a line costs no Python call. Its source is registered
 in `linecache` under `<rules loop ...>`, so tracebacks and `replay --show-compiled` show it.
 """
