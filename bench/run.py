@@ -21,15 +21,18 @@ from bench.daemon import bench_latency, bench_throughput
 from bench.replay import bench_replay
 from bench.scrape import bench_memory, bench_scrape
 from bench.sidecar import bench_sidecar, bench_state
+from bench.slowstore import bench_slow_store
 from bench.webhooks import bench_floor, bench_webhooks
 
 FULL = dict(
     lines=1_000_000, runs=3, daemon_lines=1_000_000, latency_s=10.0, series=100_000, events=5_000,
     rates=(0, 100, 1_000, 10_000), window_s=30.0, sizes=(0, 10_000, 100_000, 1_000_000), idle_s=30.0,
+    commit_delays_ms=(0, 10, 100), slow_rates=(0, 1_000), slow_s=10.0,
 )  # fmt: skip
 SHORT = dict(
     lines=50_000, runs=1, daemon_lines=50_000, latency_s=1.0, series=10_000, events=300,
     rates=(0, 1_000), window_s=3.0, sizes=(0, 10_000), idle_s=3.0,
+    commit_delays_ms=(0, 100), slow_rates=(1_000,), slow_s=2.0,
 )  # fmt: skip
 
 
@@ -42,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short", action="store_true", help="CI mode: small sizes, one run")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed too")
     p.add_argument(
-        "--only", default="replay,daemon,sidecar,state,scrape,memory,webhooks", help="sections to run"
+        "--only",
+        default="replay,daemon,sidecar,state,scrape,slowstore,memory,webhooks",
+        help="sections to run",
     )
     p.add_argument("--json", type=Path, help="also write every figure to this file")
     p.add_argument("--workdir", type=Path, help="where generated logs are kept (default: a temp dir)")
@@ -135,6 +140,19 @@ def main(argv: list[str] | None = None) -> int:
         _row(rows, "scrape: promtool check metrics", s["promtool"], "clean", None if "skipped" in s["promtool"]
              else s["promtool"] == "clean")  # fmt: skip
         correct &= s["samples"] > 0 and (s["promtool"] == "clean" or "skipped" in s["promtool"])
+    if "slowstore" in only:
+        ss = figures["slowstore"] = bench_slow_store(
+            cfg["commit_delays_ms"], cfg["slow_rates"], cfg["slow_s"]
+        )
+        for r in ss["rows"]:
+            what = "idle" if r["rate"] == 0 else f"{r['rate']:,} lines/s"
+            # No pile-up: a scrape waits for at most the write in flight and its own (two commits).
+            bound = 3 * r["delay_ms"] + 100
+            _row(rows, f"scrape, store commits +{r['delay_ms']:.0f} ms, {what}",
+                 f"p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} ms; {ss['scrapers']} at once p50 "
+                 f"{r['concurrent_p50_ms']:.1f} / p99 {r['concurrent_p99_ms']:.1f} ms, "
+                 f"{r['writes_per_scrape']:.2f} writes/scrape", f"{ss['scrapers']} at once p99 <= {bound:.0f} ms",
+                 r["concurrent_p99_ms"] <= bound)  # fmt: skip
     if "memory" in only:
         m = figures["memory"] = bench_memory(cfg["series"])
         _row(rows, f"memory: bare metric state (no daemon; see state:) with {m['series']:,} series", f"{m['rss_live_mb']:.0f} MB "

@@ -110,6 +110,7 @@ class Redactor:
         # Also as they appear inside JSON strings (quotes and backslashes escaped).
         values |= {json.dumps(s, ensure_ascii=False)[1:-1] for s in values}
         self.secrets = sorted(values, key=len, reverse=True)
+        self._raw = [s.encode("utf-8", "surrogateescape") for s in self.secrets]  # for `bytes`, per answer
         names = sorted({*CREDENTIAL_HEADERS, *(h.lower() for h in header_names if h)}, key=len, reverse=True)
         self._header = re.compile(
             r"(?i)(?<![\w-])(" + "|".join(re.escape(n) for n in names) + r")(\"?\s*[:=]\s*\"?)([^\r\n\"',}]+)"
@@ -132,8 +133,7 @@ class Redactor:
 
     def bytes(self, data: bytes) -> bytes:
         """The exact-value rule on bytes (HTTP bodies): cheap enough for every answer but /metrics."""
-        for secret in self.secrets:
-            raw = secret.encode("utf-8", "surrogateescape")
+        for raw in self._raw:
             if raw in data:
                 data = data.replace(raw, MASK.encode())
         return data

@@ -117,6 +117,13 @@ async def durable_render(rt: Runtime, openmetrics: bool) -> bytes:
     """
     hidden: set[str] = set()
     writes: list[asyncio.Future[None]] = []
+    # First the writes in flight (`scrape_ready`): a scrape that took now would only queue behind them,
+    # and the scrapes that wait together then share one write. Their errors are not this scrape's.
+    waits = [
+        w for source, ctx in rt.sources if ctx.restored.is_set() and (w := source.scrape_ready()) is not None
+    ]
+    if waits:
+        await asyncio.wait(waits)
     for source, ctx in rt.sources:
         if not ctx.restored.is_set():
             hidden.update(source.held_families())

@@ -273,6 +273,11 @@ class Source(Protocol):
         the served values come from (the response waits for it); None when there is nothing to write."""
         ...
 
+    def scrape_ready(self) -> asyncio.Future[None] | None:
+        """Awaited by /metrics before any `before_scrape`: the write in flight (None: none). Scrapes
+        arriving during a slow commit then share the next write instead of queuing one each."""
+        ...
+
     def status_tables(self) -> list[Table]:
         """What the status page shows for this source beyond its state, reasons and recent activity
         (read at each page view, never on the hot path)."""
@@ -295,6 +300,9 @@ class SourceBase(Source):
         return []
 
     def before_scrape(self) -> asyncio.Future[None] | None:
+        return None
+
+    def scrape_ready(self) -> asyncio.Future[None] | None:
         return None
 
     def status_tables(self) -> list[Table]:

@@ -146,7 +146,9 @@ async def serve(
 class CollectorProcess:
     """The real `collector` command as a child process with its own env."""
 
-    def __init__(self, env: Mapping[str, str], cwd: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, env: Mapping[str, str], cwd: Path, args: tuple[str, ...] = (), module: str = "collector"
+    ) -> None:
         self.port = free_port()
         base = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
         self.env = {**base, "COLLECTOR_LISTEN": f"127.0.0.1:{self.port}", **env}
@@ -154,7 +156,7 @@ class CollectorProcess:
         self.stderr_path = cwd / f"collector-{self.port}.stderr"
         self._stderr = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector", *args],
+            [sys.executable, "-m", module, *args],
             env=self.env,
             cwd=cwd,
             stdout=subprocess.PIPE,

@@ -56,6 +56,9 @@ def test_short_mode_runs_and_every_count_agrees(tmp_path: Path, capsys: pytest.C
     assert [r["rate"] for r in figures["sidecar"]["rows"]] == [0, 1_000]
     state = {r["series"]: r for r in figures["state"]["rows"]}
     assert set(state) == {0, 10_000} and all(r["rss_mb"] > 0 for r in state.values())
+    slow = figures["slowstore"]["rows"]
+    assert [(r["delay_ms"], r["rate"]) for r in slow] == [(0, 1_000), (100, 1_000)]
+    assert all(r["concurrent_scrapes"] > 0 and r["p99_ms"] > 0 for r in slow)
     webhooks = figures["webhooks"]
     assert (webhooks["processed"], webhooks["payments"], webhooks["duplicates"]) == (300, 300, 30)
     assert webhooks["exactly_once"] is True

@@ -78,3 +78,23 @@ def test_the_docker_context_holds_what_the_image_copies_and_nothing_else() -> No
     for m in re.finditer(r"^COPY (?!--from)(.+)$", dockerfile, re.M):
         copied.update(m.group(1).split()[:-1])
     assert copied == allowed
+
+
+def test_test_only_libraries_stay_out_of_the_runtime_lock_and_of_collector() -> None:
+    """`stripe` is a test extra (the seeded check of our signature verdicts against the library's):
+    nothing under collector/ may import it, or the image (runtime lock only) would fail at run time."""
+    import ast
+
+    runtime, _test = _declared()
+    assert "stripe" not in {_norm(r.name) for r in runtime}
+    assert "stripe" not in pins(str(RUNTIME)) and "stripe" in pins(str(TEST))
+    for path in (REPO / "collector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            assert not any(n == "stripe" or n.startswith("stripe.") for n in names), f"{path} imports stripe"

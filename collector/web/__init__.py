@@ -54,6 +54,7 @@ class WebSecurity:
         self.auth = self._basic_auth({})
         # Requests in the guard now, per listener, route class and client (what the limits read).
         self.budgets = Budgets(self.http)
+        metrics.follow_budgets(self.budgets.in_flight)
         # At most a few log lines per kind of refusal, per server (a flood is a counter, not a log).
         self.log_first = LogFirst(log)
         # Masks secrets in the answers of every route but /metrics.

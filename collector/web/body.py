@@ -65,6 +65,10 @@ async def read_body(guard: GuardState, request: web.Request, listener: str) -> w
             bytes=request.content_length,
         )
         return reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
+    if request.content.is_eof():
+        # The whole body is already here (a webhook's head and body usually arrive in one segment):
+        # reading it cannot wait, so no time or rate limit can trip; skip the reader task and timers.
+        return await _read_buffered(guard, request, listener)
     loop = asyncio.get_running_loop()
     start = loop.time()
     deadline = start + http.body_timeout
@@ -116,4 +120,23 @@ async def read_body(guard: GuardState, request: web.Request, listener: str) -> w
             min_rate=http.min_body_rate,
         )
         return reject_unread(guard, listener, reason, 408, "408 Request Timeout")
+    return None
+
+
+async def _read_buffered(guard: GuardState, request: web.Request, listener: str) -> web.Response | None:
+    """`read_body` for a body that has fully arrived: the same refusals, without the deadline machinery."""
+    try:
+        await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        guard.log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
+        return reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
+    except Exception as exc:
+        why = body_error_reason(exc)
+        guard.log_first(
+            f"body_{why}",
+            "request body could not be read; answering 400",
+            listener=listener,
+            error=type(exc).__name__,
+        )
+        return reject_unread(guard, listener, why, 400, "400 Bad Request")
     return None

@@ -60,21 +60,31 @@ class Budgets:
     in_flight: dict[tuple[str, str], int] = field(default_factory=dict)
     per_client: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Both limits per class, computed once: `acquire` runs on every request.
+        self._limits = _limits(self.http)
+        self._client_limits = {
+            k: max(1, math.floor(v * self.http.max_client_share)) for k, v in self._limits.items()
+        }
+
     def limit(self, route_class: str) -> int:
-        return _limits(self.http)[route_class]
+        return self._limits[route_class]
 
     def client_limit(self, route_class: str) -> int:
         """How many of a class's slots one address may hold: a share of the budget, at least one."""
-        return max(1, math.floor(self.limit(route_class) * self.http.max_client_share))
+        return self._client_limits[route_class]
 
     def acquire(self, listener: str, route_class: str, client: str) -> Slot | str:
         """A slot, or the refusal reason: `concurrency` (the class is full) or `client_concurrency`."""
         key = (listener, route_class)
         ckey = (listener, route_class, client)
-        if self.in_flight.get(key, 0) >= self.limit(route_class):
+        in_flight, per_client = self.in_flight, self.per_client
+        held = in_flight.get(key, 0)
+        if held >= self._limits[route_class]:
             return "concurrency"
-        if self.per_client.get(ckey, 0) >= self.client_limit(route_class):
+        mine = per_client.get(ckey, 0)
+        if mine >= self._client_limits[route_class]:
             return "client_concurrency"
-        self.in_flight[key] = self.in_flight.get(key, 0) + 1
-        self.per_client[ckey] = self.per_client.get(ckey, 0) + 1
+        in_flight[key] = held + 1
+        per_client[ckey] = mine + 1
         return Slot(self, key, ckey)

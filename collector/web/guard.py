@@ -75,8 +75,6 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if data and not self.in_request and self.head_timer is None:
-            self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
         if (
             not self.one_at_a_time
             or self._force_close
@@ -84,6 +82,8 @@ class GuardedHandler(RequestHandler):
             or self._payload_parser is not None
             or self._upgraded
         ):
+            if data and not self.in_request and self.head_timer is None:
+                self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
             super().data_received(data)
             return
         # aiohttp's request branch, draining the parser one message at a time (see __init__).
@@ -105,6 +105,10 @@ class GuardedHandler(RequestHandler):
                 break  # the rest waits in the parser; start() resumes it as the queue drains
             parser.message_consumed()
             chunk = b""
+        if not messages and data and not self.in_request and self.head_timer is None:
+            # A head still incomplete: its deadline runs from this first byte. A segment that holds a
+            # whole head (the usual request) needs no timer: the handler starts at once.
+            self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
         for msg, payload in messages:
             self._request_count += 1
             self._messages.append((msg, payload))
@@ -307,7 +311,6 @@ def make_middleware(guard: GuardState) -> Middleware:
         if isinstance(proto, GuardedHandler):
             proto.cancel_head_timer()
             proto.in_request = True
-        m = guard.metrics
         status = 500
         try:
             response = await _guarded(guard, request, handler, listener)
@@ -317,7 +320,7 @@ def make_middleware(guard: GuardState) -> Middleware:
             status = exc.status
             raise
         finally:
-            m.requests.labels(listener, str(status)).inc()
+            guard.metrics.answered(listener, status).inc()
             if isinstance(proto, GuardedHandler):
                 proto.in_request = False
 
@@ -335,7 +338,8 @@ async def _guarded(
     if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
         return reject(guard, listener, "not_webhook", 404, "404 Not Found")
-    head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers) + len(request.raw_path) + 16
+    raw = request.raw_headers
+    head = sum([len(k) + len(v) for k, v in raw]) + 4 * len(raw) + len(request.raw_path) + 16
     if head > http.max_header_bytes:
         guard.log_first(
             "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head
@@ -371,10 +375,7 @@ async def _guarded(
         )
         refuse = reject_unread if request.body_exists else reject
         return refuse(guard, listener, slot, 503, "503 Too Many Concurrent Requests", **{"Retry-After": "1"})
-    gauge = m.in_flight.labels(listener)
-    class_gauge = m.class_in_flight.labels(listener, klass)
-    gauge.inc()
-    class_gauge.inc()
+    # (collector_http_requests_in_flight and _route_class_in_flight read the slots: `follow_budgets`)
     try:
         if request.body_exists:
             refused = await read_body(guard, request, listener)
@@ -417,5 +418,3 @@ async def _guarded(
             return web.Response(status=500, text="500 Internal Server Error\n")
     finally:
         slot.release()
-        gauge.dec()
-        class_gauge.dec()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -96,6 +97,10 @@ class HttpMetrics:
         Gauge(
             "collector_asyncio_tasks", "asyncio tasks alive in the collector.", registry=registry
         ).set_function(_task_count)
+        # The counter child the guard bumps on every request, looked up once per (listener, status code):
+        # `labels()` takes a lock and builds its key each time.
+        self._answered: dict[tuple[str, int], Counter] = {}
+        self._listeners = listeners
         self.last_reload_ok.set(1)
         for result in ("success", "failure"):
             self.reloads.labels(result)
@@ -108,3 +113,28 @@ class HttpMetrics:
             self.connections.labels(listener)
             for reason in REJECT_REASONS:
                 self.rejected.labels(listener, reason)
+
+    def answered(self, listener: str, status: int) -> Counter:
+        """`collector_http_requests_total{listener, code}`'s child (status codes are a bounded set)."""
+        child = self._answered.get((listener, status))
+        if child is None:
+            child = self._answered[(listener, status)] = self.requests.labels(listener, str(status))
+        return child
+
+    def follow_budgets(self, in_flight: Mapping[tuple[str, str], int]) -> None:
+        """Read both in-flight gauges from the budgets' own count at scrape time.
+
+        A request is in flight exactly while it holds a budget slot, so the slot count is the gauge:
+        reading it when scraped costs nothing per request (four locked inc/dec calls before).
+        """
+
+        def listener_total(listener: str) -> Callable[[], float]:
+            return lambda: float(sum(n for (li, _k), n in in_flight.items() if li == listener))
+
+        def class_total(key: tuple[str, str]) -> Callable[[], float]:
+            return lambda: float(in_flight.get(key, 0))
+
+        for listener in self._listeners:
+            self.in_flight.labels(listener).set_function(listener_total(listener))
+            for klass in ROUTE_CLASSES:
+                self.class_in_flight.labels(listener, klass).set_function(class_total((listener, klass)))

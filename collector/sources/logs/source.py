@@ -65,6 +65,9 @@ class LogsSource(SourceBase):
         self.last_checkpoint: float | None = None  # monotonic time of the last successful checkpoint
         self.checkpointer = Checkpointer(ctx.metrics)  # what the store holds; replaced at each restore
         self.chain = WriteChain()  # checkpoint writes in flight build on each other (see _write_checkpoint)
+        # The last checkpoint write queued (its document and future): scrapes wait for it before their
+        # own take, and join it when their take holds the same state (see `scrape_ready`).
+        self._queued: tuple[bytes, asyncio.Future[None]] | None = None
         self.checkpointed_changes = -1  # `tailer.changes` at the last checkpoint taken
         self.scanned_at = 0.0  # wall time the last scan began (checkpointed: see Tailer._first_look)
         self.saved_at = 0.0  # the `saved_at` of the last checkpoint taken
@@ -355,6 +358,11 @@ class LogsSource(SourceBase):
         )
         if pending is None:
             return None
+        queued = self._queued
+        if queued is not None and not queued[1].done() and not pending.delta and pending.doc == queued[0]:
+            # Exactly the state of the write in flight (nothing changed since it was taken): wait for
+            # that one instead of queuing the same document again behind it.
+            return queued[1]
         chain = self.chain
         write = self.ctx.store.put_with_series_nowait(
             OWNER, [(CHECKPOINT_KEY, pending.doc)], pending.delta, chain
@@ -369,7 +377,23 @@ class LogsSource(SourceBase):
                 self.checkpointer.committed(pending)
 
         write.add_done_callback(done)
+        self._queued = (pending.doc, write)
         return write
+
+    def scrape_ready(self) -> asyncio.Future[None] | None:
+        """What a scrape waits for before `before_scrape`: the checkpoint write in flight, if any.
+
+        A slow disk must not make each scrape queue a write of its own behind the one in flight
+        (8 scrapers at 1,000 lines/s with 100 ms commits had p99 920 ms and a growing queue): a scrape
+        first waits for the write in flight, then takes; the scrapes that woke together find the same
+        state and share one write (`_write_checkpoint`). At most one write in flight, each scrape's
+        wait at most two commits. The promise is unchanged: a scrape renders right after its take and
+        answers once a write holding at least that state committed.
+        """
+        queued = self._queued
+        if queued is None or queued[1].done():
+            return None
+        return queued[1]
 
     def held_families(self) -> list[str]:
         """Families restored from the checkpoint: not served before the restore (see `durable_render`)."""

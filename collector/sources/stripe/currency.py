@@ -73,4 +73,6 @@ def divisor(currency: str) -> int:
 
 def to_major(amount: int | Fraction, currency: str) -> float:
     """Convert a Stripe minor-unit amount to major units (JPY 500 -> 500.0, KWD 12345 -> 12.345)."""
-    return float(Fraction(amount) / divisor(currency))
+    if isinstance(amount, int):
+        return amount / divisor(currency)  # int / int is correctly rounded: the same float, no Fraction
+    return float(amount / divisor(currency))

@@ -65,7 +65,9 @@ def verify(
         # hmac.compare_digest as a non-ASCII str, which raises TypeError instead of failing the match.
         return "signature_malformed"
     try:
-        payload.decode("utf-8")  # Stripe signs text; the library refuses other bodies the same way
+        # Stripe signs text; the library refuses other bodies the same way (an ASCII body, the usual
+        # case, is UTF-8 without decoding it)
+        payload.isascii() or payload.decode("utf-8")
     except UnicodeDecodeError:
         return "body_not_utf8"
     parsed = _parse(header)
