@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RuleSet", "load_specs", "load_stages"]
 
+
 def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str = "rules") -> list[RuleSpec]:
     """Preset rules first, then the rules file's (which add to them).
 
