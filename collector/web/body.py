@@ -95,22 +95,11 @@ async def read_body(guard: GuardState, request: web.Request, listener: str) -> w
                 await reader
         else:
             reader.result()
-    except web.HTTPRequestEntityTooLarge:
-        guard.log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
-        return reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
     except asyncio.CancelledError:
         reader.cancel()
         raise
     except Exception as exc:
-        # A malformed chunked or compressed body, or a client that hung up mid-body.
-        why = body_error_reason(exc)
-        guard.log_first(
-            f"body_{why}",
-            "request body could not be read; answering 400",
-            listener=listener,
-            error=type(exc).__name__,
-        )
-        return reject_unread(guard, listener, why, 400, "400 Bad Request")
+        return _refuse_unreadable(guard, listener, exc)
     if reason is not None:
         guard.log_first(
             reason,
@@ -127,16 +116,22 @@ async def _read_buffered(guard: GuardState, request: web.Request, listener: str)
     """`read_body` for a body that has fully arrived: the same refusals, without the deadline machinery."""
     try:
         await request.read()
-    except web.HTTPRequestEntityTooLarge:
+    except Exception as exc:
+        return _refuse_unreadable(guard, listener, exc)
+    return None
+
+
+def _refuse_unreadable(guard: GuardState, listener: str, exc: Exception) -> web.Response:
+    """The answer to a body that could not be read: 413 when too large, else 400, logged once per reason."""
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         guard.log_first("body_too_large", "chunked request body too large; answering 413", listener=listener)
         return reject_unread(guard, listener, "body_too_large", 413, "413 Payload Too Large")
-    except Exception as exc:
-        why = body_error_reason(exc)
-        guard.log_first(
-            f"body_{why}",
-            "request body could not be read; answering 400",
-            listener=listener,
-            error=type(exc).__name__,
-        )
-        return reject_unread(guard, listener, why, 400, "400 Bad Request")
-    return None
+    # A malformed chunked or compressed body, or a client that hung up mid-body.
+    why = body_error_reason(exc)
+    guard.log_first(
+        f"body_{why}",
+        "request body could not be read; answering 400",
+        listener=listener,
+        error=type(exc).__name__,
+    )
+    return reject_unread(guard, listener, why, 400, "400 Bad Request")
