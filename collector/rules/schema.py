@@ -7,13 +7,13 @@ metric) and the field, so an operator can fix a file in one pass. No I/O beyond 
 from __future__ import annotations
 
 import itertools
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any
 
 from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
+from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 from collector.rules.match import AllOf, AnyOf, Cond, Match, Not, Op
 from collector.rules.normalize import NORMALIZERS
 
@@ -47,14 +47,6 @@ LABEL_KEYS = {
 #: Label normalisers whose output is a small fixed set: the series limit never folds these labels.
 BOUNDED_NORMALIZERS = frozenset({"status_code", "status_class", "http_method", "level"})
 GAUGE_ACTIONS = ("set", "inc", "dec")
-
-
-class RulesError(ValueError):
-    """A rules file or preset that cannot be used; `errors` holds one line per problem."""
-
-    def __init__(self, errors: list[str]) -> None:
-        super().__init__("\n".join(errors))
-        self.errors = errors
 
 
 @dataclass(frozen=True)
@@ -127,15 +119,6 @@ class RuleSpec:
         if self.match is not None:
             out |= self.match.paths()
         return out
-
-
-@dataclass
-class _Ctx:
-    where: str
-    errors: list[str] = field(default_factory=list)
-
-    def err(self, key: str, msg: str) -> None:
-        self.errors.append(f"{self.where}: {key}: {msg}")
 
 
 def load_yaml(text: str) -> Any:
@@ -266,21 +249,6 @@ def _rule(raw: Any, ctx: _Ctx, origin: str, index: int) -> RuleSpec | None:
         floor=float(floor) if _is_number(floor) else None,
         name=str(name),
     )
-
-
-def _is_number(x: Any) -> TypeGuard[float]:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _paths(raw: Any, ctx: _Ctx, key: str) -> tuple[str, ...]:
-    items = [raw] if isinstance(raw, str) else raw
-    if not isinstance(items, list) or not items or not all(isinstance(p, str) and p for p in items):
-        ctx.err(key, f"expected a dotted field path or a list of them, not {raw!r}")
-        return ()
-    for p in items:
-        if any(not part for part in p.split(".")):
-            ctx.err(key, f"{p!r} is not a valid dotted path")
-    return tuple(items)
 
 
 def _match(raw: Any, ctx: _Ctx, key: str) -> Match | None:
@@ -491,7 +459,3 @@ def _buckets(raw: Any, metric: str, kind: str, ctx: _Ctx) -> tuple[float, ...]:
         ctx.err("buckets", "must be strictly ascending")
         return ()
     return bounds
-
-
-#: Top-level keys of a rules document besides `rules` (parsed by collector.rules.stages).
-STAGE_KEYS = ("extract", "join")

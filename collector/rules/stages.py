@@ -17,9 +17,9 @@ from typing import Any
 
 import msgspec
 
+from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 from collector.rules.decode import LineDecoder
 from collector.rules.match import forms  # the same spellings rules accept (200 and "200")
-from collector.rules.schema import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 
 __all__ = ["Extract", "ExtractSpec", "Join", "JoinSpec", "StageSpec", "build_stages", "parse_stages"]
 
