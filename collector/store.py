@@ -20,7 +20,16 @@ from typing import Any, TypeVar
 
 from collector.sources.storage import Migration, migrate
 
-__all__ = ["SCHEMA_VERSION", "SeriesDelta", "StateStore", "StoreError", "WriteChain", "is_corrupt"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "SeriesDelta",
+    "StateStore",
+    "StoreError",
+    "WriteChain",
+    "is_corrupt",
+    "kv_get",
+    "kv_put",
+]
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -299,6 +308,20 @@ class _Incompatible(Exception):
 
 class _CheckFailed(Exception):
     pass
+
+
+def kv_put(conn: sqlite3.Connection, owner: str, key: str, value: bytes | str) -> None:
+    """Set one of `owner`'s keys inside the caller's transaction (a source's `store.transaction` or
+    `store.call`), so the value commits atomically with the source's own rows (Stripe's poll cursor)."""
+    conn.execute(
+        "INSERT INTO kv (owner, key, value) VALUES (?, ?, ?) ON CONFLICT (owner, key) DO UPDATE SET value=excluded.value",
+        (owner, key, _as_bytes(value)),
+    )
+
+
+def kv_get(conn: sqlite3.Connection, owner: str, key: str) -> bytes | None:
+    """One of `owner`'s keys, read on the store's thread (inside `store.call`/`transaction`)."""
+    return _get(conn, owner, key)
 
 
 def _get(conn: sqlite3.Connection, owner: str, key: str) -> bytes | None:

@@ -20,6 +20,7 @@ from collector.sources.storage import AddColumn, Migration, Tables, migrate
 from collector.sources.stripe import ledger
 from collector.sources.stripe.events import Effects, SubState
 from collector.sources.stripe.ledger import Applied, ChargeFacts, ChargeWrite, SubFacts, SubWrite
+from collector.store import kv_get, kv_put
 
 __all__ = [
     "MIGRATIONS",
@@ -155,7 +156,7 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
             (event_id, event_type, created, now),
         )
         if cursor is not None:
-            _put_kv(conn, "cursor", cursor)
+            kv_put(conn, OWNER, "cursor", cursor)
         if cur.rowcount == 0:
             out.append(Applied(duplicate=True))
             continue
@@ -253,17 +254,7 @@ def prune(conn: sqlite3.Connection, events_before: float, charges_before: float)
     return n
 
 
-def _put_kv(conn: sqlite3.Connection, key: str, value: str) -> None:
-    conn.execute(
-        "INSERT INTO kv (owner, key, value) VALUES (?, ?, ?) "
-        "ON CONFLICT (owner, key) DO UPDATE SET value=excluded.value",
-        (OWNER, key, value.encode()),
-    )
-
-
 def read_kv(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM kv WHERE owner=? AND key=?", (OWNER, key)).fetchone()
-    if row is None:
-        return None
-    v = row[0]
-    return v.decode() if isinstance(v, bytes) else str(v)
+    """The source's value under `key` in the store's kv table (the poll cursor), or None."""
+    value = kv_get(conn, OWNER, key)
+    return None if value is None else value.decode()
