@@ -38,7 +38,13 @@ def _free_port() -> int:
 class Daemon:
     """The collector tailing one log file with the benchmark rules."""
 
-    def __init__(self, log: Path, data: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        log: Path,
+        data: Path,
+        env: dict[str, str] | None = None,
+        argv: tuple[str, ...] = ("-m", "collector"),
+    ) -> None:
         self.port = _free_port()
         overrides = env
         env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
@@ -52,7 +58,7 @@ class Daemon:
         )
         env.update(overrides or {})
         self.stderr = (data / "collector.stderr").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "collector"], env=env, stderr=self.stderr)
+        self.proc = subprocess.Popen([sys.executable, *argv], env=env, stderr=self.stderr)
         self.ps = psutil.Process(self.proc.pid)
         self.url = f"http://127.0.0.1:{self.port}"
 

@@ -21,7 +21,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,8 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.daemon import _free_port
-from bench.replay import RULES, generate
+from bench.daemon import Daemon
+from bench.replay import generate
 from bench.sidecar import _append_at
 
 SCRAPERS = 8
@@ -102,22 +101,16 @@ def _run(delay_ms: float, rate: int, seconds: float, lines: list[bytes]) -> dict
     tmp = Path(tempfile.mkdtemp(prefix="collector-slowstore-"))
     log = tmp / "app.log"
     log.touch()
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
-    env.update(
-        COLLECTOR_LISTEN=f"127.0.0.1:{port}",
-        COLLECTOR_DATA_DIR=str(tmp),
-        COLLECTOR_LOGS__PATHS=str(log),
-        COLLECTOR_LOGS__START_AT="end",
-        COLLECTOR_LOGS__RULES=str(RULES),
-        COLLECTOR_LOG_LEVEL="WARNING",
-        COLLECTOR_HTTP__MAX_CLIENT_SHARE="1",  # the scrapers share one address
+    daemon = Daemon(
+        log,
+        tmp,
+        env={
+            "COLLECTOR_LOGS__START_AT": "end",
+            "COLLECTOR_HTTP__MAX_CLIENT_SHARE": "1",  # the scrapers share one address
+        },
+        argv=("-m", "bench.slowstore", "--serve", str(delay_ms)),
     )
-    err = (tmp / "stderr").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.slowstore", "--serve", str(delay_ms)], env=env, stderr=err
-    )
-    url = f"http://127.0.0.1:{port}/metrics"
+    proc, url = daemon.proc, f"{daemon.url}/metrics"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -156,9 +149,7 @@ def _run(delay_ms: float, rate: int, seconds: float, lines: list[bytes]) -> dict
         writes = _writes(tmp) - w0
         writer.join()
     finally:
-        proc.terminate()
-        proc.wait(15)
-        err.close()
+        daemon.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return {
         "delay_ms": delay_ms,
