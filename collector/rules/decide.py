@@ -26,20 +26,26 @@ CACHE_LIMIT = 4096
 Key = tuple[str, ...]
 
 
+def _mapped(spec: LabelSpec) -> Callable[[str], str]:
+    """Label text -> its final value: the `map`, then values outside `allow` become `other`."""
+    mapping = dict(spec.mapping)
+    allow, other = spec.allow, spec.other
+
+    def finish(text: str) -> str:
+        text = mapping.get(text, text)
+        return other if allow is not None and text not in allow else text
+
+    return finish
+
+
 def label_converter(spec: LabelSpec) -> Callable[[Any], str]:
     """Raw field value -> label text for a label read from one field (no template, status or budget)."""
     norm = NORMALIZERS[spec.normalize] if spec.normalize else label_text
-    mapping = dict(spec.mapping)
-    allow, other, default = spec.allow, spec.other, spec.default
+    finish, default = _mapped(spec), spec.default
 
     def convert(raw: Any) -> str:
         text = norm(raw)
-        if text is None:
-            return default
-        text = mapping.get(text, text)
-        if allow is not None and text not in allow:
-            text = other
-        return text
+        return default if text is None else finish(text)
 
     return convert
 
@@ -52,8 +58,7 @@ def field_label(spec: LabelSpec, budget: Budget | None) -> Callable[[Any, Any, A
     so constants (`unmatched`, the default) never use it up.
     """
     norm = NORMALIZERS[spec.normalize] if spec.normalize else label_text
-    mapping = dict(spec.mapping)
-    allow, other, default, unmatched = spec.allow, spec.other, spec.default, spec.unmatched
+    finish, default, unmatched = _mapped(spec), spec.default, spec.unmatched
     match = TemplateMatcher(spec.templates).match if spec.templates else None
     admit = budget.admit if budget is not None else None
 
@@ -67,9 +72,7 @@ def field_label(spec: LabelSpec, budget: Budget | None) -> Callable[[Any, Any, A
             text = norm(raw)
             if text is None:
                 return default
-        text = mapping.get(text, text)
-        if allow is not None and text not in allow:
-            text = other
+        text = finish(text)
         return admit(text) if admit is not None else text
 
     return convert
