@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from collector.settings import Settings
 from tests.helpers import serve, value
 from tests.sources.logtools import SOURCES, append, level_count, lines, logs_settings
 
@@ -19,14 +20,21 @@ async def _health(run: object) -> dict:  # type: ignore[type-arg]
     return json.loads(body)
 
 
-async def test_a_rename_while_down_is_drained_from_its_offset_with_the_live_file_only_configured(
-    tmp_path: Path,
-) -> None:
-    log = tmp_path / "app.log"
+async def _counted_and_stopped(tmp_path: Path, log: Path | None = None) -> tuple[Path, Settings]:
+    """`log` (default `app.log`) with 100 info lines, counted by a collector that has stopped since (its
+    last checkpoint written): what each restart scenario below starts from."""
+    log = log or tmp_path / "app.log"
     append(log, lines(100))
     settings = logs_settings(tmp_path, str(log))
     async with serve(settings, SOURCES) as run:
         await run.wait_for(lambda m: level_count(m) == 100)
+    return log, settings
+
+
+async def test_a_rename_while_down_is_drained_from_its_offset_with_the_live_file_only_configured(
+    tmp_path: Path,
+) -> None:
+    log, settings = await _counted_and_stopped(tmp_path)
     append(log, lines(30, "warn"))  # written after the last checkpoint
     log.rename(tmp_path / "app.log.1")  # rotated while the collector is down
     append(log, lines(5, "error"))
@@ -37,11 +45,7 @@ async def test_a_rename_while_down_is_drained_from_its_offset_with_the_live_file
 
 
 async def test_several_rotations_while_down_compressed_or_dated_are_all_read_once(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    append(log, lines(100))
-    settings = logs_settings(tmp_path, str(log))
-    async with serve(settings, SOURCES) as run:
-        await run.wait_for(lambda m: level_count(m) == 100)
+    log, settings = await _counted_and_stopped(tmp_path)
     append(log, lines(10, "warn"))
     # logrotate `compress` (no delaycompress): app.log -> app.log.1.gz, then a dateext rotation.
     with gzip.open(tmp_path / "app.log.1.gz", "wb") as f:
@@ -66,11 +70,7 @@ async def test_several_rotations_while_down_compressed_or_dated_are_all_read_onc
 
 
 async def test_copytruncate_while_down_reads_the_unread_tail_from_the_copy(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    append(log, lines(100))
-    settings = logs_settings(tmp_path, str(log))
-    async with serve(settings, SOURCES) as run:
-        await run.wait_for(lambda m: level_count(m) == 100)
+    log, settings = await _counted_and_stopped(tmp_path)
     append(log, lines(30, "warn"))
     shutil.copyfile(log, tmp_path / "app.log.1")
     os.truncate(log, 0)
@@ -83,11 +83,7 @@ async def test_copytruncate_while_down_reads_the_unread_tail_from_the_copy(tmp_p
 async def test_a_missing_directory_at_start_up_is_pending_then_resumes_at_its_offset(tmp_path: Path) -> None:
     logdir = tmp_path / "logs"
     logdir.mkdir()
-    log = logdir / "app.log"
-    append(log, lines(100))
-    settings = logs_settings(tmp_path, str(log))
-    async with serve(settings, SOURCES) as run:
-        await run.wait_for(lambda m: level_count(m) == 100)
+    log, settings = await _counted_and_stopped(tmp_path, logdir / "app.log")
     append(log, lines(10, "warn"))
     logdir.rename(tmp_path / "away")  # a volume not mounted yet
     async with serve(settings, SOURCES) as run:
@@ -106,11 +102,7 @@ async def test_a_missing_directory_at_start_up_is_pending_then_resumes_at_its_of
 async def test_a_file_deleted_while_down_is_a_counted_loss_with_its_byte_range(
     tmp_path: Path, caplog
 ) -> None:  # type: ignore[no-untyped-def]
-    log = tmp_path / "app.log"
-    append(log, lines(100))
-    settings = logs_settings(tmp_path, str(log))
-    async with serve(settings, SOURCES) as run:
-        await run.wait_for(lambda m: level_count(m) == 100)
+    log, settings = await _counted_and_stopped(tmp_path)
     log.unlink()
     append(log, lines(4, "error"))
     async with serve(settings, SOURCES) as run:
@@ -146,11 +138,7 @@ async def test_an_initially_empty_copy_is_not_read_as_a_new_file(tmp_path: Path)
 async def test_an_inode_holding_other_content_after_a_restart_is_read_from_0_and_the_old_tail_counted_lost(
     tmp_path: Path,
 ) -> None:
-    log = tmp_path / "app.log"
-    append(log, lines(100))
-    settings = logs_settings(tmp_path, str(log))
-    async with serve(settings, SOURCES) as run:
-        await run.wait_for(lambda m: level_count(m) == 100)
+    log, settings = await _counted_and_stopped(tmp_path)
     inode = log.stat().st_ino
     os.truncate(log, 0)  # the same inode with other content, as when a deleted file's inode is reused
     append(log, lines(300, "warn"))  # longer than the old offset: only the first bytes tell
