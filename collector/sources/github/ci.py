@@ -20,7 +20,7 @@ from aiohttp import web
 from collector import dora
 from collector.dora import Deployment
 from collector.logsetup import LogFirst
-from collector.routes import Route, bearer_matches
+from collector.routes import Route
 from collector.settings import DeploymentsSettings
 from collector.source import Shares, SourceBase, SourceContext
 from collector.sources.github import store_sql
@@ -30,7 +30,7 @@ from collector.sources.github.source import DORA, keep_fresh
 from collector.sources.http import read_limited
 from collector.sources.storage import Migration
 
-__all__ = ["CiDeployment", "DeploymentsSource", "authorized", "parse_ci_deployment"]
+__all__ = ["CiDeployment", "DeploymentsSource", "parse_ci_deployment"]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?$")
 _STATES = frozenset({*dora.TERMINAL, "in_progress", "queued", "pending", "created"})
@@ -51,11 +51,6 @@ class CiDeployment(msgspec.Struct, forbid_unknown_fields=True):
     started_at: str | float | None = None
     finished_at: str | float | None = None
     commits: list[CiCommit] | None = None
-
-
-def authorized(header: str | None, token: str) -> bool:
-    """Constant-time check of `Authorization: Bearer <token>` (what the guard applies to this route)."""
-    return bearer_matches(header, token)
 
 
 def parse_ci_deployment(body: bytes, now: float) -> tuple[str, str, Deployment]:
