@@ -11,7 +11,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +124,192 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     if rules == "preset":
         heavy.add("yaml")  # parsed only when a YAML file is given
     assert _loaded(modules, heavy) == []
+
+
+# --- OpenSSL: loaded only when a setting needs it (collector/importpolicy.py) -----------------------
+
+#: A daemon that prints its modules, and what `import ssl` raises in it, once the test creates the file
+#: PROBE_TRIGGER. The HTTP(S) requests are the test's, so nothing here imports ssl or hashlib.
+_LEAN_PROBE = """
+import json, os, sys, threading, time
+from collector import importpolicy
+shimmed = []
+for lib in list(importpolicy.ALWAYS_IMPORTED):
+    # Until collector.selfmetrics stops importing prometheus_client (its own slice of issue 22), the
+    # library is loaded here with a stand-in ssl, so the policy is tested as if it were gone; it loads
+    # _hashlib (urllib.request), which the test then excuses. The entry must go with the library.
+    import types
+    fake = types.ModuleType("ssl")
+    fake.__getattr__ = lambda name: type(name, (), {})
+    sys.modules["ssl"] = fake
+    __import__(lib)
+    del sys.modules["ssl"]
+    del importpolicy.ALWAYS_IMPORTED[lib]
+    shimmed.append(lib)
+trigger = os.environ["PROBE_TRIGGER"]
+def probe():
+    while not os.path.exists(trigger):
+        time.sleep(0.05)
+    try:
+        import ssl
+        error = None
+    except ImportError as exc:
+        error = str(exc)
+    finders = [repr(f) for f in sys.meta_path if type(f).__name__ == "Refuse"]
+    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error, "shimmed": shimmed,
+                      "finders": finders}), flush=True)
+    os._exit(0)
+threading.Thread(target=probe, daemon=True).start()
+from collector.cli import main
+sys.exit(main(["run"]))
+"""
+
+OPENSSL = ("ssl", "_ssl", "_hashlib")
+
+
+class LeanDaemon:
+    """`collector run` in a subprocess running `_LEAN_PROBE`; `modules()` stops it and reports."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.trigger = tmp_path / "report-now"
+        log = tmp_path / "app.log"
+        log.write_text('{"level":"info","message":"hello"}\n')
+        full = _clean_env(
+            COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
+            COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+            COLLECTOR_LOGS__PATHS=str(log),
+            COLLECTOR_LOGS__PRESET="winston",
+            COLLECTOR_LOG_LEVEL="WARNING",
+            PROBE_TRIGGER=str(self.trigger),
+        )
+        full.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LEAN_PROBE], env=full, cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def wait_up(self, opener: Any = None, scheme: str = "http") -> bytes:
+        """The first /metrics answer that shows the logs source's lines (fetched by the test)."""
+        import time
+        import urllib.request
+
+        url = f"{scheme}://127.0.0.1:{self.port}/metrics"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            try:
+                body: bytes = (opener or urllib.request.urlopen)(url, timeout=5).read()
+                if b"collector_log_lines_total" in body:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the daemon never served the logs source's metrics")
+
+    def report(self) -> dict[str, Any]:
+        self.trigger.touch()
+        out, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        report: dict[str, Any] = json.loads(out.splitlines()[-1])
+        return report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def lean(tmp_path: Path) -> Iterator[Callable[..., LeanDaemon]]:
+    started: list[LeanDaemon] = []
+
+    def start(**env: str) -> LeanDaemon:
+        started.append(LeanDaemon(tmp_path, **env))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def _excused(report: dict[str, Any]) -> set[str]:
+    """OpenSSL modules loaded before the policy decides, by libraries other slices of issue 22 remove:
+    pydantic imports `secrets` (hmac -> _hashlib), and so does the stand-in load of prometheus_client."""
+    return {"_hashlib"} if report["shimmed"] or "pydantic" in report["modules"] else set()
+
+
+def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
+    daemon = lean()
+    daemon.wait_up()
+    report = daemon.report()
+    loaded = [m for m in OPENSSL if m in report["modules"] and m not in _excused(report)]
+    assert "collector.sources.logs" in report["modules"] and "asyncio" in report["modules"]
+    assert loaded == []
+    error = report["ssl_error"]
+    assert error is not None and error.startswith("ssl is not importable in this process: ")
+    assert "COLLECTOR_LEAN_IMPORTS=false" in error and "COLLECTOR_WEB_CONFIG_FILE" in error
+
+
+def test_lean_imports_false_loads_openssl_as_before(lean: Any) -> None:
+    daemon = lean(COLLECTOR_LEAN_IMPORTS="false")
+    daemon.wait_up()
+    report = daemon.report()
+    assert [m for m in OPENSSL if m not in report["modules"]] == []
+    assert report["ssl_error"] is None and report["finders"] == []
+
+
+def test_always_imported_lists_exactly_the_libraries_the_daemon_still_imports(lean: Any) -> None:
+    # ALWAYS_IMPORTED allows TLS to every daemon while the core needs a library that imports ssl
+    # unconditionally: once the library is gone its entry must go, or the policy saves nothing.
+    from collector.importpolicy import ALWAYS_IMPORTED
+
+    daemon = lean(COLLECTOR_LEAN_IMPORTS="false")
+    daemon.wait_up()
+    report = daemon.report()
+    assert report["shimmed"] == list(ALWAYS_IMPORTED)
+    assert _loaded(report["modules"], set(ALWAYS_IMPORTED)) == sorted(ALWAYS_IMPORTED)
+
+
+def test_a_stripe_daemon_verifies_webhooks_with_openssl_hashes_but_no_tls(lean: Any) -> None:
+    import urllib.request
+
+    from tests.helpers import parse, value
+    from tests.sources.stripe_helpers import SECRET, body_of, event, sign
+
+    daemon = lean(COLLECTOR_STRIPE__WEBHOOK_SECRETS=SECRET)
+    daemon.wait_up()
+    body = body_of(event("invoice.paid"))
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{daemon.port}/webhooks/stripe",
+        body,
+        {"Content-Type": "application/json", "Stripe-Signature": sign(body)},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    samples = parse(urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics").read().decode())
+    assert value(samples, "stripe_webhooks_total", event_type="invoice.paid", status="processed") == 1
+    report = daemon.report()
+    assert "_hashlib" in report["modules"] and "collector.sources.stripe.signature" in report["modules"]
+    assert [m for m in ("ssl", "_ssl") if m in report["modules"]] == []
+
+
+def test_a_web_config_file_with_tls_serves_https(lean: Any, tmp_path: Path) -> None:
+    import ssl
+    import urllib.request
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    daemon = lean(COLLECTOR_WEB_CONFIG_FILE=str(tmp_path / "web.yml"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=client))
+    body = daemon.wait_up(opener.open, scheme="https")
+    assert b"collector_log_lines_total" in body
+    report = daemon.report()
+    assert [m for m in OPENSSL if m not in report["modules"]] == []
+    assert report["ssl_error"] is None and report["finders"] == []

@@ -72,6 +72,11 @@ class SourceSettings(BaseModel):
     def is_enabled(self) -> bool:
         return self.configured() if self.enabled is None else self.enabled
 
+    def openssl_needs(self) -> dict[str, str]:
+        """What of OpenSSL the enabled source uses with these settings (collector.importpolicy keeps
+        the rest out of memory): "tls" or "hashes" -> the field asking for it; {} (here): neither."""
+        return {}
+
     @model_validator(mode="before")
     @classmethod
     def _drop_secret_file_vars(cls, data: Any) -> Any:
