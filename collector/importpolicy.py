@@ -74,7 +74,8 @@ def needs(settings: Settings, registry: Mapping[str, SourceSpec] | None = None) 
     if settings.web_config_file is not None:
         # Its tls_server_config may be there now or come with a reload (SIGHUP or the file poll).
         out.append(Need(TLS, "COLLECTOR_WEB_CONFIG_FILE"))
-    if importlib.util.find_spec("uvloop") is not None:  # installed: `collector run` uses it, and it imports ssl
+    # Installed: `collector run` uses it, and it imports ssl.
+    if importlib.util.find_spec("uvloop") is not None:
         out.append(Need(TLS, "uvloop"))
     for name in SOURCES if registry is None else registry:
         cfg = settings.source_settings(name)

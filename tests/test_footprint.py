@@ -313,3 +313,59 @@ def test_a_web_config_file_with_tls_serves_https(lean: Any, tmp_path: Path) -> N
     report = daemon.report()
     assert [m for m in OPENSSL if m not in report["modules"]] == []
     assert report["ssl_error"] is None and report["finders"] == []
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"logs": {"paths": ["a.log"]}, "process": {"pid": 1}, "deployments": {"token": "t"}}, []),
+        ({"web_config_file": "/dev/null"}, [("tls", "COLLECTOR_WEB_CONFIG_FILE")]),
+        ({"stripe": {"webhook_secrets": ["whsec_a"]}}, [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS")]),
+        (
+            {"stripe": {"api_key": "sk_test_a", "api_base": "https://api.stripe.com"}},
+            [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS"), ("tls", "COLLECTOR_STRIPE__API_BASE")],
+        ),
+        ({"stripe": {"api_key": "sk_test_a", "api_base": "http://127.0.0.1:1"}}, [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS")]),
+        ({"github": {"webhook_secret": "s"}}, [("hashes", "COLLECTOR_GITHUB__WEBHOOK_SECRET")]),
+        ({"github": {"token": "t", "repositories": ["o/r"]}}, [("tls", "COLLECTOR_GITHUB__API_URL")]),
+        ({"github": {"token": "t", "repositories": ["o/r"], "api_url": "http://ghe.local/api/v3"}}, []),
+        ({"websocket": {"targets": ["ws://127.0.0.1:1/"]}}, [("tls", "COLLECTOR_WEBSOCKET__TARGETS")]),
+        ({"stripe": {"webhook_secrets": ["whsec_a"], "enabled": False}}, []),
+    ],
+)  # fmt: skip
+def test_what_each_setting_needs_of_openssl(
+    tmp_path: Path, settings: dict[str, Any], expected: list[Any]
+) -> None:
+    from collector import importpolicy
+    from tests.helpers import make_settings
+
+    found = importpolicy.needs(make_settings(tmp_path, **settings))
+    core = [(importpolicy.TLS, lib) for lib in importpolicy.ALWAYS_IMPORTED]
+    got = [(n.what, n.setting) for n in found if (n.what, n.setting) not in core and n.setting != "uvloop"]
+    assert got == expected
+
+
+@pytest.mark.quick
+def test_the_refusals_follow_the_needs_and_name_the_settings() -> None:
+    from collector.importpolicy import HASHES, TLS, Need, Refuse, blocked
+
+    nothing = blocked([], loaded={})
+    assert sorted(nothing) == ["_hashlib", "_ssl", "ssl"]
+    assert sorted(blocked([Need(HASHES, "COLLECTOR_STRIPE__WEBHOOK_SECRETS")], loaded={})) == ["_ssl", "ssl"]
+    assert blocked([Need(TLS, "COLLECTOR_WEB_CONFIG_FILE")], loaded={}) == {}
+    assert blocked([], loaded={"ssl": object()}) == {}  # already mapped: refusing saves nothing
+    assert sorted(blocked([], loaded={"_hashlib": object()})) == ["_ssl", "ssl"]
+    with pytest.raises(ModuleNotFoundError) as err:
+        Refuse(nothing).find_spec("ssl", None)
+    assert err.value.name == "ssl"
+    assert "COLLECTOR_LEAN_IMPORTS=false" in str(err.value) and "COLLECTOR_WEB_CONFIG_FILE" in str(err.value)
+    assert Refuse(nothing).find_spec("json", None) is None
+
+
+@pytest.mark.quick
+def test_lean_imports_false_installs_nothing(tmp_path: Path) -> None:
+    from collector import importpolicy
+    from tests.helpers import make_settings
+
+    assert importpolicy.install(make_settings(tmp_path), environ={importpolicy.ENV: "false"}) is None
