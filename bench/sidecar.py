@@ -90,17 +90,19 @@ def _append_at(log: Path, data: list[bytes], rate: int, seconds: float) -> None:
             time.sleep(TICK - (time.monotonic() - start) % TICK)
 
 
+#: OpenSSL refused as `collector run` refuses it when no setting needs TLS or its hashes
+#: (collector/importpolicy.py): asyncio and aiohttp carry on without ssl, hashlib with its built-ins.
+_NO_OPENSSL = "import sys; from collector.importpolicy import Refuse, blocked; sys.meta_path.insert(0, Refuse(blocked([])))"
+_LIBS = "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web"
+
 #: What the logs-only daemon's RSS is made of, each a process that only imports (cumulative).
 RSS_FLOORS = {
     "the interpreter (`python -c pass`)": "pass",
-    "+ asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client"
-    ),
-    "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web",
-    "+ pydantic (BaseModel), = the libraries alone": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web;"
-        "from pydantic import BaseModel"
-    ),
+    "+ asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web, OpenSSL refused": f"{_NO_OPENSSL}; {_LIBS}",
+    "(the same with OpenSSL: ssl, _hashlib and aiohttp's default SSL contexts)": _LIBS,
+    # prometheus_client.exposition imports ssl unconditionally: with it, OpenSSL is always loaded.
+    "+ prometheus_client (which imports ssl)": f"{_LIBS}, prometheus_client",
+    "+ pydantic (BaseModel), = the libraries alone": f"{_LIBS}, prometheus_client; from pydantic import BaseModel",
 }
 
 
