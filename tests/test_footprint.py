@@ -241,9 +241,15 @@ def _excused(report: dict[str, Any]) -> set[str]:
 
 
 def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
+    import urllib.request
+
     daemon = lean()
     daemon.wait_up()
+    for path in ("/", "/status.json", "/health/ready"):  # what loads on first use works without it
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}{path}", timeout=10) as resp:
+            assert resp.status == 200
     report = daemon.report()
+    assert "collector.status" in report["modules"]
     loaded = [m for m in OPENSSL if m in report["modules"] and m not in _excused(report)]
     assert "collector.sources.logs" in report["modules"] and "asyncio" in report["modules"]
     assert loaded == []
