@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collector.settings import Settings
     from collector.sources import SourceSpec
 
-__all__ = ["ENV", "HASHES", "TLS", "Need", "Refuse", "blocked", "install", "needs"]
+__all__ = ["ALWAYS_IMPORTED", "ENV", "HASHES", "TLS", "Need", "Refuse", "blocked", "install", "needs"]
 
 #: The escape hatch: `false` (or 0, no, off) lets the process import OpenSSL whatever the settings say.
 ENV = "COLLECTOR_LEAN_IMPORTS"
