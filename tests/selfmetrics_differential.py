@@ -31,10 +31,10 @@ from typing import Any
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from collector.selfmetrics import STORE_OPERATIONS, SelfMetrics
-from collector.sources.logs.source import _CheckpointAge
-from collector.web.metrics import LISTENERS, REJECT_REASONS, HttpMetrics
 from collector.routes import ROUTE_CLASSES
+from collector.selfmetrics import STORE_OPERATIONS, SelfMetrics
+from collector.sources.logs.source import _checkpoint_age as register_checkpoint_age
+from collector.web.metrics import LISTENERS, REJECT_REASONS, HttpMetrics
 
 GOLDEN = Path(__file__).parent / "fixtures" / "selfmetrics_differential.json"
 SEEDS = range(40)
@@ -61,7 +61,7 @@ class _Age:
 
 def _checkpoint_age(sm: SelfMetrics, age: _Age) -> None:
     """Register the logs source's `collector_log_checkpoint_age_seconds` as the source does."""
-    sm.registry.register(_CheckpointAge(age))  # type: ignore[arg-type]
+    register_checkpoint_age(sm.registry, age.checkpoint_age)
 
 
 def _value(value: float) -> str:
@@ -78,7 +78,9 @@ def _samples(text: str, openmetrics: bool) -> dict[str, list[str]]:
             if s.name == "collector_build_info":  # this machine's Python
                 labels = {k: f"<{k}>" for k in labels}
             value = "<varies>" if s.name.startswith("process_") else _value(s.value)
-            lines.append(s.name + "{" + ",".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "} " + value)
+            lines.append(
+                s.name + "{" + ",".join(f"{k}={v!r}" for k, v in sorted(labels.items())) + "} " + value
+            )
     return out
 
 
