@@ -88,7 +88,7 @@ class _Metric(Generic[_C]):
 
     def __init__(self, family: Family) -> None:
         self.family = family
-        self._children: dict[tuple[object, ...], _C] = {}
+        self._children: dict[tuple[object, ...], _C] = {}  # by label values as strings
         self._only: _C | None = self.labels() if not family.labelnames else None
 
     def _child(self, key: tuple[str, ...]) -> _C:
@@ -100,15 +100,14 @@ class _Metric(Generic[_C]):
         Raises:
             ValueError: not one value per label name.
         """
-        child = self._children.get(values)
+        child = self._children.get(values)  # label values are nearly always strings already
         if child is None:
             if len(values) != len(self.family.labelnames):
                 raise ValueError(f"{self.family.name}: labels {self.family.labelnames}, got {values!r}")
-            key = tuple(str(v) for v in values)
+            key = tuple(str(v) for v in values)  # `labels(200)` is `labels("200")`
             child = self._children.get(key)
             if child is None:
                 child = self._children[key] = self._child(key)
-            self._children[values] = child  # `labels(200)` and `labels("200")` are one series
         return child
 
     def _single(self) -> _C:
