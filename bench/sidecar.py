@@ -100,9 +100,8 @@ RSS_FLOORS = {
     "the interpreter (`python -c pass`)": "pass",
     "+ asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web, OpenSSL refused": f"{_NO_OPENSSL}; {_LIBS}",
     "(the same with OpenSSL: ssl, _hashlib and aiohttp's default SSL contexts)": _LIBS,
-    # prometheus_client.exposition imports ssl unconditionally: with it, OpenSSL is always loaded.
-    "+ prometheus_client (which imports ssl)": f"{_LIBS}, prometheus_client",
-    "+ pydantic (BaseModel), = the libraries alone": f"{_LIBS}, prometheus_client; from pydantic import BaseModel",
+    # pydantic loads _hashlib (secrets -> hmac) before the daemon reads its settings: only ssl is refused.
+    "+ pydantic (BaseModel), = the libraries alone": f"from pydantic import BaseModel; {_NO_OPENSSL}; {_LIBS}",
 }
 
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collector.settings import Settings
     from collector.sources import SourceSpec
 
-__all__ = ["ALWAYS_IMPORTED", "ENV", "HASHES", "TLS", "Need", "Refuse", "blocked", "install", "needs"]
+__all__ = ["ENV", "HASHES", "TLS", "Need", "Refuse", "blocked", "install", "needs"]
 
 #: The escape hatch: `false` (or 0, no, off) lets the process import OpenSSL whatever the settings say.
 ENV = "COLLECTOR_LEAN_IMPORTS"
@@ -45,13 +45,6 @@ HASHES = "hashes"
 
 #: The modules each need allows: a TLS context needs libcrypto too, so TLS allows the hashes.
 _MODULES = {TLS: ("ssl", "_ssl", "_hashlib"), HASHES: ("_hashlib",)}
-
-#: Libraries the daemon imports whatever the settings that import `ssl` unconditionally at their own
-#: import (a ModuleNotFoundError there would stop the daemon): while one is listed, TLS is always allowed.
-#: tests/test_footprint.py checks this list against what a logs-only daemon really imports.
-ALWAYS_IMPORTED: dict[str, str] = {
-    "prometheus_client": "collector.selfmetrics uses it, and prometheus_client.exposition imports ssl",
-}
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def needs(settings: Settings, registry: Mapping[str, SourceSpec] | None = None) 
     """
     from collector.sources import SOURCES
 
-    out = [Need(TLS, library) for library in ALWAYS_IMPORTED]
+    out = []
     if settings.web_config_file is not None:
         # Its tls_server_config may be there now or come with a reload (SIGHUP or the file poll).
         out.append(Need(TLS, "COLLECTOR_WEB_CONFIG_FILE"))

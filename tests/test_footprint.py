@@ -126,26 +126,76 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     assert _loaded(modules, heavy) == []
 
 
+def _daemon_modules(tmp_path: Path, **env: str) -> list[str]:
+    """`sys.modules` of a real `collector run` once it serves the logs source's metrics."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    full_env = _clean_env(
+        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
+        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+        COLLECTOR_LOGS__PATHS=str(log),
+        COLLECTOR_LOG_LEVEL="WARNING",
+        **env,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 0, out.stderr
+    modules: list[str] = json.loads(out.stdout)
+    assert "collector.sources.logs" in modules and "aiohttp.web" in modules  # it is the daemon
+    return modules
+
+
+def _prometheus_client(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.startswith("prometheus_client")]
+
+
+def test_the_daemon_and_replay_load_no_prometheus_client(tmp_path: Path) -> None:
+    # The self metrics (collector/selfmetrics.py) and the HTTP layer's (collector/web/metrics.py) render
+    # through collector.exposition: prometheus_client's import alone is ~4.5 MB of RSS.
+    rules = Path(__file__).parent.parent / "bench" / "app_rules.yaml"
+    assert _prometheus_client(_daemon_modules(tmp_path / "rules", COLLECTOR_LOGS__RULES=str(rules))) == []
+    empty = tmp_path / "empty.log"
+    empty.touch()
+    out = subprocess.run(
+        [sys.executable, "-c", _AFTER, "replay", "--rules", str(rules), str(empty)],
+        env=_clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = json.loads(out.stdout.splitlines()[-1])
+    assert "collector.rules" in modules and _prometheus_client(modules) == []
+
+
+def test_no_collector_module_imports_prometheus_client() -> None:
+    """Whatever sources are enabled: no module of the package imports it, at any level (tests may)."""
+    import ast
+
+    package = Path(__file__).parent.parent / "collector"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            found += [
+                f"{path.relative_to(package.parent)}:{node.lineno}"
+                for n in names
+                if n.split(".")[0] == "prometheus_client"
+            ]
+    assert found == []
+
+
 # --- OpenSSL: loaded only when a setting needs it (collector/importpolicy.py) -----------------------
 
 #: A daemon that prints its modules, and what `import ssl` raises in it, once the test creates the file
 #: PROBE_TRIGGER. The HTTP(S) requests are the test's, so nothing here imports ssl or hashlib.
 _LEAN_PROBE = """
 import json, os, sys, threading, time
-from collector import importpolicy
-shimmed = []
-for lib in list(importpolicy.ALWAYS_IMPORTED):
-    # Until collector.selfmetrics stops importing prometheus_client (its own slice of issue 22), the
-    # library is loaded here with a stand-in ssl, so the policy is tested as if it were gone; it loads
-    # _hashlib (urllib.request), which the test then excuses. The entry must go with the library.
-    import types
-    fake = types.ModuleType("ssl")
-    fake.__getattr__ = lambda name: type(name, (), {})
-    sys.modules["ssl"] = fake
-    __import__(lib)
-    del sys.modules["ssl"]
-    del importpolicy.ALWAYS_IMPORTED[lib]
-    shimmed.append(lib)
 trigger = os.environ["PROBE_TRIGGER"]
 def probe():
     while not os.path.exists(trigger):
@@ -157,7 +207,7 @@ def probe():
         error = str(exc)
     import mimetypes
     finders = [repr(f) for f in sys.meta_path if type(f).__name__ == "Refuse"]
-    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error, "shimmed": shimmed,
+    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error,
                       "finders": finders, "mime_files": mimetypes.knownfiles}), flush=True)
     os._exit(0)
 threading.Thread(target=probe, daemon=True).start()
@@ -235,9 +285,9 @@ def lean(tmp_path: Path) -> Iterator[Callable[..., LeanDaemon]]:
 
 
 def _excused(report: dict[str, Any]) -> set[str]:
-    """OpenSSL modules loaded before the policy decides, by libraries other slices of issue 22 remove:
-    pydantic imports `secrets` (hmac -> _hashlib), and so does the stand-in load of prometheus_client."""
-    return {"_hashlib"} if report["shimmed"] or "pydantic" in report["modules"] else set()
+    """OpenSSL modules loaded before the policy decides, by a library another slice of issue 22
+    removes from run time: pydantic imports `secrets` (hmac -> _hashlib) with the settings models."""
+    return {"_hashlib"} if "pydantic" in report["modules"] else set()
 
 
 def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
@@ -266,18 +316,6 @@ def test_lean_imports_false_loads_openssl_as_before(lean: Any) -> None:
     assert [m for m in OPENSSL if m not in report["modules"]] == []
     assert report["ssl_error"] is None and report["finders"] == []
     assert report["mime_files"] != []
-
-
-def test_always_imported_lists_exactly_the_libraries_the_daemon_still_imports(lean: Any) -> None:
-    # ALWAYS_IMPORTED allows TLS to every daemon while the core needs a library that imports ssl
-    # unconditionally: once the library is gone its entry must go, or the policy saves nothing.
-    from collector.importpolicy import ALWAYS_IMPORTED
-
-    daemon = lean(COLLECTOR_LEAN_IMPORTS="false")
-    daemon.wait_up()
-    report = daemon.report()
-    assert report["shimmed"] == list(ALWAYS_IMPORTED)
-    assert _loaded(report["modules"], set(ALWAYS_IMPORTED)) == sorted(ALWAYS_IMPORTED)
 
 
 def test_a_stripe_daemon_verifies_webhooks_with_openssl_hashes_but_no_tls(lean: Any) -> None:
@@ -350,8 +388,7 @@ def test_what_each_setting_needs_of_openssl(
     from tests.helpers import make_settings
 
     found = importpolicy.needs(make_settings(tmp_path, **settings))
-    core = [(importpolicy.TLS, lib) for lib in importpolicy.ALWAYS_IMPORTED]
-    got = [(n.what, n.setting) for n in found if (n.what, n.setting) not in core and n.setting != "uvloop"]
+    got = [(n.what, n.setting) for n in found if n.setting != "uvloop"]
     assert got == expected
 
 
