@@ -196,6 +196,15 @@ def test_no_collector_module_imports_prometheus_client() -> None:
 #: PROBE_TRIGGER. The HTTP(S) requests are the test's, so nothing here imports ssl or hashlib.
 _LEAN_PROBE = """
 import json, os, sys, threading, time
+early = []  # what loads before collector.importpolicy decides (then a Refuse finder is on sys.meta_path)
+class Early:
+    def find_spec(self, name, path, target=None):
+        if name in ("asyncio", "ssl", "_ssl", "hashlib", "_hashlib") and not any(
+            type(f).__name__ == "Refuse" for f in sys.meta_path
+        ):
+            early.append(name)
+        return None
+sys.meta_path.insert(0, Early())
 trigger = os.environ["PROBE_TRIGGER"]
 def probe():
     while not os.path.exists(trigger):
@@ -207,7 +216,7 @@ def probe():
         error = str(exc)
     import mimetypes
     finders = [repr(f) for f in sys.meta_path if type(f).__name__ == "Refuse"]
-    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error,
+    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error, "early": early,
                       "finders": finders, "mime_files": mimetypes.knownfiles}), flush=True)
     os._exit(0)
 threading.Thread(target=probe, daemon=True).start()
@@ -286,8 +295,8 @@ def lean(tmp_path: Path) -> Iterator[Callable[..., LeanDaemon]]:
 
 def _excused(report: dict[str, Any]) -> set[str]:
     """OpenSSL modules loaded before the policy decides, by a library another slice of issue 22
-    removes from run time: pydantic imports `secrets` (hmac -> _hashlib) with the settings models."""
-    return {"_hashlib"} if "pydantic" in report["modules"] else set()
+    removes from run time: pydantic imports `secrets` (hmac -> hashlib, _hashlib) with the settings models."""
+    return {"_hashlib", "hashlib"} if "pydantic" in report["modules"] else set()
 
 
 def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
@@ -303,6 +312,8 @@ def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any
     loaded = [m for m in OPENSSL if m in report["modules"] and m not in _excused(report)]
     assert "collector.sources.logs" in report["modules"] and "asyncio" in report["modules"]
     assert loaded == []
+    # Nothing the parser, the settings or the rules import loads asyncio or hashlib before the decision.
+    assert sorted(set(report["early"]) - _excused(report)) == []
     error = report["ssl_error"]
     assert error is not None and error.startswith("ssl is not importable in this process: ")
     assert "COLLECTOR_LEAN_IMPORTS=false" in error and "COLLECTOR_WEB_CONFIG_FILE" in error
