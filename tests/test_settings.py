@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import Field, SecretStr
 
 from collector.settings import (
     ConfigError,
@@ -15,6 +14,7 @@ from collector.settings import (
     masked_dump,
     unknown_env_vars,
 )
+from collector.settings.model import Secret, setting
 
 pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
@@ -108,8 +108,8 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
 
 
 class _WithSecrets(Settings):
-    api_token: SecretStr | None = Field(default=None)
-    tokens: SecretList = Field(default_factory=list)
+    api_token: Secret | None = setting(default=None)
+    tokens: SecretList = setting(default_factory=list)
 
 
 def test_secret_is_read_from_var_file_and_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,10 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from collector.settings.base import ENV_PREFIX, NESTED, NoDecode, _is_secret, _model_of, _walk, env_name
+from collector.settings.base import ENV_PREFIX, NESTED, _is_secret, _model_of, _walk, env_name
+from collector.settings.model import FieldInfo, Model, NoDecode
 
 __all__ = ["EnvError", "env_data", "read_env_file"]
 
@@ -42,7 +40,7 @@ def read_env_file(env_file: str | Path | None) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(env_file, encoding="utf-8").items() if v is not None}
 
 
-def _secret_files(cls: type[BaseModel], environ: Mapping[str, str]) -> dict[str, str]:
+def _secret_files(cls: type[Model], environ: Mapping[str, str]) -> dict[str, str]:
     """`<VAR>: file content` for every secret whose `<VAR>_FILE` is set (Docker/Kubernetes secrets).
 
     Raises:
@@ -100,7 +98,7 @@ def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, A
 
 
 def env_data(
-    cls: type[BaseModel],
+    cls: type[Model],
     env_file: str | Path | None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
