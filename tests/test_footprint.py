@@ -122,3 +122,42 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     if rules == "preset":
         heavy.add("yaml")  # parsed only when a YAML file is given
     assert _loaded(modules, heavy) == []
+
+
+def _pydantic(modules: list[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0].startswith("pydantic"))
+
+
+def test_no_command_loads_pydantic(tmp_path: Path) -> None:
+    """Issue 22: pydantic cost the idle daemon ~12 MB (import plus building the models); the settings
+    are collector/settings/model.py's own models. Neither the logs-only daemon nor `check-config` nor
+    a `replay` that loads settings (an env file) imports any `pydantic*` module."""
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    env_file = tmp_path / "c.env"
+    env_file.write_text(f"COLLECTOR_LOGS__PATHS={log}\nCOLLECTOR_LOGS__PRESET=winston\n")
+    env = _clean_env(
+        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
+        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+        COLLECTOR_LOGS__PATHS=str(log),
+        COLLECTOR_LOG_LEVEL="WARNING",
+    )
+    daemon = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90
+    )
+    assert daemon.returncode == 0, daemon.stderr
+    found = {"run": _pydantic(json.loads(daemon.stdout))}
+    for command in (["check-config"], ["replay", "--env-file", str(env_file), str(log)]):
+        out = subprocess.run(
+            [sys.executable, "-c", _AFTER, *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        modules = json.loads(out.stdout.splitlines()[-1])
+        assert "collector.settings" in modules  # it did load settings
+        found[command[0]] = _pydantic(modules)
+    assert found == {"run": [], "check-config": [], "replay": []}
