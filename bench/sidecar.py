@@ -97,10 +97,6 @@ RSS_FLOORS = {
         "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client"
     ),
     "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web",
-    "+ pydantic (BaseModel), = the libraries alone": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web;"
-        "from pydantic import BaseModel"
-    ),
 }
 
 
