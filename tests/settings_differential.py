@@ -16,6 +16,7 @@ for line (the few deliberate differences are listed there, each with its reason)
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -55,14 +56,30 @@ _SPECIFIC: dict[str, list[str]] = {
     "COLLECTOR_LOGS__PRESET": ["winston", "pino-http", "winston,nope", "", "structlog"],
     "COLLECTOR_LOGS__RULES": ["<TMP>/rules.yaml", "<TMP>/missing.yaml", ""],
     "COLLECTOR_LOGS__START_AT": ["end", "beginning", "middle", "END"],
-    "COLLECTOR_STRIPE__WEBHOOK_SECRETS": ["whsec_a", "whsec_a,whsec_b", "nope", '["whsec_a", "x"]', '["whsec_a"]',
-                                          "[broken", '[1]'],
+    "COLLECTOR_STRIPE__WEBHOOK_SECRETS": [
+        "whsec_a",
+        "whsec_a,whsec_b",
+        "nope",
+        '["whsec_a", "x"]',
+        '["whsec_a"]',
+        "[broken",
+        "[1]",
+    ],
     "COLLECTOR_STRIPE__API_KEY": ["sk_test_1", "rk_live_2", "pk_test_3", ""],
-    "COLLECTOR_STRIPE__API_BASE": ["https://api.stripe.com/", "http://127.0.0.1:1", "ftp://x", "https://u:pw@h"],
+    "COLLECTOR_STRIPE__API_BASE": [
+        "https://api.stripe.com/",
+        "http://127.0.0.1:1",
+        "ftp://x",
+        "https://u:pw@h",
+    ],
     "COLLECTOR_GITHUB__WEBHOOK_SECRET": ["gh-secret", ""],
     "COLLECTOR_GITHUB__TOKEN": ["ghp_x", ""],
-    "COLLECTOR_GITHUB__API_URL": ["https://api.github.com/", "http://ghe/api/v3", "api.github.com",
-                                  "https://u:pw@ghe/api"],
+    "COLLECTOR_GITHUB__API_URL": [
+        "https://api.github.com/",
+        "http://ghe/api/v3",
+        "api.github.com",
+        "https://u:pw@ghe/api",
+    ],
     "COLLECTOR_GITHUB__REPOSITORIES": ["octo/shop", "octo/shop,bad", '["a/b", "c/d"]', "a/b/c"],
     "COLLECTOR_GITHUB__PRODUCTION_ENVIRONMENTS": ["^prod$", "(", "", "staging|prod"],
     "COLLECTOR_GITHUB__CHANGE_FAILURE": ["incidents", "deployments", "both", "neither"],
@@ -135,7 +152,9 @@ def _value(rng: random.Random, var: str, default: str, secret: bool, hostile: bo
 def _targets(rng: random.Random) -> str:
     kind = rng.random()
     if kind < 0.15:
-        return rng.choice(["ws://127.0.0.1:1/a,ws://127.0.0.1:1/b", "ws://h/a", "http://x", "[", "{", '"x"', "5"])
+        return rng.choice(
+            ["ws://127.0.0.1:1/a,ws://127.0.0.1:1/b", "ws://h/a", "http://x", "[", "{", '"x"', "5"]
+        )
     targets: list[Any] = []
     for _ in range(rng.randint(1, 3)):
         if rng.random() < 0.2:
@@ -219,7 +238,9 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
 
 def _flat(data: Any, path: str = "") -> dict[str, Any]:
     if isinstance(data, dict) and data:
-        return {k: v for key, sub in data.items() for k, v in _flat(sub, f"{path}.{key}" if path else key).items()}
+        return {
+            k: v for key, sub in data.items() for k, v in _flat(sub, f"{path}.{key}" if path else key).items()
+        }
     return {path: data}
 
 
@@ -242,13 +263,24 @@ def _defaults() -> dict[str, Any]:
     return _DEFAULTS[0]
 
 
+_PARSER: list[argparse.ArgumentParser] = []
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    """`collector run`'s parser, built once (it keeps no state between parses: defaults are SUPPRESS)."""
+    from collector.cli import _parser
+
+    if not _PARSER:
+        _PARSER.append(_parser("run"))
+    return _PARSER[0]
+
+
 def _quote(value: str) -> str:
     return "'" + value + "'" if "'" not in value and "\n" not in value else json.dumps(value)
 
 
 def outcome(seed: int) -> dict[str, Any]:
     """What the loader makes of `seed`'s configuration, as JSON data with the temporary directory as `<TMP>`."""
-    from collector.cli import _parser
     from collector.settings import ConfigError, load_settings, masked_dump, typo_warnings
     from collector.settings.flags import given_overrides
 
@@ -263,7 +295,9 @@ def outcome(seed: int) -> dict[str, Any]:
         (root / "tok").write_text("file-token\n")
         (root / "web.yml").write_text("basic_auth_users: {}\n")
         (root / "bad.yml").write_text("tls_server_config: [\n")
-        (root / "rules.yaml").write_text("rules:\n  - metric: hits_total\n    type: counter\n    match: {message: hit}\n")
+        (root / "rules.yaml").write_text(
+            "rules:\n  - metric: hits_total\n    type: counter\n    match: {message: hit}\n"
+        )
         env_file = None
         if c["env_file"] is not None:
             env_file = root / "c.env"
@@ -271,7 +305,7 @@ def outcome(seed: int) -> dict[str, Any]:
             env_file.write_text("\n".join(lines) + "\n")
         env = {k: fill(v) for k, v in c["env"].items()}
         with _environment(env), contextlib.redirect_stderr(io.StringIO()):
-            args = _parser("run").parse_args(["run", *(fill(a) for a in c["flags"])])
+            args = _run_parser().parse_args(["run", *(fill(a) for a in c["flags"])])
             try:
                 settings = load_settings(env_file, overrides=given_overrides(args))
             except ConfigError as exc:
@@ -304,8 +338,12 @@ def main(argv: list[str]) -> int:
     golden = json.loads(GOLDEN.read_text())
     bad = [s for s, v in results["outcomes"].items() if golden["outcomes"].get(s) != v]
     for s in bad:
-        print(f"seed {s}: {case(int(s))}\n  golden: {golden['outcomes'].get(s)}\n  now:    {results['outcomes'][s]}")
-    print(f"{len(SEEDS) - len(bad)}/{len(SEEDS)} seeds agree; help text {'agrees' if golden['help'] == results['help'] else 'DIFFERS'}")
+        print(
+            f"seed {s}: {case(int(s))}\n  golden: {golden['outcomes'].get(s)}\n  now:    {results['outcomes'][s]}"
+        )
+    print(
+        f"{len(SEEDS) - len(bad)}/{len(SEEDS)} seeds agree; help text {'agrees' if golden['help'] == results['help'] else 'DIFFERS'}"
+    )
     return 1 if bad or golden["help"] != results["help"] else 0
 
 

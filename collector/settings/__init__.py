@@ -112,7 +112,9 @@ class CoreSettings(Model):
     extra = "ignore"  # unknown top-level names: typo_warnings, not errors
 
     listen: str = setting(
-        default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health).", check=_host_port
+        default="0.0.0.0:9464",
+        description="host:port of the HTTP server (/metrics, /health).",
+        check=_host_port,
     )
     data_dir: Path = setting(default=Path("data"), description="Directory for the state store.")
     state_path: Path | None = setting(
@@ -122,7 +124,9 @@ class CoreSettings(Model):
         default="INFO", description="The collector's own log level (records on stderr).", before=_upper
     )
     log_format: Literal["json", "text"] = setting(
-        default="json", description="Log records as JSON lines (json) or as readable text lines (text).", before=_lower
+        default="json",
+        description="Log records as JSON lines (json) or as readable text lines (text).",
+        before=_lower,
     )
     log_level_libraries: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
         default="WARNING",

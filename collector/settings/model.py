@@ -159,7 +159,11 @@ class FieldInfo:
         self.annotation = hint
         if not isinstance(spec, _Spec):
             spec = _Spec(spec)
-        self.default, self.default_factory, self.description = spec.default, spec.default_factory, spec.description
+        self.default, self.default_factory, self.description = (
+            spec.default,
+            spec.default_factory,
+            spec.description,
+        )
         self.limits, self.min_length = spec.limits, spec.min_length
         # a field's own `before` runs first, then its type's (`CommaList`'s split), as pydantic did
         self.before = [f for f in (spec.before, *(m.fn for m in self.metadata if isinstance(m, Before))) if f]
@@ -312,7 +316,12 @@ def _field(info: FieldInfo, value: Any, loc: tuple[str | int, ...], errors: list
     return value
 
 
-_BOUND_TEXT = {"gt": "greater than", "ge": "greater than or equal to", "lt": "less than", "le": "less than or equal to"}
+_BOUND_TEXT = {
+    "gt": "greater than",
+    "ge": "greater than or equal to",
+    "lt": "less than",
+    "le": "less than or equal to",
+}
 _BOUND_OK: dict[str, Callable[[Any, Any], bool]] = {
     "gt": lambda v, b: v > b, "ge": lambda v, b: v >= b, "lt": lambda v, b: v < b, "le": lambda v, b: v <= b,
 }  # fmt: skip
@@ -384,15 +393,21 @@ def _convert(tp: Any, value: Any, loc: tuple[str | int, ...], errors: list[dict[
             if not math.isfinite(value):
                 return fail("finite_number", "Input should be a finite number")
             if value != int(value):
-                return fail("int_from_float", "Input should be a valid integer, got a number with a fractional part")
+                return fail(
+                    "int_from_float", "Input should be a valid integer, got a number with a fractional part"
+                )
             if abs(value) >= 2**63:
-                return fail("int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size")
+                return fail(
+                    "int_parsing_size", "Unable to parse input string as an integer, exceeded maximum size"
+                )
             return int(value)
         if isinstance(value, str):
             text = value.strip()
             if _INT_TEXT.fullmatch(text):
                 return int(text.partition(".")[0])
-            return fail("int_parsing", "Input should be a valid integer, unable to parse string as an integer")
+            return fail(
+                "int_parsing", "Input should be a valid integer, unable to parse string as an integer"
+            )
         return fail("int_type", "Input should be a valid integer")
     if tp is float:
         if isinstance(value, (int, float)):

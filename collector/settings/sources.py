@@ -61,7 +61,6 @@ class ProcessSettings(SourceSettings):
     interval: float = setting(default=5.0, gt=0, le=3600, description="Seconds between samples.")
 
 
-
 class LogsSettings(SourceSettings):
     """Tail the app's JSON log files and turn lines into metrics (rules and presets)."""
 
@@ -151,7 +150,9 @@ class WebSocketTarget(Model):
     )
     headers: dict[str, Secret] = setting(default_factory=dict, description="Extra upgrade request headers.")
     token_env: str | None = setting(default=None, description="Env var holding a token sent in token_header.")
-    token_file: Path | None = setting(default=None, description="File holding the token, re-read per connect.")
+    token_file: Path | None = setting(
+        default=None, description="File holding the token, re-read per connect."
+    )
     token_header: str = setting(default="Authorization")
     token_prefix: str = setting(default="Bearer ")
     subprotocols: list[str] = setting(default_factory=list)
@@ -200,7 +201,9 @@ class WebSocketSettings(SourceSettings):
     targets: Annotated[list[WebSocketTarget], NoDecode, Before(_ws_targets)] = setting(
         default_factory=list, description="JSON list of target objects, or comma-separated URLs."
     )
-    interval: float = setting(default=15.0, gt=0, le=86400, description="Default seconds between probes/pings.")
+    interval: float = setting(
+        default=15.0, gt=0, le=86400, description="Default seconds between probes/pings."
+    )
     timeout: float = setting(default=5.0, gt=0, le=300, description="Default seconds a probe may take.")
     token: Secret | None = setting(
         default=None, description="Token sent to configured targets that set no token_env/token_file."
@@ -221,7 +224,9 @@ class WebSocketSettings(SourceSettings):
 
 def _github_url(value: str) -> str:
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError("expected an http(s) URL, e.g. https://api.github.com or https://ghe.example.com/api/v3")
+        raise ValueError(
+            "expected an http(s) URL, e.g. https://api.github.com or https://ghe.example.com/api/v3"
+        )
     return value.rstrip("/")
 
 
@@ -384,13 +389,17 @@ class HttpSettings(Model):
 
 def _whsec(value: list[Secret]) -> list[Secret]:
     if any(not s.get_secret_value().startswith("whsec_") for s in value):
-        raise ValueError("every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)")
+        raise ValueError(
+            "every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)"
+        )
     return value
 
 
 def _stripe_key(value: Secret | None) -> Secret | None:
     if value is not None and not value.get_secret_value().startswith(("sk_", "rk_")):
-        raise ValueError("expected a secret key (sk_...) or restricted key (rk_...) with read access to events")
+        raise ValueError(
+            "expected a secret key (sk_...) or restricted key (rk_...) with read access to events"
+        )
     return value
 
 
@@ -417,9 +426,13 @@ class StripeSettings(SourceSettings):
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Larger webhook bodies get 413."
     )
     api_key: Secret | None = setting(
-        default=None, description="Secret or restricted key (sk_/rk_) for Events API polling.", check=_stripe_key
+        default=None,
+        description="Secret or restricted key (sk_/rk_) for Events API polling.",
+        check=_stripe_key,
     )
-    api_base: str = setting(default="https://api.stripe.com", description="Stripe API base URL.", check=_stripe_url)
+    api_base: str = setting(
+        default="https://api.stripe.com", description="Stripe API base URL.", check=_stripe_url
+    )
     poll_interval: float = setting(
         default=10.0, ge=0.05, le=3600, description="Seconds between Events API polls."
     )
