@@ -243,3 +243,16 @@ def test_settings_built_in_code_are_validated_and_coerced() -> None:
     copy = base.model_copy(update={"max_body_bytes": 4096})
     assert (copy.max_body_bytes, base.max_body_bytes, copy.header_timeout) == (4096, 5 * 1024 * 1024, 10.0)
     assert copy != base and base == HttpSettings() and copy.model_fields_set == set(HttpSettings.model_fields)
+
+
+@pytest.mark.parametrize("order", ["value first", "section first"])
+def test_a_variable_below_another_ones_value_is_an_error_in_either_order(
+    monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    # found by the settings campaign (seed 3229): a TypeError traceback when the value came first
+    names = ["COLLECTOR_LOGS__PATHS", "COLLECTOR_LOGS__PATHS__X"]
+    for name in names if order == "value first" else reversed(names):
+        monkeypatch.setenv(name, "1")
+    assert _errors(monkeypatch) == [
+        "invalid setting COLLECTOR_LOGS__PATHS__X: unknown setting (COLLECTOR_LOGS__PATHS is a value, not a section)"
+    ]

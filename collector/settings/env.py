@@ -87,6 +87,24 @@ def _decode(name: str, info: FieldInfo | None, value: str) -> Any:
         raise EnvError([f'invalid settings: error parsing value for field "{name}"']) from None
 
 
+def _refuse_value_as_section(keys: list[str]) -> None:
+    """`COLLECTOR_LOGS__PATHS` and `COLLECTOR_LOGS__PATHS__X` at once: the first is a value, so the
+    second names nothing; refused, whatever order the variables come in (it was a TypeError).
+
+    Raises:
+        EnvError: one line per variable below another variable's value.
+    """
+    nested = {tuple(k.split(NESTED)): k for k in keys if NESTED in k}
+    lines = [
+        f"invalid setting {key}: unknown setting ({nested[path[:i]]} is a value, not a section)"
+        for path, key in sorted(nested.items())
+        for i in range(2, len(path))
+        if path[:i] in nested
+    ]
+    if lines:
+        raise EnvError(lines)
+
+
 def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
@@ -112,7 +130,8 @@ def env_data(
         environ: the environment (default `os.environ`).
 
     Raises:
-        EnvError: a secret file cannot be read or is ambiguous, or a JSON value is malformed.
+        EnvError: a secret file cannot be read or is ambiguous, a JSON value is malformed, or a variable
+            names a field below another variable's value.
     """
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     flat = {k.upper(): v for k, v in read_env_file(env_file).items()}
@@ -121,6 +140,7 @@ def env_data(
     fields = cls.model_fields
     whole: dict[str, Any] = {}  # COLLECTOR_<FIELD>
     nested: dict[str, Any] = {}  # COLLECTOR_<FIELD>__<SUB>...
+    _refuse_value_as_section([k for k in flat if k.startswith(ENV_PREFIX)])
     for key, value in flat.items():
         if not key.startswith(ENV_PREFIX):
             continue
