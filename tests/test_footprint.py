@@ -190,6 +190,36 @@ def test_no_collector_module_imports_prometheus_client() -> None:
     assert found == []
 
 
+def _pydantic(modules: list[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0].startswith("pydantic"))
+
+
+def test_no_command_loads_pydantic(tmp_path: Path) -> None:
+    """Issue 22: pydantic cost the idle daemon ~10 MB (import plus building the models); the settings
+    are collector/settings/model.py's own models. Neither the logs-only daemon nor `check-config` nor
+    a `replay` that loads settings (an env file) imports any `pydantic*` module."""
+    found = {"run": _pydantic(_daemon_modules(tmp_path / "run"))}
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    env_file = tmp_path / "c.env"
+    env_file.write_text(f"COLLECTOR_LOGS__PATHS={log}\nCOLLECTOR_LOGS__PRESET=winston\n")
+    env = _clean_env(COLLECTOR_DATA_DIR=str(tmp_path / "data"), COLLECTOR_LOGS__PATHS=str(log))
+    for command in (["check-config"], ["replay", "--env-file", str(env_file), str(log)]):
+        out = subprocess.run(
+            [sys.executable, "-c", _AFTER, *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        modules = json.loads(out.stdout.splitlines()[-1])
+        assert "collector.settings" in modules  # it did load settings
+        found[command[0]] = _pydantic(modules)
+    assert found == {"run": [], "check-config": [], "replay": []}
+
+
 # --- OpenSSL: loaded only when a setting needs it (collector/importpolicy.py) -----------------------
 
 #: A daemon that prints its modules, and what `import ssl` raises in it, once the test creates the file
@@ -293,12 +323,6 @@ def lean(tmp_path: Path) -> Iterator[Callable[..., LeanDaemon]]:
         daemon.kill()
 
 
-def _excused(report: dict[str, Any]) -> set[str]:
-    """OpenSSL modules loaded before the policy decides, by a library another slice of issue 22
-    removes from run time: pydantic imports `secrets` (hmac -> hashlib, _hashlib) with the settings models."""
-    return {"_hashlib", "hashlib"} if "pydantic" in report["modules"] else set()
-
-
 def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
     import urllib.request
 
@@ -309,11 +333,11 @@ def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any
             assert resp.status == 200
     report = daemon.report()
     assert "collector.status" in report["modules"]
-    loaded = [m for m in OPENSSL if m in report["modules"] and m not in _excused(report)]
+    loaded = [m for m in OPENSSL if m in report["modules"]]
     assert "collector.sources.logs" in report["modules"] and "asyncio" in report["modules"]
     assert loaded == []
     # Nothing the parser, the settings or the rules import loads asyncio or hashlib before the decision.
-    assert sorted(set(report["early"]) - _excused(report)) == []
+    assert report["early"] == []
     error = report["ssl_error"]
     assert error is not None and error.startswith("ssl is not importable in this process: ")
     assert "COLLECTOR_LEAN_IMPORTS=false" in error and "COLLECTOR_WEB_CONFIG_FILE" in error
