@@ -11,9 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Protocol
+else:
+    Protocol = object  # a Protocol for the type checker only: typing stays unloaded at run time
 
 __all__ = [
     "NOT_JSON",

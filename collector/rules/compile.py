@@ -19,9 +19,7 @@ The pipeline, from a rules file to a metric update:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from collector.metrics import Family, MetricState
 from collector.rules.decide import Group, GroupRule, Labeler
@@ -32,6 +30,11 @@ from collector.rules.match import forms, top_level_keys, without
 from collector.rules.normalize import Budget
 from collector.rules.schema import LabelSpec, RulesError, RuleSpec
 from collector.rules.stages import Extract, Join, JoinSpec, StageSpec, build_stages
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["Compiled", "FamilyDef", "Plan", "build", "plan"]
 

@@ -17,22 +17,25 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable
 from functools import partial, reduce
 from itertools import repeat
 from operator import add, mul
-from typing import Any
 
 import collector.rules.decide as decide  # CACHE_LIMIT read at call time (tests lower it)
 from collector.metrics import Family
 from collector.rules.decide import Group
 from collector.rules.normalize import to_number
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 __all__ = ["Deferred", "Observe", "deferrable"]
 
 _OWN = object()  # marks an entry's own value list
 _DROP = object()  # marks the list of values a rule that does not apply to an entry would have used
-Values = dict[tuple[str, ...], list[Any]]  # histogram series key -> raw values of this batch, in line order
+Values = dict[tuple[str, ...], list["Any"]]  # histogram series key -> raw values of this batch, in line order
 _FLOAT, _NUMBER = {float}, {float, int}
 # `sum` adds floats left to right in C before 3.12, exactly as `total += v` per line (and ~8x faster
 # than `reduce`); from 3.12 it compensates rounding, which would differ from the per-line code.

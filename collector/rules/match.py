@@ -9,11 +9,14 @@ dispatch group, see `collector.rules.decide`), never per line, so it is plain in
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from collector.rules.normalize import label_text, to_number
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["AllOf", "AnyOf", "Cond", "Match", "Not", "Op", "evaluate", "forms", "top_level_keys", "without"]
 
@@ -153,8 +156,9 @@ class Not:
 
 
 Match = Cond | AllOf | AnyOf | Not
-#: Raw field value by field paths (the first present of them); what `evaluate` reads a line through.
-Getter = Callable[[tuple[str, ...]], Any]
+if TYPE_CHECKING:
+    #: Raw field value by field paths (the first present of them); what `evaluate` reads a line through.
+    Getter = Callable[[tuple[str, ...]], Any]
 
 
 def evaluate(match: Match | None, get: Getter, why: list[str] | None = None) -> bool:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
-from typing import Any
 
 __all__ = [
     "LEVELS",
@@ -42,6 +40,11 @@ _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?([T ][0-9:.]+Z?)?$")
 _SLUG = re.compile(
     r"^(?:[a-z0-9]+(?:[-_][a-z0-9]+){2,}|(?=[a-z0-9_-]*[0-9])[a-z0-9]+(?:[-_][a-z0-9]+)+)$", re.I
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 #: Segments longer than this are ids or tokens whatever their shape (no route names its parts so).
 LONG_SEGMENT = 40
 #: The route of requests no route matched (404/405 without a logged template): one series, not one per URL.

@@ -10,12 +10,16 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
 from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 from collector.rules.match import AllOf, AnyOf, Cond, Match, Not, Op
 from collector.rules.normalize import NORMALIZERS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "DEFAULT_DURATION_BUCKETS",
@@ -134,17 +138,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # both loaders are safe
 
 
-def parse_text(text: str, origin: str) -> list[RuleSpec]:
-    """Validate rules from YAML text (see `parse_rules`).
+def parse_text(text: str, origin: str, load: Callable[[str], Any] = load_yaml) -> list[RuleSpec]:
+    """Validate rules from YAML text (see `parse_rules`), parsed by `load` (`collector replay` passes
+    `load_yaml` through its cache, collector.rules.yamlcache).
 
     Raises:
         RulesError: bad YAML or invalid rules.
     """
-    import yaml
-
     try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
+        data = load(text)
+    except Exception as exc:
+        import yaml
+
+        if not isinstance(exc, yaml.YAMLError):
+            raise
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RulesError([f"{origin}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from None

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
 
 from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
 from collector.rules.decode import LineDecoder
 from collector.rules.match import forms  # the same spellings rules accept (200 and "200")
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["Extract", "ExtractSpec", "Join", "JoinSpec", "StageSpec", "build_stages", "parse_stages"]
 
@@ -202,8 +203,9 @@ class Extract:
         self.failed = 0  # lines `when` selected whose field did not match (shown by --explain, counted)
 
     def apply(self, objs: list[Any]) -> None:
+        from msgspec.structs import replace  # loaded with the decoder, not at start-up
+
         search, get, when, targets = self.search, self.get, self.when, self.targets
-        replace = msgspec.structs.replace
         for i, obj in enumerate(objs):
             if when is not None and not when(obj):
                 continue
@@ -242,7 +244,8 @@ class Join:
         out = []
         consumed = 0
         pending, keys, carry = self.pending, self.key, self.carry
-        replace = msgspec.structs.replace
+        from msgspec.structs import replace  # loaded with the decoder, not at start-up
+
         for obj in objs:
             if self.is_start(obj):
                 key = tuple(get(obj) for get in keys)
@@ -279,6 +282,8 @@ class Join:
     # -- checkpoint ---------------------------------------------------------------------------------
     def state(self) -> list[list[Any]]:
         """The pending table as JSON-ready rows `[key, started, {carried field: value}]`."""
+        import msgspec
+
         names = self.spec.carry
         return [
             [list(key), started, msgspec.to_builtins(dict(zip(names, values, strict=True)))]
@@ -287,6 +292,8 @@ class Join:
 
     def restore(self, rows: list[Any]) -> None:
         """Load `state()` rows; carried objects are decoded by the line decoder, as from a log line."""
+        import msgspec
+
         self.pending.clear()
         for row in rows:
             try:
