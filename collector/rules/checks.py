@@ -34,8 +34,9 @@ class Spec:
     a ~40 ms start. A subclass lists its fields in `__slots__`, sets them in `__init__` with `_init`.
     """
 
-    __slots__ = ()
+    __slots__ = ("_hash",)
     _compare: tuple[str, ...] = ()
+    _hash: int
 
     def _init(self, **fields: Any) -> None:
         for name, value in fields.items():
@@ -45,13 +46,20 @@ class Spec:
         return tuple([getattr(self, name) for name in self._compare])
 
     def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
         if other.__class__ is not self.__class__:
             return NotImplemented
         assert isinstance(other, Spec)
         return self._key() == other._key()
 
     def __hash__(self) -> int:
-        return hash(self._key())
+        try:
+            return self._hash
+        except AttributeError:  # computed once: the fields never change (label specs key the caches)
+            h = hash(self._key())
+            object.__setattr__(self, "_hash", h)
+            return h
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._compare)})"
