@@ -106,6 +106,7 @@ class Compiled:
         self.now = now  # batch time, read by expiring rules
         self.stages: list[Extract | Join] = []  # run on decoded lines before `apply`
         self.deferred: list[Deferred | None] = []  # per group: its per-batch gathering
+        self._literals: bool | None = None  # `decoder.literals` of the batch the entries were made in
 
     @property
     def budgets(self) -> dict[LabelSpec, Budget]:
@@ -114,6 +115,15 @@ class Compiled:
 
     def apply(self, objs: list[Any]) -> int:
         """Apply decoded lines; how many some rule used."""
+        if self.decoder.literals is not self._literals:
+            # The gathering entries are keyed by raw tuples of the batch they were made in: equal
+            # strings, but not the same objects once the decoder returns its Literals (or stops), so
+            # each lookup would compare them char by char. Entries are empty between batches (flushed):
+            # they are made again, from the decisions already cached.
+            self._literals = self.decoder.literals
+            for entry in self.deferred:
+                if entry is not None:
+                    entry.entries.clear()
         return self.loop.apply(objs) if self.loop is not None else 0
 
 

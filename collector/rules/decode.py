@@ -8,6 +8,7 @@ falls back to line-by-line decoding, so one bad line is counted and skipped, not
 from __future__ import annotations
 
 import itertools
+import sys
 from operator import attrgetter
 
 from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json, valid_utf8
@@ -99,6 +100,10 @@ class LineDecoder:
         self._plain: msgspec.json.Decoder[msgspec.Struct] | None = None
         self._batch_decoder: msgspec.json.Decoder[msgspec.Struct] | None = None  # Literals once learnt
         self._learnt = False
+        # Whether the last batch's label strings are the learnt Literals (the same objects in every
+        # line, interned) or plain strings (equal, not identical): `Compiled.apply` re-keys its caches
+        # when this changes, so the loop's dict lookups compare strings by identity, not by value.
+        self.literals = False
 
     @property
     def root(self) -> type[msgspec.Struct]:
@@ -183,7 +188,10 @@ class LineDecoder:
         import msgspec
 
         literal = {
-            p: Literal[tuple(sorted(v))] | int | float | bool | None for p, v in self._vocab.items() if v
+            # interned: a discriminator value is then the very constant the generated loop compares with
+            p: Literal[tuple(sorted(map(sys.intern, v)))] | int | float | bool | None
+            for p, v in self._vocab.items()
+            if v
         }
         self._batch_decoder = (
             msgspec.json.Decoder(self._struct(self._tree, "", "", literal)) if literal else self._decoder
@@ -196,8 +204,11 @@ class LineDecoder:
 
         if not _lines_end_at_lf_only(buf):
             raise msgspec.DecodeError("a lone CR in the batch: decode it line by line")  # callers do
+        self.literals = False
         try:
-            return self._fast.decode_lines(buf)
+            objs = self._fast.decode_lines(buf)
+            self.literals = self._fast is not self._decoder
+            return objs
         except msgspec.ValidationError:
             if self._fast is self._decoder:
                 raise
@@ -285,6 +296,7 @@ class LineDecoder:
     def _decode_each(self, lines: Sequence[bytes], result: BatchResult) -> list[Any]:
         import msgspec
 
+        self.literals = False
         out = []
         decode = self._decoder.decode
         for i, line in enumerate(lines):
