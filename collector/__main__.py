@@ -1,4 +1,4 @@
-"""`python -m collector` entry point.
+"""`python -m collector` and the `collector` console script.
 
 `replay` first tries `collector.replay.main`, which reads its plain forms without argparse and without
 the rest of the command line (logging, json, signal, typing): a replay's start-up is then mostly the
@@ -21,4 +21,5 @@ def main() -> int:
     return cli(argv)
 
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -154,11 +154,23 @@ NOT_BEFORE_A_LINE = {
 }
 
 
-def _replay_modules(tmp_path: Path, *args: str) -> tuple[int, list[str]]:
+#: The `collector` console script as pip writes it (pyproject.toml: collector.__main__:main).
+_SCRIPT_THEN_MODULES = """
+import sys
+from collector.__main__ import main
+try:
+    code = main()
+except SystemExit as exc:
+    code = exc.code
+print(repr((code, sorted(sys.modules))), flush=True)
+"""
+
+
+def _replay_modules(tmp_path: Path, *args: str, script: bool = False) -> tuple[int, list[str]]:
     import ast
 
     out = subprocess.run(
-        [sys.executable, "-c", _MAIN_THEN_MODULES, "replay", *args],
+        [sys.executable, "-c", _SCRIPT_THEN_MODULES if script else _MAIN_THEN_MODULES, "replay", *args],
         env=_clean_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
         cwd=tmp_path,
         capture_output=True,
@@ -180,10 +192,11 @@ def test_replay_of_an_empty_file_imports_nothing_a_line_would_need(tmp_path: Pat
     assert first[0] == 0
     if rules == "file":
         assert "yaml" in first[1]  # the cold run parses it
-    code, modules = _replay_modules(tmp_path, *args, str(empty))
-    assert code == 0 and "collector.rules.engine" in modules
-    loaded = _loaded(modules, NOT_BEFORE_A_LINE)
-    assert loaded == [], {name: f"imported, though {NOT_BEFORE_A_LINE[name]}" for name in loaded}
+    for script in (False, True):  # python -m collector, and the console script
+        code, modules = _replay_modules(tmp_path, *args, str(empty), script=script)
+        assert code == 0 and "collector.rules.engine" in modules
+        loaded = _loaded(modules, NOT_BEFORE_A_LINE)
+        assert loaded == [], {name: f"imported, though {NOT_BEFORE_A_LINE[name]}" for name in loaded}
     # the same command with one line decodes it: the lazy imports do happen
     line = tmp_path / "one.log"
     line.write_text('{"message": "hit"}\n')
@@ -246,3 +259,11 @@ def test_replay_reads_its_options_as_argparse_does(argv: list[str]) -> None:
         return  # left to argparse, which reads it
     expected = {name: getattr(namespace, name) for name in ReplayArgs.__slots__}
     assert {name: getattr(fast, name) for name in ReplayArgs.__slots__} == expected
+
+
+@pytest.mark.quick
+def test_the_console_script_starts_where_python_m_collector_does() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["collector"] == "collector.__main__:main"  # not cli.py's imports
