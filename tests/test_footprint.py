@@ -124,6 +124,70 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     assert _loaded(modules, heavy) == []
 
 
+def _daemon_modules(tmp_path: Path, **env: str) -> list[str]:
+    """`sys.modules` of a real `collector run` once it serves the logs source's metrics."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    full_env = _clean_env(
+        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
+        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+        COLLECTOR_LOGS__PATHS=str(log),
+        COLLECTOR_LOG_LEVEL="WARNING",
+        **env,
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE], env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=90
+    )
+    assert out.returncode == 0, out.stderr
+    modules: list[str] = json.loads(out.stdout)
+    assert "collector.sources.logs" in modules and "aiohttp.web" in modules  # it is the daemon
+    return modules
+
+
+def _prometheus_client(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.startswith("prometheus_client")]
+
+
+def test_the_daemon_and_replay_load_no_prometheus_client(tmp_path: Path) -> None:
+    # The self metrics (collector/selfmetrics.py) and the HTTP layer's (collector/web/metrics.py) render
+    # through collector.exposition: prometheus_client's import alone is ~4.5 MB of RSS.
+    rules = Path(__file__).parent.parent / "bench" / "app_rules.yaml"
+    assert _prometheus_client(_daemon_modules(tmp_path / "rules", COLLECTOR_LOGS__RULES=str(rules))) == []
+    empty = tmp_path / "empty.log"
+    empty.touch()
+    out = subprocess.run(
+        [sys.executable, "-c", _AFTER, "replay", "--rules", str(rules), str(empty)],
+        env=_clean_env(),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    modules = json.loads(out.stdout.splitlines()[-1])
+    assert "collector.rules" in modules and _prometheus_client(modules) == []
+
+
+def test_no_collector_module_imports_prometheus_client() -> None:
+    """Whatever sources are enabled: no module of the package imports it, at any level (tests may)."""
+    import ast
+
+    package = Path(__file__).parent.parent / "collector"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            found += [
+                f"{path.relative_to(package.parent)}:{node.lineno}"
+                for n in names
+                if n.split(".")[0] == "prometheus_client"
+            ]
+    assert found == []
+
+
 #: Runs `python -m collector ARGS` as the benchmark does and prints the modules it loaded (no json:
 #: the printer must not load what the test looks for).
 _MAIN_THEN_MODULES = """
