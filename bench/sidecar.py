@@ -95,9 +95,6 @@ RSS_FLOORS = {
     "the interpreter (`python -c pass`)": "pass",
     "+ asyncio, sqlite3, msgspec, yaml, watchfiles": "import asyncio, sqlite3, msgspec, yaml, watchfiles",
     "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web",
-    "+ pydantic (BaseModel), = the libraries alone": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web;from pydantic import BaseModel"
-    ),
 }
 
 

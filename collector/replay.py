@@ -340,7 +340,7 @@ def run_replay(args: ReplayArgs | argparse.Namespace, settings: Settings | None)
     from collector.rules.yamlcache import cache_dir, cached_loader
 
     logs: LogsSettings | LogsDefaults = LogsDefaults()
-    if settings is not None:  # pydantic is imported only when there are settings (start-up: ~25 ms)
+    if settings is not None:  # the settings models are imported only when there are settings
         from collector.settings import LogsSettings
 
         logs = settings.section("logs", LogsSettings)

@@ -188,6 +188,36 @@ def test_no_collector_module_imports_prometheus_client() -> None:
     assert found == []
 
 
+def _pydantic(modules: list[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0].startswith("pydantic"))
+
+
+def test_no_command_loads_pydantic(tmp_path: Path) -> None:
+    """Issue 22: pydantic cost the idle daemon ~10 MB (import plus building the models); the settings
+    are collector/settings/model.py's own models. Neither the logs-only daemon nor `check-config` nor
+    a `replay` that loads settings (an env file) imports any `pydantic*` module."""
+    found = {"run": _pydantic(_daemon_modules(tmp_path / "run"))}
+    log = tmp_path / "app.log"
+    log.write_text('{"level":"info","message":"hello"}\n')
+    env_file = tmp_path / "c.env"
+    env_file.write_text(f"COLLECTOR_LOGS__PATHS={log}\nCOLLECTOR_LOGS__PRESET=winston\n")
+    env = _clean_env(COLLECTOR_DATA_DIR=str(tmp_path / "data"), COLLECTOR_LOGS__PATHS=str(log))
+    for command in (["check-config"], ["replay", "--env-file", str(env_file), str(log)]):
+        out = subprocess.run(
+            [sys.executable, "-c", _AFTER, *command],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        modules = json.loads(out.stdout.splitlines()[-1])
+        assert "collector.settings" in modules  # it did load settings
+        found[command[0]] = _pydantic(modules)
+    assert found == {"run": [], "check-config": [], "replay": []}
+
+
 #: Runs `python -m collector ARGS` as the benchmark does and prints the modules it loaded (no json:
 #: the printer must not load what the test looks for).
 _MAIN_THEN_MODULES = """
