@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
              ">= 75 % of the floor", r["floor_ratio"] >= 0.75)  # fmt: skip
         _row(rows, "replay: start-up on an empty file (YAML rules file)", f"{r['empty_startup_cpu_ms']:.0f} ms CPU",
              "<= 40 ms", r["empty_startup_cpu_ms"] <= 40)  # fmt: skip
+        _row(rows, "replay: start-up, the same with an empty YAML cache (first run)",
+             f"{r['empty_startup_cold_cpu_ms']:.0f} ms CPU", "", None)  # fmt: skip
         _row(rows, "replay: start-up, a preset instead (no YAML parser)",
              f"{r['empty_startup_preset_cpu_ms']:.0f} ms CPU", "", None)  # fmt: skip
         _row(rows, "replay: start-up floor, `python -c pass` (this venv)", f"{r['python_startup_cpu_ms']:.0f} ms CPU",

@@ -7,11 +7,14 @@ and a family that did not change since the last scrape reuses its rendered text.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from itertools import accumulate
-from typing import Any
 
 from collector.metrics import COUNTER, HISTOGRAM, Family
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 __all__ = [
     "OPENMETRICS_CONTENT_TYPE",

@@ -8,12 +8,15 @@ metric state together (exactly-once; see docs/design.md).
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Protocol
+else:
+    Protocol = object  # a Protocol for the type checker only: typing stays unloaded at run time
 
 __all__ = [
     "NOT_JSON",
@@ -61,6 +64,8 @@ def lenient_json(line: bytes) -> Any:
     become null (absent), never an infinite value that would poison a counter. Only called for lines
     that already failed the fast path, so its cost does not touch the hot path.
     """
+    import json  # here: `collector replay` of well-formed lines never loads it
+
     try:
         data = json.loads(line, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
@@ -94,16 +99,41 @@ def _fix_surrogates(value: Any, depth: int) -> Any:
     return value
 
 
-@dataclass
 class BatchResult:
-    """What happened to one batch of lines."""
+    """What happened to one batch of lines (a plain class: `dataclasses` costs replay's start-up)."""
 
-    parsed: int = 0  # valid JSON object that at least one rule used
-    unmatched: int = 0  # valid JSON object that no rule used
-    invalid_json: int = 0
-    invalid_utf8: int = 0
-    # (index in the batch, reason) of the first few bad lines, so the tailer can log file and offset
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    __slots__ = ("bad", "invalid_json", "invalid_utf8", "parsed", "unmatched")
+
+    def __init__(
+        self,
+        parsed: int = 0,
+        unmatched: int = 0,
+        invalid_json: int = 0,
+        invalid_utf8: int = 0,
+        bad: list[tuple[int, str]] | None = None,
+    ) -> None:
+        self.parsed = parsed  # valid JSON object that at least one rule used
+        self.unmatched = unmatched  # valid JSON object that no rule used
+        self.invalid_json = invalid_json
+        self.invalid_utf8 = invalid_utf8
+        # (index in the batch, reason) of the first few bad lines, so the tailer can log file and offset
+        self.bad: list[tuple[int, str]] = bad if bad is not None else []
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.parsed, self.unmatched, self.invalid_json, self.invalid_utf8, self.bad)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BatchResult):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"BatchResult(parsed={self.parsed}, unmatched={self.unmatched}, invalid_json={self.invalid_json}, "
+            f"invalid_utf8={self.invalid_utf8}, bad={self.bad!r})"
+        )
 
     def add(self, other: BatchResult, offset: int = 0) -> None:
         self.parsed += other.parsed

@@ -7,30 +7,36 @@ Output is exactly what the daemon's `/metrics` shows for the rule families after
 
 from __future__ import annotations
 
-import argparse
 import io
-import logging
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from collector.exposition import render_document
-from collector.logpipe import BatchResult, LineConsumer
+from collector.logpipe import BatchResult
 from collector.metrics import MetricState
 from collector.rules.decode import plain_lines
-from collector.sources.logs.lines import split_lines
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Iterator, Sequence
+    from typing import BinaryIO, Protocol
+
+    from collector.logpipe import LineConsumer
     from collector.settings import LogsSettings, Settings
+else:
+    Protocol = object  # a Protocol for the type checker only: typing stays unloaded at run time
 
 __all__ = [
     "LogsDefaults",
+    "ReplayArgs",
     "ReplayStats",
     "add_parser",
     "duration_warnings",
+    "main",
+    "parse_args",
     "read_batches",
     "replay",
     "run_replay",
@@ -40,24 +46,30 @@ CHUNK = 1 << 20  # bytes read at a time, as the tailer does
 BIG_CHUNK = 4 << 20  # the fast path's reads: fewer batches, the per-batch work amortised
 EXIT_RULES = 2
 
+# Start-up: `python -m collector replay` imports this module without argparse, logging, dataclasses,
+# typing, msgspec or yaml (tests/test_footprint.py holds it): a replay of a few lines, or `--check` in
+# CI, costs little more than the interpreter. Plain classes below for the same reason.
 
-@dataclass(frozen=True)
+
 class LogsDefaults:
     """The `COLLECTOR_LOGS__*` defaults replay reads when nothing is configured, so a plain
     `collector replay --rules FILE` skips loading the settings model (tests keep them equal)."""
 
+    __slots__ = ()
     preset: tuple[str, ...] = ()
     rules: Path | None = None
     max_series: int = 10_000
     max_line_bytes: int = 1024 * 1024
 
 
-@dataclass
 class ReplayStats:
     """What happened to every line replayed."""
 
-    result: BatchResult = field(default_factory=BatchResult)
-    too_long: int = 0  # decided here, as the tailer does
+    __slots__ = ("result", "too_long")
+
+    def __init__(self) -> None:
+        self.result = BatchResult()
+        self.too_long = 0  # decided here, as the tailer does
 
     @property
     def lines(self) -> int:
@@ -65,8 +77,94 @@ class ReplayStats:
         return r.parsed + r.unmatched + r.invalid_json + r.invalid_utf8 + self.too_long
 
 
+class ReplayArgs:
+    """The `replay` options, as `add_parser`'s argparse parser gives them (see `parse_args`)."""
+
+    __slots__ = ("check", "explain", "explain_lines", "files", "format", "preset", "rules", "show_compiled")
+
+    def __init__(self) -> None:
+        self.files: list[str] = []
+        self.rules: Path | None = None
+        self.preset: list[str] | None = None
+        self.format = "text"
+        self.check = False
+        self.explain: Path | None = None
+        self.explain_lines = 50
+        self.show_compiled = False
+
+
+#: `replay` options that take a value, by flag: (attribute, conversion); the others are switches.
+_VALUED = {
+    "--rules": ("rules", Path),
+    "--preset": ("preset", str),
+    "--format": ("format", str),
+    "--explain": ("explain", Path),
+    "--explain-lines": ("explain_lines", int),
+}
+_SWITCHES = {"--check": "check", "--show-compiled": "show_compiled"}
+
+
+def parse_args(argv: Sequence[str]) -> ReplayArgs | None:
+    """`replay`'s arguments (after the word `replay`) read without argparse (~10 ms of a start with
+    its help formatter), or None for anything but the plain forms: help, `--env-file`, abbreviations,
+    a bad value, `--`, a value or file starting with `-`, files on both sides of an option. The caller
+    then runs the argparse command line, which answers those exactly as before (the test compares
+    the two parsers)."""
+    args = ReplayArgs()
+    i, n, files_ended = 0, len(argv), False
+    while i < n:
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg == "-":
+            if files_ended:
+                return None  # argparse refuses files after an option that follows files
+            args.files.append(arg)
+            continue
+        if args.files:
+            files_ended = True
+        flag, eq, value = arg.partition("=")
+        if flag in _SWITCHES and not eq:
+            setattr(args, _SWITCHES[flag], True)
+            continue
+        if flag not in _VALUED:
+            return None
+        if not eq:
+            if i >= n:
+                return None
+            value = argv[i]
+            i += 1
+        if value.startswith("-"):
+            return None
+        name, convert = _VALUED[flag]
+        try:
+            converted = convert(value)
+        except ValueError:
+            return None
+        if name == "preset":
+            args.preset = [*(args.preset or []), value]
+        elif name == "format" and value not in ("text", "openmetrics"):
+            return None
+        else:
+            setattr(args, name, converted)
+    return args
+
+
+def main(argv: Sequence[str]) -> int | None:
+    """`collector replay ARGS` (`argv` after the word `replay`) without argparse or the settings, or
+    None when they are needed (see `parse_args`, `_configured`): the caller runs `collector.cli.main`."""
+    args = parse_args(argv)
+    if args is None or _configured():
+        return None
+    return run_replay(args, None)
+
+
+def _configured() -> bool:
+    """Whether settings may differ from `LogsDefaults` (`collector.cli._configured` for `.env`)."""
+    return os.path.isfile(".env") or any(k.upper().startswith("COLLECTOR_") for k in os.environ)
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    """Register the `replay` subcommand; returns its parser."""
+    """Register the `replay` subcommand; returns its parser (`parse_args` reads the same options)."""
     p = sub.add_parser("replay", help="run the log rules over files once and print the metrics")
     p.add_argument("files", nargs="*", metavar="FILE", help="log files ('-' for stdin)")
     p.add_argument("--rules", type=Path, help="rules file (default: COLLECTOR_LOGS__RULES)")
@@ -104,6 +202,8 @@ def read_batches(fh: Readable, max_line_bytes: int, stats: ReplayStats) -> Itera
     part of its line, and a blank line is a line (counted `invalid_json`). The one difference: the
     last line counts even without a trailing newline, since replay reads to the end, once.
     """
+    from collector.sources.logs.lines import split_lines  # the logs package: only when there are lines
+
     rest = b""  # the unfinished last line of the previous chunk
     skipping = False  # inside a line already counted as too long
     while True:
@@ -193,6 +293,17 @@ def replay(files: Sequence[str], rules: LineConsumer, max_line_bytes: int) -> Re
     return totals
 
 
+class _Log:
+    """The engine's logger in replay: logging is imported (~6 ms) and set up at the first record, which
+    most replays never write (an overflow, a bad value)."""
+
+    def __getattr__(self, name: str) -> object:
+        import logging
+
+        logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="collector: %(message)s")
+        return getattr(logging.getLogger("collector.replay"), name)
+
+
 def duration_warnings(presets: Sequence[str], metrics: MetricState, parsed: int) -> list[str]:
     """A preset's latency histogram that stayed empty while its requests were counted: say which
     fields it looked for (the app may log its duration under another name, or not at all)."""
@@ -219,12 +330,14 @@ def duration_warnings(presets: Sequence[str], metrics: MetricState, parsed: int)
     return out
 
 
-def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
+def run_replay(args: ReplayArgs | argparse.Namespace, settings: Settings | None) -> int:
     """The `replay` command: exit 0, or 2 when the rules are invalid, 1 when a file cannot be read.
 
     `settings` is None when no setting is configured (see `LogsDefaults`).
     """
     from collector.rules import RulesError, RuleSet
+    from collector.rules.schema import load_yaml
+    from collector.rules.yamlcache import cache_dir, cached_loader
 
     logs: LogsSettings | LogsDefaults = LogsDefaults()
     if settings is not None:  # the settings models are imported only when there are settings
@@ -235,12 +348,12 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
         [p.strip() for v in args.preset for p in v.split(",") if p.strip()] if args.preset else logs.preset
     )
     rules_path = args.rules if args.rules is not None else logs.rules
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="collector: %(message)s")
     metrics = MetricState(track_changes=False)  # nothing is checkpointed: skip change tracking
     try:
         ruleset = RuleSet(
-            metrics, logging.getLogger("collector.replay"), presets, rules_path, logs.max_series
-        )
+            metrics, _Log(), presets, rules_path, logs.max_series,  # type: ignore[arg-type]
+            yaml_loader=cached_loader(cache_dir(), load_yaml),
+        )  # fmt: skip
     except RulesError as exc:
         for line in exc.errors:
             print(f"collector: {line}", file=sys.stderr)

@@ -450,3 +450,148 @@ def test_lean_imports_false_installs_nothing(tmp_path: Path) -> None:
     from tests.helpers import make_settings
 
     assert importpolicy.install(make_settings(tmp_path), environ={importpolicy.ENV: "false"}) is None
+
+
+#: Runs `python -m collector ARGS` as the benchmark does and prints the modules it loaded (no json:
+#: the printer must not load what the test looks for).
+_MAIN_THEN_MODULES = """
+import runpy, sys
+sys.argv = ["collector", *sys.argv[1:]]
+try:
+    runpy.run_module("collector", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    code = exc.code
+print(repr((code, sorted(sys.modules))), flush=True)
+"""
+
+#: What `collector replay` of an empty file must not import: none of it is needed before a first line
+#: (start-up: ~60 ms of the ~100 ms it cost; bench/replay.py measures the figure).
+NOT_BEFORE_A_LINE = {
+    "argparse": "replay reads its plain options itself (collector.replay.parse_args)",
+    "logging": "set up at the first record (replay._Log)",
+    "dataclasses": "plain classes (rules.checks.Spec)",
+    "typing": "imported under TYPE_CHECKING only",
+    "json": "lenient_json imports it for a bad line",
+    "hashlib": "the engine compares the rules file's bytes",
+    "msgspec": "the decoder builds its Structs at the first decode",
+    "yaml": "the parsed rules file is cached (rules.yamlcache)",
+    "heapq": "the discriminator is a max()",
+    "collector.cli": "python -m collector replay goes to collector.replay.main",
+    "collector.settings": "no COLLECTOR_* setting",
+    "collector.sources": "the line splitter is imported when a chunk needs splitting",
+}
+
+
+#: The `collector` console script as pip writes it (pyproject.toml: collector.__main__:main).
+_SCRIPT_THEN_MODULES = """
+import sys
+from collector.__main__ import main
+try:
+    code = main()
+except SystemExit as exc:
+    code = exc.code
+print(repr((code, sorted(sys.modules))), flush=True)
+"""
+
+
+def _replay_modules(tmp_path: Path, *args: str, script: bool = False) -> tuple[int, list[str]]:
+    import ast
+
+    out = subprocess.run(
+        [sys.executable, "-c", _SCRIPT_THEN_MODULES if script else _MAIN_THEN_MODULES, "replay", *args],
+        env=_clean_env(XDG_CACHE_HOME=str(tmp_path / "cache")),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    code, modules = ast.literal_eval(out.stdout.splitlines()[-1])
+    return code, modules
+
+
+@pytest.mark.parametrize("rules", ["preset", "file"])
+def test_replay_of_an_empty_file_imports_nothing_a_line_would_need(tmp_path: Path, rules: str) -> None:
+    empty = tmp_path / "empty.log"
+    empty.touch()
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text("rules:\n  - metric: hits_total\n    type: counter\n    match: {message: hit}\n")
+    args = ["--preset", "winston"] if rules == "preset" else ["--rules", str(rules_file)]
+    first = _replay_modules(tmp_path, *args, str(empty))  # a YAML file: parsed once, then cached
+    assert first[0] == 0
+    if rules == "file":
+        assert "yaml" in first[1]  # the cold run parses it
+    for script in (False, True):  # python -m collector, and the console script
+        code, modules = _replay_modules(tmp_path, *args, str(empty), script=script)
+        assert code == 0 and "collector.rules.engine" in modules
+        loaded = _loaded(modules, NOT_BEFORE_A_LINE)
+        assert loaded == [], {name: f"imported, though {NOT_BEFORE_A_LINE[name]}" for name in loaded}
+    # the same command with one line decodes it: the lazy imports do happen
+    line = tmp_path / "one.log"
+    line.write_text('{"message": "hit"}\n')
+    code, modules = _replay_modules(tmp_path, *args, str(line))
+    assert code == 0 and "msgspec" in modules
+
+
+#: argv after `replay`: what collector.replay.parse_args must read as argparse does, or leave to it.
+_ARGVS = [
+    [],
+    ["a.log"],
+    ["-"],
+    ["a.log", "b.log"],
+    ["--rules", "r.yaml", "a.log"],
+    ["--rules=r.yaml", "a.log"],
+    ["a.log", "--rules", "r.yaml"],
+    ["--preset", "winston", "--preset", "fastify,levels", "x"],
+    ["--preset=pino-http"],
+    ["--format", "openmetrics", "a"],
+    ["--format=text", "a"],
+    ["--check"],
+    ["--check", "--rules", "r"],
+    ["--show-compiled", "--preset", "winston"],
+    ["--explain", "s.log"],
+    ["--explain", "s.log", "--explain-lines", "7"],
+    ["--explain-lines=3", "--explain=s"],
+    ["--rules", "a", "--rules", "b", "f"],
+    ["--format", "text", "--format", "openmetrics", "f"],
+    # left to argparse: help, errors, abbreviations, env file, odd values
+    ["-h"],
+    ["--help"],
+    ["--rul", "r"],
+    ["--env-file", "x", "a"],
+    ["--format", "json", "a"],
+    ["--explain-lines", "x"],
+    ["--rules"],
+    ["a", "--check", "b"],
+    ["--", "a"],
+    ["--rules", "-x"],
+    ["--check=1"],
+    ["-x.log"],
+    ["--version"],
+    ["--explain-lines", "-3"],
+]
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize("argv", _ARGVS, ids=lambda a: " ".join(a) or "none")
+def test_replay_reads_its_options_as_argparse_does(argv: list[str]) -> None:
+    from collector.cli import _parser
+    from collector.replay import ReplayArgs, parse_args
+
+    fast = parse_args(argv)
+    try:
+        namespace = _parser("replay").parse_args(["replay", *argv])
+    except SystemExit:
+        assert fast is None  # argparse's error or help, as before
+        return
+    if fast is None:
+        return  # left to argparse, which reads it
+    expected = {name: getattr(namespace, name) for name in ReplayArgs.__slots__}
+    assert {name: getattr(fast, name) for name in ReplayArgs.__slots__} == expected
+
+
+@pytest.mark.quick
+def test_the_console_script_starts_where_python_m_collector_does() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["collector"] == "collector.__main__:main"  # not cli.py's imports

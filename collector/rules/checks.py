@@ -8,10 +8,12 @@ stays pure: data in, specs or errors out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
 
-__all__ = ["STAGE_KEYS", "RulesError"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from typing import Any, TypeGuard
+
+__all__ = ["STAGE_KEYS", "RulesError", "Spec"]
 
 #: Top-level keys of a rules document besides `rules` (parsed by collector.rules.stages).
 STAGE_KEYS = ("extract", "join")
@@ -25,12 +27,58 @@ class RulesError(ValueError):
         self.errors = errors
 
 
-@dataclass
+class Spec:
+    """Base of the immutable specs (rules, labels, matches, stages): equality, hash and repr by the
+    fields named in `_compare`, as `@dataclass(frozen=True)` gave them. Not dataclasses: importing
+    `dataclasses` (and `inspect`) and exec()ing each class's methods cost `collector replay` ~10 ms of
+    a ~40 ms start. A subclass lists its fields in `__slots__`, sets them in `__init__` with `_init`.
+    """
+
+    __slots__ = ("_hash",)
+    _compare: tuple[str, ...] = ()
+    _hash: int
+
+    def _init(self, **fields: Any) -> None:
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    def _key(self) -> tuple[Any, ...]:
+        return tuple([getattr(self, name) for name in self._compare])
+
+    def __eq__(self, other: object) -> bool:
+        if other is self:
+            return True
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Spec)
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        try:
+            return self._hash
+        except AttributeError:  # computed once: the fields never change (label specs key the caches)
+            h = hash(self._key())
+            object.__setattr__(self, "_hash", h)
+            return h
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self._compare)})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name}")
+
+
 class _Ctx:
     """Collects every problem of one rule or stage, each prefixed with where it is."""
 
-    where: str
-    errors: list[str] = field(default_factory=list)
+    __slots__ = ("errors", "where")
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.errors: list[str] = []
 
     def err(self, key: str, msg: str) -> None:
         self.errors.append(f"{self.where}: {key}: {msg}")

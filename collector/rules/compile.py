@@ -19,9 +19,6 @@ The pipeline, from a rules file to a metric update:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from collector.metrics import Family, MetricState
 from collector.rules.decide import Group, GroupRule, Labeler
@@ -33,52 +30,83 @@ from collector.rules.normalize import Budget
 from collector.rules.schema import LabelSpec, RulesError, RuleSpec
 from collector.rules.stages import Extract, Join, JoinSpec, StageSpec, build_stages
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
 __all__ = ["Compiled", "FamilyDef", "Plan", "build", "plan"]
 
 
-@dataclass
 class FamilyDef:
     """One metric as the rules define it (several rules may feed the same metric)."""
 
-    name: str
-    kind: str
-    help: str
-    labelnames: tuple[str, ...]
-    buckets: tuple[float, ...]
-    max_series: int
-    expire_after: float | None
-    unbounded: set[str] = field(default_factory=set)  # labels the series limit folds (route, not status)
+    __slots__ = ("buckets", "expire_after", "help", "kind", "labelnames", "max_series", "name", "unbounded")
+
+    def __init__(
+        self,
+        name: str,
+        kind: str,
+        help: str,
+        labelnames: tuple[str, ...],
+        buckets: tuple[float, ...],
+        max_series: int,
+        expire_after: float | None,
+        unbounded: set[str] | None = None,
+    ) -> None:
+        self.name, self.kind, self.help, self.labelnames = name, kind, help, labelnames
+        self.buckets, self.max_series, self.expire_after = buckets, max_series, expire_after
+        self.unbounded = unbounded if unbounded is not None else set()  # labels the series limit folds
 
     def signature(self) -> tuple[Any, ...]:
         return (self.name, self.kind, self.labelnames, self.buckets)
 
 
-@dataclass
 class Plan:
     """What `build` will do: the rules, their metrics and the discriminator field."""
 
-    rules: list[RuleSpec]
-    families: dict[str, FamilyDef]
-    discriminator: str | None
-    stages: list[StageSpec] = field(default_factory=list)
+    __slots__ = ("discriminator", "families", "rules", "stages")
+
+    def __init__(
+        self,
+        rules: list[RuleSpec],
+        families: dict[str, FamilyDef],
+        discriminator: str | None,
+        stages: list[StageSpec] | None = None,
+    ) -> None:
+        self.rules, self.families, self.discriminator = rules, families, discriminator
+        self.stages = stages if stages is not None else []
 
 
-@dataclass
 class Compiled:
     """A rule set ready for the hot path."""
 
-    plan: Plan
-    decoder: LineDecoder
-    families: dict[str, Family]
-    groups: list[Group]  # the dispatch groups, in the loop's numbering
-    reach: list[list[Any]]  # per group: the discriminator values that select it (empty: any other value)
-    loop: Loop | None  # the generated batch loop (None: no rule can match anything)
-    labeler: Labeler
-    matches: list[int]  # per rule of `plan.rules`: lines it matched since this rule set was built
-    seen: dict[str, dict[tuple[str, ...], float]] = field(default_factory=dict)  # idle expiry
-    now: list[float] = field(default_factory=lambda: [0.0])  # batch time, read by expiring rules
-    stages: list[Extract | Join] = field(default_factory=list)  # run on decoded lines before `apply`
-    deferred: list[Deferred | None] = field(default_factory=list)  # per group: its per-batch gathering
+    def __init__(
+        self,
+        plan: Plan,
+        decoder: LineDecoder,
+        families: dict[str, Family],
+        groups: list[Group],
+        reach: list[list[Any]],
+        loop: Loop | None,
+        labeler: Labeler,
+        matches: list[int],
+        seen: dict[str, dict[tuple[str, ...], float]],
+        now: list[float],
+    ) -> None:
+        self.plan = plan
+        self.decoder = decoder
+        self.families = families
+        self.groups = groups  # the dispatch groups, in the loop's numbering
+        self.reach = reach  # per group: the discriminator values that select it (empty: any other value)
+        self.loop = loop  # the generated batch loop (None: no rule can match anything)
+        self.labeler = labeler
+        self.matches = matches  # per rule of `plan.rules`: lines it matched since this rule set was built
+        self.seen = seen  # idle expiry
+        self.now = now  # batch time, read by expiring rules
+        self.stages: list[Extract | Join] = []  # run on decoded lines before `apply`
+        self.deferred: list[Deferred | None] = []  # per group: its per-batch gathering
+        self._literals: bool | None = None  # `decoder.literals` of the batch the entries were made in
 
     @property
     def budgets(self) -> dict[LabelSpec, Budget]:
@@ -87,6 +115,15 @@ class Compiled:
 
     def apply(self, objs: list[Any]) -> int:
         """Apply decoded lines; how many some rule used."""
+        if self.decoder.literals is not self._literals:
+            # The gathering entries are keyed by raw tuples of the batch they were made in: equal
+            # strings, but not the same objects once the decoder returns its Literals (or stops), so
+            # each lookup would compare them char by char. Entries are empty between batches (flushed):
+            # they are made again, from the decisions already cached.
+            self._literals = self.decoder.literals
+            for entry in self.deferred:
+                if entry is not None:
+                    entry.entries.clear()
         return self.loop.apply(objs) if self.loop is not None else 0
 
 
@@ -143,7 +180,8 @@ def _discriminator(rules: Sequence[RuleSpec]) -> str | None:
     counts = Counter(
         path for rule in rules for path in dict.fromkeys(p for p, _v in top_level_keys(rule.match))
     )
-    return counts.most_common(1)[0][0] if counts else None
+    # the first of the most used (as `most_common(1)`, without importing heapq for it)
+    return max(counts.items(), key=lambda kv: kv[1])[0] if counts else None
 
 
 def build(

@@ -11,13 +11,17 @@ commute (`collector.rules.gather`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from collector.metrics import Family
-from collector.rules.match import Getter, Match, evaluate
+from collector.rules.match import evaluate
 from collector.rules.normalize import NORMALIZERS, Budget, TemplateMatcher, label_text, status_code
 from collector.rules.schema import LabelSpec, RuleSpec
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from collector.rules.match import Getter, Match
 
 __all__ = ["CACHE_LIMIT", "Group", "GroupRule", "Labeler", "Read", "field_label", "label_converter"]
 

@@ -8,14 +8,21 @@ falls back to line-by-line decoding, so one bad line is counted and skipped, not
 from __future__ import annotations
 
 import itertools
-import re
-from collections.abc import Callable, Iterable, Sequence
+import sys
 from operator import attrgetter
-from typing import Any, Literal
-
-import msgspec
 
 from collector.logpipe import NOT_JSON, BatchResult, bad_line_reason, lenient_json, valid_utf8
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    import msgspec
+
+# msgspec (with typing_extensions, uuid, decimal, ...: ~25 ms of a start) is imported by the methods
+# that decode, so rules compile and register their families without it: `collector replay` of an
+# empty file, `--check`, and a daemon before its first line never load it.
 
 __all__ = ["LineDecoder", "plain_lines"]
 
@@ -87,15 +94,45 @@ class LineDecoder:
         # dotted JSON path -> strings seen (a Literal field), or None: too many, a plain field
         self._vocab: dict[str, set[str] | None] = {p: set() for p in literal_paths if p in paths}
         self._relearn = MAX_RELEARN
-        self.root = self._struct(self._tree, "", "", {})
+        _layout(self._tree, "", "", self._attr)  # attribute names now; the Structs at the first decode
+        self._root: type[msgspec.Struct] | None = None
         # plain fields: the exact per-line path
-        self._decoder: msgspec.json.Decoder[msgspec.Struct] = msgspec.json.Decoder(self.root)
-        self._fast = self._decoder  # the batch decoder, with Literal fields once learnt
+        self._plain: msgspec.json.Decoder[msgspec.Struct] | None = None
+        self._batch_decoder: msgspec.json.Decoder[msgspec.Struct] | None = None  # Literals once learnt
         self._learnt = False
+        # Whether the last batch's label strings are the learnt Literals (the same objects in every
+        # line, interned) or plain strings (equal, not identical): `Compiled.apply` re-keys its caches
+        # when this changes, so the loop's dict lookups compare strings by identity, not by value.
+        self.literals = False
+
+    @property
+    def root(self) -> type[msgspec.Struct]:
+        """The Struct of the plain fields (built at first use)."""
+        if self._root is None:
+            self._root = self._struct(self._tree, "", "", {})
+        return self._root
+
+    @property
+    def _decoder(self) -> msgspec.json.Decoder[msgspec.Struct]:
+        """The decoder of the plain fields: the exact per-line path."""
+        if self._plain is None:
+            import msgspec
+
+            self._plain = msgspec.json.Decoder(self.root)
+        return self._plain
+
+    @property
+    def _fast(self) -> msgspec.json.Decoder[msgspec.Struct]:
+        """The batch decoder, with Literal fields once learnt."""
+        if self._batch_decoder is None:
+            self._batch_decoder = self._decoder
+        return self._batch_decoder
 
     def _struct(
         self, node: _Tree, json_prefix: str, attr_prefix: str, types: dict[str, Any]
     ) -> type[msgspec.Struct]:
+        import msgspec
+
         fields: list[tuple[str, Any, Any]] = []
         for i, (name, child) in enumerate(node.items()):
             attr = f"f{i}"  # by position in the rules' tree: the same whatever order or types fields get
@@ -121,6 +158,8 @@ class LineDecoder:
         if self._learnt:
             return
         self._learnt = True
+        import msgspec
+
         seen: dict[str, set[str]] = {}
         for line in bytes(buf[:SAMPLE_BYTES]).split(b"\n")[:SAMPLE_LINES]:
             try:
@@ -131,8 +170,8 @@ class LineDecoder:
                 _walk(data, "", self._order, seen)
         for path, strings in seen.items():
             self._add_strings(path, strings)
-        self.root = self._struct(self._tree, "", "", {})  # the plain fields, in the learnt order
-        self._decoder = msgspec.json.Decoder(self.root)
+        self._root = self._struct(self._tree, "", "", {})  # the plain fields, in the learnt order
+        self._plain = None
         self._rebuild_fast()
 
     def _add_strings(self, path: str, strings: set[Any]) -> None:
@@ -144,27 +183,39 @@ class LineDecoder:
 
     def _rebuild_fast(self) -> None:
         """The batch decoder for the strings learnt so far (the plain one when there are none)."""
+        from typing import Literal
+
+        import msgspec
+
         literal = {
-            p: Literal[tuple(sorted(v))] | int | float | bool | None for p, v in self._vocab.items() if v
+            # interned: a discriminator value is then the very constant the generated loop compares with
+            p: Literal[tuple(sorted(map(sys.intern, v)))] | int | float | bool | None
+            for p, v in self._vocab.items()
+            if v
         }
-        self._fast = (
+        self._batch_decoder = (
             msgspec.json.Decoder(self._struct(self._tree, "", "", literal)) if literal else self._decoder
         )
 
     def _batch(self, buf: bytes | memoryview) -> list[Any]:
         """`decode_lines` with the fast decoder; a label string it has not learnt fails it, so the
         batch is decoded with plain fields and its strings are learnt (a bad batch raises as before)."""
+        import msgspec
+
         if not _lines_end_at_lf_only(buf):
             raise msgspec.DecodeError("a lone CR in the batch: decode it line by line")  # callers do
+        self.literals = False
         try:
-            return self._fast.decode_lines(buf)
+            objs = self._fast.decode_lines(buf)
+            self.literals = self._fast is not self._decoder
+            return objs
         except msgspec.ValidationError:
             if self._fast is self._decoder:
                 raise
         objs = self._decoder.decode_lines(buf)
         self._relearn -= 1
         if self._relearn <= 0:
-            self._fast = self._decoder  # values keep coming: plain fields from now on
+            self._batch_decoder = self._decoder  # values keep coming: plain fields from now on
             return objs
         for path, known in self._vocab.items():
             if known is not None:
@@ -207,6 +258,8 @@ class LineDecoder:
 
     def decode(self, lines: Sequence[bytes], result: BatchResult) -> list[Any]:
         """Decode a batch; bad lines are counted in `result` and left out of the returned list."""
+        import msgspec
+
         if not self._learnt:
             self.learn(b"\n".join(lines[:SAMPLE_LINES]))
         buf = b"\n".join(lines)
@@ -223,6 +276,8 @@ class LineDecoder:
     def decode_buffer(self, buf: bytes | memoryview, count: int) -> list[Any] | None:
         """`count` complete lines joined by newlines, decoded without splitting; None when that is not
         exactly one object per line (an empty or bad line): the caller splits and uses `decode`."""
+        import msgspec
+
         if not self._learnt:
             self.learn(buf)
         if self.check_utf8 and not ((data := bytes(buf)).isascii() or valid_utf8(data)):
@@ -239,6 +294,9 @@ class LineDecoder:
         return out[0] if out else None
 
     def _decode_each(self, lines: Sequence[bytes], result: BatchResult) -> list[Any]:
+        import msgspec
+
+        self.literals = False
         out = []
         decode = self._decoder.decode
         for i, line in enumerate(lines):
@@ -268,6 +326,8 @@ class LineDecoder:
 
     def _reshape(self, line: bytes) -> Any:
         """Decode generically, drop values whose type a nested path cannot read, then convert."""
+        import msgspec
+
         try:
             data = msgspec.json.decode(line)
         except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
@@ -292,11 +352,19 @@ def _lines_end_at_lf_only(buf: bytes | memoryview) -> bool:
     whole = buf.obj if isinstance(buf, memoryview) else buf  # `in` on a memoryview compares ints
     if b"\r" not in whole:  # type: ignore[operator]
         return True
-    return _LONE_CR.search(buf) is None
+    import re  # compiled once, when a batch first holds a CR (re caches it)
+
+    return re.search(rb"\r(?!\n|\Z)", buf) is None  # a CR that does not end a line
 
 
-#: A CR that does not end a line (not before a LF, nor at the end of the batch).
-_LONE_CR = re.compile(rb"\r(?!\n|\Z)")
+def _layout(node: _Tree, json_prefix: str, attr_prefix: str, out: dict[str, str]) -> None:
+    """Each dotted JSON path's dotted attribute path, as `LineDecoder._struct` names the fields: by
+    position in the rules' tree, so the names never depend on the key order learnt later."""
+    for i, (name, child) in enumerate(node.items()):
+        json_path, attr_path = json_prefix + name, attr_prefix + f"f{i}"
+        out[json_path] = attr_path  # a parent is readable too (exists checks)
+        if child is not None:
+            _layout(child, json_path + ".", attr_path + ".", out)
 
 
 def _walk(data: dict[str, Any], prefix: str, order: dict[str, int], seen: dict[str, set[str]]) -> None:

@@ -9,29 +9,36 @@ rules file (a bad file keeps the old rules) and expires idle series. Its own hea
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from collector.logpipe import BatchResult
-from collector.logsetup import LogFirst
 from collector.metrics import OVERFLOW, Family, MetricState
 from collector.rules.compile import Compiled, build, plan
 from collector.rules.presets import preset_rules, preset_stages
 from collector.rules.schema import RulesError, RuleSpec, load_yaml, parse_text
 from collector.rules.stages import Join, StageSpec, parse_stages
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
 if TYPE_CHECKING:
     import asyncio  # imported where used: `collector replay` never starts an event loop
+    import logging
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+    from collector.logsetup import LogFirst
 
 __all__ = ["RuleSet", "load_specs", "load_stages"]
 
 
-def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str = "rules") -> list[RuleSpec]:
-    """Preset rules first, then the rules file's (which add to them).
+def load_specs(
+    presets: Sequence[str],
+    rules_text: str | None,
+    rules_origin: str = "rules",
+    load: Callable[[str], Any] = load_yaml,
+) -> list[RuleSpec]:
+    """Preset rules first, then the rules file's (which add to them); `load` parses its YAML.
 
     Raises:
         RulesError: unknown preset, or invalid rules (every problem, one line each).
@@ -45,7 +52,7 @@ def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str
             errors.extend(exc.errors)
     if rules_text is not None:
         try:
-            specs.extend(parse_text(rules_text, rules_origin))
+            specs.extend(parse_text(rules_text, rules_origin, load))
         except RulesError as exc:
             errors.extend(exc.errors)
     if errors:
@@ -56,7 +63,10 @@ def load_specs(presets: Sequence[str], rules_text: str | None, rules_origin: str
 
 
 def load_stages(
-    presets: Sequence[str], rules_text: str | None, rules_origin: str = "rules"
+    presets: Sequence[str],
+    rules_text: str | None,
+    rules_origin: str = "rules",
+    load: Callable[[str], Any] = load_yaml,
 ) -> list[StageSpec]:
     """The extract/join stages of the presets, then of the rules file (validated by `load_specs`).
 
@@ -67,11 +77,13 @@ def load_stages(
     for name in presets:
         stages.extend(preset_stages(name))
     if rules_text is not None:
-        import yaml  # only with a rules file: presets alone never load it
-
         try:
-            data = load_yaml(rules_text)
-        except yaml.YAMLError:
+            data = load(rules_text)
+        except Exception as exc:
+            import yaml  # only with a rules file: presets alone never load it
+
+            if not isinstance(exc, yaml.YAMLError):
+                raise
             data = None  # load_specs reported it
         stages.extend(parse_stages(data, rules_origin))
     return stages
@@ -90,6 +102,7 @@ class RuleSet:
         reload_interval: seconds between checks of the rules file.
         check_utf8: count lines with invalid UTF-8 in fields no rule reads as `invalid_utf8` too
             (the logs source's default level counter does; see `LineDecoder`).
+        yaml_loader: YAML text -> data for the rules file (`collector replay` caches it).
 
     Raises:
         RulesError: the presets or rules file cannot be used.
@@ -105,8 +118,10 @@ class RuleSet:
         clock: Callable[[], float] = time.time,
         reload_interval: float = 1.0,
         check_utf8: bool = False,
+        yaml_loader: Callable[[str], Any] = load_yaml,
     ) -> None:
         self.metrics = metrics
+        self.yaml_loader = yaml_loader
         self.check_utf8 = check_utf8
         self.log = log
         self.presets = list(presets)
@@ -114,7 +129,7 @@ class RuleSet:
         self.max_series = max_series
         self.clock = clock
         self.reload_interval = reload_interval
-        self._log_first = LogFirst(log, limit=1)
+        self._first: LogFirst | None = None  # made at the first warning (it loads logging)
         self._core_overflow = metrics.on_overflow  # the collector-wide overflow counter, kept too
         self.overflow = metrics.counter(
             "collector_log_series_overflow_total",
@@ -153,7 +168,7 @@ class RuleSet:
         )
         self.rules_loaded = metrics.gauge("collector_rules_loaded", "Rules in use (presets + rules file).")
         self._file_state: tuple[Any, ...] | None = None
-        self._file_hash: str | None = None
+        self._file_bytes: bytes | None = None  # what the rules in use were read from
         text = self._read_rules() if rules_path is not None else None
         self._compiled = self._compile(text)
 
@@ -299,13 +314,13 @@ class RuleSet:
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError([f"{self.rules_path}: cannot read the rules file: {exc}"]) from None
-        self._file_hash = _sha256(data)
+        self._file_bytes = data  # kept, not hashed: a rules file is small, and hashlib costs start-up
         return text
 
     def _compile(self, text: str | None, specs: list[RuleSpec] | None = None) -> Compiled:
         if specs is None:
-            specs = load_specs(self.presets, text, str(self.rules_path))
-        stages = load_stages(self.presets, text, str(self.rules_path))
+            specs = load_specs(self.presets, text, str(self.rules_path), self.yaml_loader)
+        stages = load_stages(self.presets, text, str(self.rules_path), self.yaml_loader)
         owned = self.metrics.claimed("rules")
         p = plan(specs, self.metrics, owned, self.max_series, stages)
         compiled = build(
@@ -339,16 +354,17 @@ class RuleSet:
                 data = await asyncio.to_thread(self.rules_path.read_bytes)
             except OSError as exc:
                 raise RulesError([f"{self.rules_path}: cannot read the rules file: {exc}"]) from None
-            digest = _sha256(data)
-            if digest == self._file_hash:
+            if data == self._file_bytes:
                 return False  # touched, not changed
             try:
                 text = data.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise RulesError([f"{self.rules_path}: not UTF-8: {exc}"]) from None
-            specs = await asyncio.to_thread(load_specs, self.presets, text, str(self.rules_path))
+            specs = await asyncio.to_thread(
+                load_specs, self.presets, text, str(self.rules_path), self.yaml_loader
+            )
             self._compiled = self._compile(text, specs)
-            self._file_hash = digest
+            self._file_bytes = data
         except RulesError as exc:
             self.reload_failures.inc()
             self.log.error(
@@ -370,6 +386,14 @@ class RuleSet:
                 st.pending = joins[st.spec].pending
 
     # -- guards ----------------------------------------------------------------------------------
+    def _log_first(self, key: str, msg: str, **extra: Any) -> None:
+        """Log the first record per key (see `LogFirst`)."""
+        if self._first is None:
+            from collector.logsetup import LogFirst  # with logging: only once something is wrong
+
+            self._first = LogFirst(self.log, limit=1)
+        self._first(key, msg, **extra)
+
     def _on_overflow(self, metric: str) -> None:
         fam = self.metrics.families.get(metric)
         for label in fam.folded if fam is not None else ("",):
@@ -415,12 +439,3 @@ class RuleSet:
                     del seen[key]
                     dropped += 1
         return dropped
-
-
-def _sha256(data: bytes) -> str:
-    """Hex digest of a rules file. hashlib is imported here, not at the top: `collector run` builds its
-    parser, which imports the rules (through collector.replay), before collector.importpolicy decides
-    whether OpenSSL's `_hashlib`, which hashlib loads at import, may load at all."""
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()

@@ -15,15 +15,18 @@ import keyword
 import linecache
 import re
 from bisect import bisect_left
-from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 from collector.metrics import COUNTER
 from collector.rules.decide import Group, Read
 from collector.rules.decode import LineDecoder
 from collector.rules.gather import Deferred, Observe
 from collector.rules.normalize import to_number
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["MAX_CHAIN", "Loop", "generate_loop"]
 

@@ -9,11 +9,14 @@ dispatch group, see `collector.rules.decide`), never per line, so it is plain in
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
+from collector.rules.checks import Spec
 from collector.rules.normalize import label_text, to_number
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
 __all__ = ["AllOf", "AnyOf", "Cond", "Match", "Not", "Op", "evaluate", "forms", "top_level_keys", "without"]
 
@@ -55,23 +58,24 @@ def forms(value: Any) -> set[Any]:
     return out
 
 
-@dataclass(frozen=True)
-class Cond:
+class Cond(Spec):
     """`path op arg`: one condition on one field (the first present value of `path`)."""
 
+    __slots__ = ("allowed", "arg", "limit", "op", "path")
+    _compare = ("path", "op", "arg")
     path: str
     op: Op
     arg: Any  # a scalar (equals), a tuple (in), a compiled regex, a bool (exists) or a number
     # what the decision uses, derived from `arg` once: every spelling of the allowed values, or the limit
-    allowed: frozenset[Any] = field(init=False, compare=False, repr=False)
-    limit: float = field(init=False, compare=False, repr=False)
+    allowed: frozenset[Any]
+    limit: float
 
-    def __post_init__(self) -> None:
-        if self.op in MEMBERSHIP:
-            values = self.values
-            object.__setattr__(self, "allowed", frozenset(set().union(*(forms(v) for v in values))))
-        if self.op in _COMPARE:
-            object.__setattr__(self, "limit", float(self.arg))
+    def __init__(self, path: str, op: Op, arg: Any) -> None:
+        self._init(path=path, op=op, arg=arg)
+        if op in MEMBERSHIP:
+            self._init(allowed=frozenset(set().union(*(forms(v) for v in self.values))))
+        if op in _COMPARE:
+            self._init(limit=float(arg))
 
     @property
     def values(self) -> tuple[Any, ...]:
@@ -122,39 +126,49 @@ class Cond:
         return f"{shown} {'is' if ok else 'is not'} {op.value} {self.arg}"
 
 
-@dataclass(frozen=True)
-class AllOf:
+class AllOf(Spec):
     """Every part holds (the keys of one `match:` mapping, or a list). No parts: never holds."""
 
+    __slots__ = _compare = ("parts",)
     parts: tuple[Match, ...]
+
+    def __init__(self, parts: tuple[Match, ...]) -> None:
+        self._init(parts=parts)
 
     def paths(self) -> set[str]:
         return set().union(*(p.paths() for p in self.parts))
 
 
-@dataclass(frozen=True)
-class AnyOf:
+class AnyOf(Spec):
     """At least one part holds (`any: [...]`)."""
 
+    __slots__ = _compare = ("parts",)
     parts: tuple[Match, ...]
+
+    def __init__(self, parts: tuple[Match, ...]) -> None:
+        self._init(parts=parts)
 
     def paths(self) -> set[str]:
         return set().union(*(p.paths() for p in self.parts))
 
 
-@dataclass(frozen=True)
-class Not:
+class Not(Spec):
     """The part does not hold (`not: {...}`)."""
 
+    __slots__ = _compare = ("part",)
     part: Match
+
+    def __init__(self, part: Match) -> None:
+        self._init(part=part)
 
     def paths(self) -> set[str]:
         return self.part.paths()
 
 
 Match = Cond | AllOf | AnyOf | Not
-#: Raw field value by field paths (the first present of them); what `evaluate` reads a line through.
-Getter = Callable[[tuple[str, ...]], Any]
+if TYPE_CHECKING:
+    #: Raw field value by field paths (the first present of them); what `evaluate` reads a line through.
+    Getter = Callable[[tuple[str, ...]], Any]
 
 
 def evaluate(match: Match | None, get: Getter, why: list[str] | None = None) -> bool:

@@ -6,10 +6,9 @@ ids, uuids, hashes and query strings never become label values.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Callable
-from typing import Any
 
 __all__ = [
     "LEVELS",
@@ -30,18 +29,38 @@ __all__ = [
 #: Methods kept as they are; anything else becomes OTHER (a scanner sending `FOO /` makes no series).
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
 
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-_NUMBER = re.compile(r"^[0-9][0-9,._-]*$")
-_HEX = re.compile(r"^(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{8,}$")  # hex run with a digit: ids, hashes, ObjectIds
-_HEX_IN = re.compile(r"(?<![0-9a-zA-Z])[0-9a-fA-F]{16,}(?![0-9a-zA-Z])")  # app.<hash>.js
-_TOKEN = re.compile(r"^(?=.*[0-9])(?=.*[a-zA-Z])[A-Za-z0-9_=+-]{20,}$")  # base64url ids, tokens
-_EMAIL = re.compile(r"^[^@/]+@[^@/]+$")
-_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?([T ][0-9:.]+Z?)?$")
-# A slug: three or more words joined by - or _ (`why-we-moved-to-rust`), or two or more with a digit
-# in one of them (`release-2024`). Two plain words (`old-page`) look like a static route and stay.
-_SLUG = re.compile(
-    r"^(?:[a-z0-9]+(?:[-_][a-z0-9]+){2,}|(?=[a-z0-9_-]*[0-9])[a-z0-9]+(?:[-_][a-z0-9]+)+)$", re.I
-)
+
+class _Segments:
+    """The patterns `_segment` tells ids from words with. Compiled at its first call (`_segments`): at
+    import they cost `collector replay` ~1.5 ms of every start, also the starts that normalise nothing."""
+
+    def __init__(self) -> None:
+        self.uuid = re.compile(
+            r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$"
+        )
+        self.number = re.compile(r"^[0-9][0-9,._-]*$")
+        # a hex run with a digit: ids, hashes, ObjectIds
+        self.hex = re.compile(r"^(?=[0-9a-fA-F]*[0-9])[0-9a-fA-F]{8,}$")
+        self.hex_in = re.compile(r"(?<![0-9a-zA-Z])[0-9a-fA-F]{16,}(?![0-9a-zA-Z])")  # app.<hash>.js
+        self.token = re.compile(r"^(?=.*[0-9])(?=.*[a-zA-Z])[A-Za-z0-9_=+-]{20,}$")  # base64url ids, tokens
+        self.email = re.compile(r"^[^@/]+@[^@/]+$")
+        self.date = re.compile(r"^[0-9]{4}-[0-9]{2}(-[0-9]{2})?([T ][0-9:.]+Z?)?$")
+        # A slug: three or more words joined by - or _ (`why-we-moved-to-rust`), or two or more with a
+        # digit in one of them (`release-2024`). Two plain words (`old-page`) look like a static route.
+        self.slug = re.compile(
+            r"^(?:[a-z0-9]+(?:[-_][a-z0-9]+){2,}|(?=[a-z0-9_-]*[0-9])[a-z0-9]+(?:[-_][a-z0-9]+)+)$", re.I
+        )
+
+
+@functools.cache
+def _segments() -> _Segments:
+    return _Segments()
+
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 #: Segments longer than this are ids or tokens whatever their shape (no route names its parts so).
 LONG_SEGMENT = 40
 #: The route of requests no route matched (404/405 without a logged template): one series, not one per URL.
@@ -113,17 +132,18 @@ def http_method(value: Any) -> str | None:
 def _segment(seg: str) -> str:
     if not seg or seg[0] == ":" or seg == "*":
         return seg  # empty, or already a template (`:id`, `*`)
-    if _DATE.match(seg):
+    rx = _segments()
+    if rx.date.match(seg):
         return ":date"
-    if _NUMBER.match(seg) or _UUID.match(seg) or _HEX.match(seg):
+    if rx.number.match(seg) or rx.uuid.match(seg) or rx.hex.match(seg):
         return ":id"
-    if _SLUG.match(seg):  # before tokens: a long slug with a digit is still a slug
+    if rx.slug.match(seg):  # before tokens: a long slug with a digit is still a slug
         return ":slug"
-    if _TOKEN.match(seg) or _EMAIL.match(seg):
+    if rx.token.match(seg) or rx.email.match(seg):
         return ":id"
     if len(seg) > LONG_SEGMENT:
         return ":id"
-    return _HEX_IN.sub(":hash", seg) if len(seg) >= 16 else seg
+    return rx.hex_in.sub(":hash", seg) if len(seg) >= 16 else seg
 
 
 def route_template(value: Any) -> str | None:

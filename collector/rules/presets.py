@@ -7,8 +7,6 @@ preset ever labels by user id, IP, email, raw URL or video id: routes are templa
 
 from __future__ import annotations
 
-from typing import Any
-
 from collector.rules.schema import RulesError, RuleSpec, parse_rules
 from collector.rules.stages import StageSpec, parse_stages
 
@@ -172,6 +170,10 @@ _PY = dict(
     duration=["duration_ms", "elapsed_ms", "latency_ms", "response_time_ms", "responseTime"],
     size=["response_size", "content_length", "bytes"],
 )
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from typing import Any
 _PY_MESSAGES = ["request_finished", "http_request", "request_completed", "request completed", "access"]
 
 

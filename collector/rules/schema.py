@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import itertools
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from collector.metrics import COUNTER, GAUGE, HISTOGRAM, Family, MetricDefinitionError
-from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
+from collector.rules.checks import STAGE_KEYS, RulesError, Spec, _Ctx, _is_number, _paths
 from collector.rules.match import AllOf, AnyOf, Cond, Match, Not, Op
 from collector.rules.normalize import NORMALIZERS
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = [
     "DEFAULT_DURATION_BUCKETS",
@@ -49,23 +52,48 @@ BOUNDED_NORMALIZERS = frozenset({"status_code", "status_class", "http_method", "
 GAUGE_ACTIONS = ("set", "inc", "dec")
 
 
-@dataclass(frozen=True)
-class LabelSpec:
+class LabelSpec(Spec):
     """How one label value is taken from a line."""
 
+    __slots__ = _compare = (
+        "name", "paths", "const", "normalize", "mapping", "allow", "other", "default",
+        "template", "status", "unmatched", "max_values", "templates",
+    )  # fmt: skip
     name: str
-    paths: tuple[str, ...] = ()  # dotted field paths; the first present one wins
-    const: str | None = None  # fixed value instead of a field
-    normalize: str | None = None
-    mapping: tuple[tuple[str, str], ...] = ()  # applied after normalize
-    allow: frozenset[str] | None = None  # values outside it become `other`
-    other: str = "other"
-    default: str = ""  # when the field is missing
-    template: tuple[str, ...] = ()  # fields holding a logged route template: used first when present
-    status: tuple[str, ...] = ()  # the status code field, for `unmatched`
-    unmatched: str | None = None  # the value for a 404/405 without a template (one series for scanners)
-    max_values: int | None = None  # value budget: past it, new values become `other`
-    templates: tuple[str, ...] = ()  # route templates (list or OpenAPI paths) URLs are matched against
+    paths: tuple[str, ...]  # dotted field paths; the first present one wins
+    const: str | None  # fixed value instead of a field
+    normalize: str | None
+    mapping: tuple[tuple[str, str], ...]  # applied after normalize
+    allow: frozenset[str] | None  # values outside it become `other`
+    other: str
+    default: str  # when the field is missing
+    template: tuple[str, ...]  # fields holding a logged route template: used first when present
+    status: tuple[str, ...]  # the status code field, for `unmatched`
+    unmatched: str | None  # the value for a 404/405 without a template (one series for scanners)
+    max_values: int | None  # value budget: past it, new values become `other`
+    templates: tuple[str, ...]  # route templates (list or OpenAPI paths) URLs are matched against
+
+    def __init__(
+        self,
+        name: str,
+        paths: tuple[str, ...] = (),
+        const: str | None = None,
+        normalize: str | None = None,
+        mapping: tuple[tuple[str, str], ...] = (),
+        allow: frozenset[str] | None = None,
+        other: str = "other",
+        default: str = "",
+        template: tuple[str, ...] = (),
+        status: tuple[str, ...] = (),
+        unmatched: str | None = None,
+        max_values: int | None = None,
+        templates: tuple[str, ...] = (),
+    ) -> None:
+        self._init(
+            name=name, paths=paths, const=const, normalize=normalize, mapping=mapping, allow=allow,
+            other=other, default=default, template=template, status=status, unmatched=unmatched,
+            max_values=max_values, templates=templates,
+        )  # fmt: skip
 
     @property
     def fields(self) -> bool:
@@ -78,32 +106,61 @@ class LabelSpec:
         return self.const is not None or self.allow is not None or self.normalize in BOUNDED_NORMALIZERS
 
 
-@dataclass(frozen=True)
-class ValueSpec:
+class ValueSpec(Spec):
     """A numeric field and the factor that converts it to the metric's base unit."""
 
+    __slots__ = _compare = ("paths", "scale")
     paths: tuple[str, ...]
-    scale: float = 1.0
+    scale: float
+
+    def __init__(self, paths: tuple[str, ...], scale: float = 1.0) -> None:
+        self._init(paths=paths, scale=scale)
 
 
-@dataclass(frozen=True)
-class RuleSpec:
+class RuleSpec(Spec):
     """One validated rule: when `match` holds, update `metric` with `labels` and `value`."""
 
+    __slots__ = _compare = (
+        "origin", "index", "metric", "kind", "help", "match", "labels", "value", "action", "buckets",
+        "max_series", "expire_after", "floor", "name",
+    )  # fmt: skip
     origin: str  # "preset winston" or a file path, for messages
     index: int
     metric: str
     kind: str
     help: str
     match: Match | None  # the typed match tree (collector.rules.match); None: every line
-    labels: tuple[LabelSpec, ...] = ()
-    value: ValueSpec | None = None
-    action: str = "inc"  # counter: inc; gauge: set|inc|dec; histogram: observe
-    buckets: tuple[float, ...] = ()
-    max_series: int | None = None
-    expire_after: float | None = None
-    floor: float | None = None  # gauges: never below this (in-flight gauges when a start line was missed)
-    name: str = ""
+    labels: tuple[LabelSpec, ...]
+    value: ValueSpec | None
+    action: str  # counter: inc; gauge: set|inc|dec; histogram: observe
+    buckets: tuple[float, ...]
+    max_series: int | None
+    expire_after: float | None
+    floor: float | None  # gauges: never below this (in-flight gauges when a start line was missed)
+    name: str
+
+    def __init__(
+        self,
+        origin: str,
+        index: int,
+        metric: str,
+        kind: str,
+        help: str,
+        match: Match | None,
+        labels: tuple[LabelSpec, ...] = (),
+        value: ValueSpec | None = None,
+        action: str = "inc",
+        buckets: tuple[float, ...] = (),
+        max_series: int | None = None,
+        expire_after: float | None = None,
+        floor: float | None = None,
+        name: str = "",
+    ) -> None:
+        self._init(
+            origin=origin, index=index, metric=metric, kind=kind, help=help, match=match, labels=labels,
+            value=value, action=action, buckets=buckets, max_series=max_series,
+            expire_after=expire_after, floor=floor, name=name,
+        )  # fmt: skip
 
     @property
     def where(self) -> str:
@@ -134,17 +191,20 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # both loaders are safe
 
 
-def parse_text(text: str, origin: str) -> list[RuleSpec]:
-    """Validate rules from YAML text (see `parse_rules`).
+def parse_text(text: str, origin: str, load: Callable[[str], Any] = load_yaml) -> list[RuleSpec]:
+    """Validate rules from YAML text (see `parse_rules`), parsed by `load` (`collector replay` passes
+    `load_yaml` through its cache, collector.rules.yamlcache).
 
     Raises:
         RulesError: bad YAML or invalid rules.
     """
-    import yaml
-
     try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
+        data = load(text)
+    except Exception as exc:
+        import yaml
+
+        if not isinstance(exc, yaml.YAMLError):
+            raise
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise RulesError([f"{origin}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"]) from None

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
-import msgspec
-
-from collector.rules.checks import STAGE_KEYS, RulesError, _Ctx, _is_number, _paths
+from collector.rules.checks import STAGE_KEYS, RulesError, Spec, _Ctx, _is_number, _paths
 from collector.rules.decode import LineDecoder
 from collector.rules.match import forms  # the same spellings rules accept (200 and "200")
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`collector replay` start-up)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 __all__ = ["Extract", "ExtractSpec", "Join", "JoinSpec", "StageSpec", "build_stages", "parse_stages"]
 
@@ -29,34 +29,59 @@ JOIN_KEYS = {"key", "start", "end", "carry", "max_pending", "expire_after"}
 TYPES = ("str", "int", "float")
 
 
-@dataclass(frozen=True)
-class ExtractSpec:
+class ExtractSpec(Spec):
     """A regex with named groups on a string field; each group becomes a top-level field of the line."""
 
+    __slots__ = _compare = ("origin", "source", "regex", "types", "when")
     origin: str
     source: tuple[str, ...]  # the string field (first present)
     regex: re.Pattern[str]
-    types: tuple[tuple[str, str], ...] = ()  # group -> str | int | float
-    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # (path, allowed values): all must hold
+    types: tuple[tuple[str, str], ...]  # group -> str | int | float
+    when: tuple[tuple[str, tuple[Any, ...]], ...]  # (path, allowed values): all must hold
+
+    def __init__(
+        self,
+        origin: str,
+        source: tuple[str, ...],
+        regex: re.Pattern[str],
+        types: tuple[tuple[str, str], ...] = (),
+        when: tuple[tuple[str, tuple[Any, ...]], ...] = (),
+    ) -> None:
+        self._init(origin=origin, source=source, regex=regex, types=types, when=when)
 
     def paths(self) -> set[str]:
         return {*self.source, *self.regex.groupindex, *(p for p, _v in self.when)}
 
 
-@dataclass(frozen=True)
-class JoinSpec:
+class JoinSpec(Spec):
     """Two lines of one request joined by a key: `start` fields are carried onto the `end` line.
 
     Fastify logs `incoming request` (req) and `request completed` (res, responseTime) with one reqId.
     """
 
+    __slots__ = _compare = ("origin", "key", "start", "end", "carry", "max_pending", "expire_after")
     origin: str
     key: tuple[str, ...]  # fields that identify one request (reqId within pid and hostname)
     start: tuple[tuple[str, tuple[Any, ...]], ...]
     end: tuple[tuple[str, tuple[Any, ...]], ...]
     carry: tuple[str, ...]  # top-level fields copied from the start line when the end line lacks them
-    max_pending: int = 10_000  # started, not yet ended: oldest dropped past this
-    expire_after: float = 600.0  # seconds a start waits for its end
+    max_pending: int  # started, not yet ended: oldest dropped past this
+    expire_after: float  # seconds a start waits for its end
+
+    def __init__(
+        self,
+        origin: str,
+        key: tuple[str, ...],
+        start: tuple[tuple[str, tuple[Any, ...]], ...],
+        end: tuple[tuple[str, tuple[Any, ...]], ...],
+        carry: tuple[str, ...],
+        max_pending: int = 10_000,
+        expire_after: float = 600.0,
+    ) -> None:
+        self._init(
+            origin=origin, key=key, start=start, end=end, carry=carry, max_pending=max_pending,
+            expire_after=expire_after,
+        )  # fmt: skip
 
     def paths(self) -> set[str]:
         return {*self.key, *self.carry, *(p for p, _v in self.start), *(p for p, _v in self.end)}
@@ -202,8 +227,9 @@ class Extract:
         self.failed = 0  # lines `when` selected whose field did not match (shown by --explain, counted)
 
     def apply(self, objs: list[Any]) -> None:
+        from msgspec.structs import replace  # loaded with the decoder, not at start-up
+
         search, get, when, targets = self.search, self.get, self.when, self.targets
-        replace = msgspec.structs.replace
         for i, obj in enumerate(objs):
             if when is not None and not when(obj):
                 continue
@@ -242,7 +268,8 @@ class Join:
         out = []
         consumed = 0
         pending, keys, carry = self.pending, self.key, self.carry
-        replace = msgspec.structs.replace
+        from msgspec.structs import replace  # loaded with the decoder, not at start-up
+
         for obj in objs:
             if self.is_start(obj):
                 key = tuple(get(obj) for get in keys)
@@ -279,6 +306,8 @@ class Join:
     # -- checkpoint ---------------------------------------------------------------------------------
     def state(self) -> list[list[Any]]:
         """The pending table as JSON-ready rows `[key, started, {carried field: value}]`."""
+        import msgspec
+
         names = self.spec.carry
         return [
             [list(key), started, msgspec.to_builtins(dict(zip(names, values, strict=True)))]
@@ -287,6 +316,8 @@ class Join:
 
     def restore(self, rows: list[Any]) -> None:
         """Load `state()` rows; carried objects are decoded by the line decoder, as from a log line."""
+        import msgspec
+
         self.pending.clear()
         for row in rows:
             try:
