@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SeriesDelta",
     "StateStore",
+    "StoreBusy",
     "StoreError",
     "WriteChain",
     "is_corrupt",
@@ -57,6 +58,15 @@ log = logging.getLogger("collector.store")
 
 class StoreError(Exception):
     """The state store cannot be used right now (retry later); its file was left untouched."""
+
+
+class StoreBusy(Exception):
+    """`transaction_inline` could not run now (store thread working, or the file locked); nothing ran."""
+
+
+#: Inline commits between two passive WAL checkpoints queued on the store thread (inline commits do
+#: not checkpoint themselves: that fsyncs, and the event loop must not wait for a disk).
+INLINE_CHECKPOINT_EVERY = 256
 
 
 # SQLite result codes (https://www.sqlite.org/rescode.html) that mean the file itself is bad.
@@ -104,6 +114,12 @@ class StateStore:
         self.resets = 0
         # The sources' storage (owner -> its tables and migrations), applied in order at each open.
         self._storage: dict[str, Sequence[Migration]] = {}
+        # Calls queued on the store thread, and those it finished: `transaction_inline` runs only
+        # when they are equal. Each is written by one thread only (the loop's, the store's).
+        self._submitted = 0
+        self._finished = 0
+        self._inline_commits = 0
+        self._autocheckpoint: int | None = None
 
     def register(self, owner: str, steps: Sequence[Migration]) -> None:
         """Declare `owner`'s tables and migrations; they are applied (idempotently) when the store
@@ -127,7 +143,70 @@ class StateStore:
 
     def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """Queue `fn(conn, *args)` on the store thread now (calls run in the order they were queued)."""
-        return asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args)
+        return self._on_thread(self._call, fn, args)
+
+    def _on_thread(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        self._submitted += 1
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._counted, fn, args)
+
+    def _counted(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        # Counted on the thread when the call ends, not when its asyncio future is done: a cancelled
+        # waiter's future is done while the call may still be running.
+        try:
+            return fn(*args)
+        finally:
+            self._finished += 1
+
+    def transaction_inline(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`transaction(fn)` run right here, on the event loop's thread, when that costs no waiting.
+
+        Only while nothing is queued on or running in the store thread (so the connection is idle and
+        nothing queued before is overtaken), and never waiting for a lock another process holds
+        (busy timeout 0 for this one transaction) or for a disk: this transaction does not
+        checkpoint the WAL (the commit is then a write into the page cache, as durable against a
+        crash of the process as the store thread's); a passive checkpoint is queued on the store
+        thread every `INLINE_CHECKPOINT_EVERY` inline commits instead.
+
+        Why: the hand-off to the store thread and back (a futex wake, the self-pipe, and a GIL
+        hand-off at every SQLite call) cost ~20 us per Stripe webhook at 16 events a commit, a sixth
+        of its CPU (A/B in one run, 10,000 events x 6 alternating rounds: 118.5 -> 97 us per event).
+
+        Raises:
+            StoreBusy: it could not run now; nothing ran (use `transaction`).
+            StoreError: the store is not open.
+            Exception: what `fn` or the commit raised (rolled back).
+        """
+        conn = self._conn
+        if conn is None:
+            raise StoreError("state store is not open")
+        if self._finished != self._submitted:
+            raise StoreBusy("store thread busy")
+        if self._autocheckpoint is None:  # the connection's own setting, restored after each
+            self._autocheckpoint = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StoreBusy(str(exc)) from exc  # locked by another process: nothing ran
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            conn.execute(f"PRAGMA wal_autocheckpoint={self._autocheckpoint}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        self.last_error = None
+        self._inline_commits += 1
+        if self._inline_commits % INLINE_CHECKPOINT_EVERY == 0:
+            self.submit(_checkpoint).add_done_callback(_quiet)
+        return result
 
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         if self._conn is None:
@@ -142,8 +221,7 @@ class StateStore:
 
     # -- open / close ------------------------------------------------------------------------------
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._open)
+        await self._on_thread(self._open)
 
     def _open(self) -> None:
         try:
@@ -213,8 +291,7 @@ class StateStore:
     async def close(self) -> None:
         if self._conn is None:
             return
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._close)
+        await self._on_thread(self._close)
         self._executor.shutdown(wait=True)
 
     def _close(self) -> None:
@@ -381,6 +458,15 @@ def _delete(conn: sqlite3.Connection, owner: str, keys: list[str]) -> None:
     _in_transaction(
         conn, lambda c: c.executemany("DELETE FROM kv WHERE owner=? AND key=?", [(owner, k) for k in keys])
     )
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _quiet(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:  # a later commit checkpoints again
+        log.warning("WAL checkpoint failed", extra={"error": str(fut.exception())})
 
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -145,6 +145,9 @@ class StripeSource(SourceBase):
             Poller(ctx, self.settings, self, self._log_first) if self.settings.api_key is not None else None
         )
         self.writer = GroupCommitter(ctx.store, ctx.clock, self._committed, self._failed, self._rejected)
+        #: Prune passes run (for tests: the first runs as the source starts, and a test that breaks
+        #: the store on purpose waits for it, or its failure would be counted with the test's own).
+        self.prunes = 0
 
     def routes(self) -> list[Route]:
         if not self.secrets:
@@ -204,6 +207,7 @@ class StripeSource(SourceBase):
                 )
             except Exception as exc:
                 self.ctx.error("store", f"prune: {exc}")
+            self.prunes += 1
             if await self.ctx.sleep(PRUNE_INTERVAL_S):
                 return
 

@@ -11,10 +11,12 @@ are stored as integers (counts, or minor currency units), so sums stay exact.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TypeVar
 
 from collector.sources.storage import AddColumn, Migration, Tables, migrate
 from collector.sources.stripe import ledger
@@ -62,6 +64,8 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 #: kv owner for the poll cursor.
 OWNER = "stripe"
+
+T = TypeVar("T")
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
@@ -142,24 +146,30 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
 
     Each event is handled exactly as if it were alone, in list order: an id already stored, or seen
     earlier in the same batch, is a duplicate; refund marks and subscription rows see the writes of
-    the events before them. Only the counter upserts are merged (one per series for the batch).
-    What each event changes is decided by `ledger.step`; this reads its facts and writes its rows.
+    the events before them. What each event changes is decided by `ledger.step`; this reads its facts
+    and writes its rows.
+
+    The per-series work is merged: which ids are stored is one `SELECT ... IN` per chunk, the new ids
+    one multi-row `INSERT` per chunk, the counters one upsert per series, the cursor one write (the
+    last one given, as if each were written in turn). Every SQLite call releases and retakes the GIL,
+    which the event loop holds most of the time: a batch of 16 payments is ~5 calls, not ~20.
 
     Returns:
         one `Applied` per item, in order.
     """
+    seen = _stored_ids(conn, [item[0] for item in items])
     out: list[Applied] = []
+    rows: list[tuple[str, str, int, float]] = []
     totals: dict[tuple[str, tuple[str, ...]], int] = {}
-    for event_id, event_type, created, eff, cursor in items:
-        cur = conn.execute(
-            "INSERT OR IGNORE INTO stripe_events (id, type, created, seen_at) VALUES (?, ?, ?, ?)",
-            (event_id, event_type, created, now),
-        )
-        if cursor is not None:
-            kv_put(conn, OWNER, "cursor", cursor)
-        if cur.rowcount == 0:
+    cursor: str | None = None
+    for event_id, event_type, created, eff, cur in items:
+        if cur is not None:
+            cursor = cur  # a duplicate still moves the cursor past itself
+        if event_id in seen:
             out.append(Applied(duplicate=True))
             continue
+        seen.add(event_id)
+        rows.append((event_id, event_type, created, now))
         charge = _charge_facts(conn, eff.refund.charge_id) if eff.refund is not None else None
         sub = _sub_facts(conn, eff.subscription.id) if eff.subscription is not None else None
         applied, charge_write, sub_write = ledger.step(eff, charge, sub, now)
@@ -170,6 +180,10 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
         for name, labels, delta in applied.counters:
             totals[name, labels] = totals.get((name, labels), 0) + delta
         out.append(applied)
+    for chunk in _chunks(rows):
+        conn.execute(_insert_events(len(chunk)), [v for row in chunk for v in row])
+    if cursor is not None:
+        kv_put(conn, OWNER, "cursor", cursor)
     if totals:
         # Merged per series: a batch of 100 payments is 2 upserts, not 200.
         conn.executemany(
@@ -178,6 +192,40 @@ def apply_batch(conn: sqlite3.Connection, items: list[BatchItem], now: float) ->
             [(name, json.dumps(list(labels)), delta) for (name, labels), delta in totals.items()],
         )
     return out
+
+
+#: Rows per multi-row statement at most (4 values each: far below SQLite's 32,766 variables).
+_CHUNK = 256
+
+
+def _chunks(rows: list[T]) -> list[list[T]]:
+    """`rows` cut into pieces of power-of-two sizes (at most `_CHUNK`), largest first: ~9 distinct
+    statement texts whatever the batch sizes, so each stays prepared in the connection's cache."""
+    out = []
+    i, n = 0, len(rows)
+    while i < n:
+        size = min(_CHUNK, 1 << ((n - i).bit_length() - 1))
+        out.append(rows[i : i + size])
+        i += size
+    return out
+
+
+@functools.cache
+def _insert_events(n: int) -> str:
+    return "INSERT INTO stripe_events (id, type, created, seen_at) VALUES " + ",".join(["(?,?,?,?)"] * n)
+
+
+@functools.cache
+def _select_ids(n: int) -> str:
+    return "SELECT id FROM stripe_events WHERE id IN (" + ",".join(["?"] * n) + ")"
+
+
+def _stored_ids(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+    """Which of `ids` are already recorded (one query per chunk)."""
+    stored: set[str] = set()
+    for chunk in _chunks(ids):
+        stored.update(i for (i,) in conn.execute(_select_ids(len(chunk)), chunk))
+    return stored
 
 
 def _charge_facts(conn: sqlite3.Connection, charge_id: str) -> ChargeFacts:

@@ -2,8 +2,10 @@
 
 One SQLite commit per event capped webhooks at a few hundred per second (the commit and the hop to
 the store thread dominate). Here handlers queue their decoded event and await a future; one writer
-task takes everything queued (up to `MAX_BATCH`), applies it in one `store.transaction`, then runs the
-source's in-memory mirror for each event in queue order and resolves the futures. So:
+task takes everything queued (up to `MAX_BATCH`), applies it in one transaction, then runs the
+source's in-memory mirror for each event in queue order and resolves the futures. The transaction
+runs on the loop when the store thread is idle (`StateStore.transaction_inline`: it waits for no
+lock and no disk), else on the store thread (`store.transaction`). So:
 
 - an event's dedupe row, counter changes and subscription row are committed before its waiter wakes
   (before the webhook's 200);
@@ -32,7 +34,7 @@ from typing import Any
 
 from collector.sources.stripe import state
 from collector.sources.stripe.events import Effects, Event
-from collector.store import StateStore
+from collector.store import StateStore, StoreBusy
 
 __all__ = ["MAX_BATCH", "GroupCommitter", "Job"]
 
@@ -171,7 +173,16 @@ class GroupCommitter:
 
     async def _transaction(self, batch: list[Job], now: float) -> list[state.Applied]:
         items = [(j.ev.id, j.ev.type, j.ev.created, j.eff, j.cursor) for j in batch]
-        return await self.store.transaction(lambda c: state.apply_batch(c, items, now))
+
+        def apply(conn: sqlite3.Connection) -> list[state.Applied]:
+            return state.apply_batch(conn, items, now)
+
+        try:
+            # On the loop when the store thread is idle (`StateStore.transaction_inline`: no waiting
+            # for it, a lock or a disk); committed either way before anyone is answered.
+            return self.store.transaction_inline(apply)
+        except StoreBusy:
+            return await self.store.transaction(apply)
 
     async def _commit_alone(self, job: Job, now: float) -> None:
         try:
