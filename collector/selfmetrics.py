@@ -61,7 +61,7 @@ class SelfMetrics:
         )
         self.loop_lag = Gauge(
             "collector_event_loop_lag_seconds",
-            "How late the event loop woke a 250 ms timer, last measurement.",
+            "How late the event loop woke a 1 s timer, last measurement.",
             registry=r,
         )
         self.store_resets = Counter(

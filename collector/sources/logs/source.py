@@ -25,6 +25,7 @@ from watchfiles._rust_notify import RustNotify
 from collector.logpipe import LineConsumer
 from collector.settings import LogsSettings
 from collector.source import SourceBase, SourceContext, Table
+from collector.sources.logs import notify
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.consumer import build_consumer
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
@@ -182,6 +183,12 @@ class LogsSource(SourceBase):
         for s in list(tailer.streams.values()):
             if self.ctx.stop.is_set():
                 break
+            if s.fd is not None and s.size <= s.offset:
+                # The scan just before this pass saw no byte past the offset: no read (each was a
+                # thread hop per file per poll, most of an idle pass). Bytes written since that scan
+                # set `wake` (it was cleared before the scan) or, while notifications are paused,
+                # are read at the next poll one read window later.
+                continue
             await tailer.read(s, self.ctx.stop, between)
         return sum(s.offset for s in tailer.streams.values()) != before
 
@@ -567,31 +574,38 @@ class _CheckpointAge:
 
 
 class _Watcher:
-    """File change notifications (watchfiles' inotify/FSEvents core) on the patterns' directories, on
-    one thread of their own; the poll interval covers what they miss.
+    """File change notifications on the patterns' directories; the poll interval covers what they miss.
 
-    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
-    `read_window` (COLLECTOR_LOGS__READ_WINDOW). The notifier is driven directly rather than through
+    On Linux, for non-recursive roots, an inotify descriptor read by the event loop
+    (`sources/logs/notify.py`): no thread, nothing runs until a change. Otherwise watchfiles'
+    notifier (inotify/FSEvents) on one thread of its own, driven directly rather than through
     `watchfiles.awatch`, which hops through an AnyIO worker thread for every batch of changes.
+    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
+    `read_window` (COLLECTOR_LOGS__READ_WINDOW).
     """
+
+    #: Use the loop-read inotify backend where it is available (tests force either backend).
+    native = notify.available()
 
     def __init__(self, source: LogsSource, roots: tuple[tuple[str, bool], ...]) -> None:
         self.source = source
         self.loop = asyncio.get_running_loop()
         self.roots: tuple[tuple[str, bool], ...] = ()
         self.thread: threading.Thread | None = None
+        self.inotify: notify.Inotify | None = None
         self.stop = threading.Event()
         self.paused = False  # while lines keep arriving: the source polls once per read window
         self.broken: tuple[tuple[str, bool], ...] | None = None  # roots whose watch failed: poll only
         self.follow(roots)
 
     def pause(self) -> None:
-        """Stop notifications while files are busy: each write would cost the notifier thread an
-        event, and the source reads once per window anyway."""
+        """Stop notifications while files are busy: each write would cost an event, and the source
+        reads once per window anyway."""
         if not self.paused:
             self.paused = True
             self.stop.set()
             self.thread = None
+            self._disarm()
 
     def resume(self) -> None:
         if self.paused:
@@ -601,17 +615,46 @@ class _Watcher:
 
     def follow(self, roots: tuple[tuple[str, bool], ...]) -> None:
         """(Re)start watching when the directories to watch changed (e.g. a log directory appeared)."""
-        if roots == self.roots and (self.thread is not None or self.paused or not roots):
+        armed = self.thread is not None or self.inotify is not None
+        if roots == self.roots and (armed or self.paused or not roots):
             return
         self.roots = roots
         self.stop.set()  # the old thread sees it within one step and exits
         self.stop = threading.Event()
         self.thread = None
-        if roots and not self.paused and roots != self.broken:
-            self.thread = threading.Thread(
-                target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
-            )
-            self.thread.start()
+        self._disarm()
+        if not roots or self.paused or roots == self.broken:
+            return
+        if self.native and not any(r for _p, r in roots):
+            try:
+                self.inotify = notify.Inotify([p for p, _r in roots])
+            except OSError as exc:  # inotify limits, a directory removed since the scan
+                self._failed(roots, exc)
+                return
+            self.loop.add_reader(self.inotify.fd, self._readable)
+            return
+        self.thread = threading.Thread(
+            target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
+        )
+        self.thread.start()
+
+    def _readable(self) -> None:
+        """The inotify descriptor has events (on the loop): wake the source."""
+        ino = self.inotify
+        if ino is None:
+            return
+        if not ino.drain():
+            # A watched directory went away or moved: watch again after the scan this wake-up
+            # starts (it finds the directories as they are now; `follow` re-arms on any roots).
+            self._disarm()
+            self.roots = ()
+        self.source.wake.set()
+
+    def _disarm(self) -> None:
+        ino, self.inotify = self.inotify, None
+        if ino is not None:
+            self.loop.remove_reader(ino.fd)
+            ino.close()
 
     def _watch(self, roots: tuple[tuple[str, bool], ...], stop: threading.Event) -> None:
         """The notifier loop (its own thread): each batch of changes sets `wake` on the event loop."""
@@ -646,5 +689,6 @@ class _Watcher:
 
     async def close(self) -> None:
         self.stop.set()
+        self._disarm()
         if self.thread is not None:
             await asyncio.to_thread(self.thread.join, 5.0)
