@@ -48,7 +48,9 @@ def _served(metrics: MetricState) -> dict[str, dict[str, float]]:
 
 
 @pytest.mark.parametrize("seed", range(12))
-def test_series_exist_exactly_as_a_sweep_of_every_series_at_every_tick_says(tmp_path: Path, seed: int) -> None:
+def test_series_exist_exactly_as_a_sweep_of_every_series_at_every_tick_says(
+    tmp_path: Path, seed: int
+) -> None:
     rnd = random.Random(seed)
     path = tmp_path / "rules.yaml"
     path.write_text(json.dumps({"rules": _rules()}))
