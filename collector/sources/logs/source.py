@@ -122,6 +122,7 @@ class LogsSource(SourceBase):
             self._report_pending(tailer)
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
+            tasks.append(asyncio.create_task(self._relay_stop(), name="logs-stop"))
             watcher = _Watcher(self, found.roots)
             run_consumer = getattr(self.consumer, "run", None)
             if run_consumer is not None:
@@ -205,18 +206,24 @@ class LogsSource(SourceBase):
         if self.last_checkpoint is not None:
             due = self.last_checkpoint + self.settings.checkpoint_interval - time.monotonic()
             timeout = max(0.0, min(timeout, due))
-        stop = asyncio.ensure_future(self.ctx.stop.wait())
-        wake = asyncio.ensure_future(self.wake.wait())
-        try:
-            await asyncio.wait((stop, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            # Coalesce: a notification soon after a read pass waits for the rest of the read window,
-            # so a trickle of lines costs one pass per window, not one per write (the latency budget).
-            hold = self.last_pass + self.settings.read_window - time.monotonic()
-            if wake.done() and hold > 0 and not stop.done():
-                await asyncio.wait((stop,), timeout=hold)
-        finally:
-            stop.cancel()
-            wake.cancel()
+        # One future and one timer per wait (the stop relay sets `wake` too), not two tasks and
+        # asyncio.wait's own future, timer and callbacks: this runs at every idle poll.
+        if not self.wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+        # Coalesce: a notification soon after a read pass waits for the rest of the read window,
+        # so a trickle of lines costs one pass per window, not one per write (the latency budget).
+        hold = self.last_pass + self.settings.read_window - time.monotonic()
+        if self.wake.is_set() and hold > 0 and not self.ctx.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(hold):
+                    await self.ctx.stop.wait()
+
+    async def _relay_stop(self) -> None:
+        """A stop wakes `_wait` (which waits on `wake` alone)."""
+        await self.ctx.stop.wait()
+        self.wake.set()
 
     # -- health and status ------------------------------------------------------------------------
     def _report(self, found: Scan, missing: set[str]) -> None:
