@@ -110,6 +110,7 @@ async def test_inotify_needs_no_thread_and_watches_a_directory_made_again(
         (logs / "a.log").write_bytes(b"x\n")
         assert await _until(src.wake.is_set)
         src.wake.clear()
+        w.listen()  # what the source does when it clears `wake`
         (logs / "a.log").unlink()
         logs.rmdir()  # its watch goes: the watcher wakes the source and waits for the scan's roots
         assert await _until(lambda: w.inotify is None)
@@ -122,3 +123,34 @@ async def test_inotify_needs_no_thread_and_watches_a_directory_made_again(
     finally:
         await w.close()
     assert w.inotify is None
+
+
+@pytest.mark.skipif(not notify.available(), reason="no inotify")
+async def test_inotify_reads_once_per_wake_up_and_loses_no_change_made_before_the_source_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_Watcher, "native", True)
+    src = _source()
+    w = _Watcher(src, ((str(tmp_path), False),))
+    reads: list[int] = []
+    drain = notify.Inotify.drain
+
+    def counted(self: notify.Inotify) -> bool:
+        reads.append(1)
+        return drain(self)
+
+    monkeypatch.setattr(notify.Inotify, "drain", counted)
+    try:
+        (tmp_path / "a.log").write_bytes(b"x\n")
+        assert await _until(src.wake.is_set)
+        src.wake.clear()  # the source cleared it, but has not listened yet (its scan is before that)
+        with (tmp_path / "busy.log").open("ab", buffering=0) as busy:
+            for _ in range(50):  # a busy file beside ours: one wake-up at most, not one per write
+                busy.write(b"y\n")
+                await asyncio.sleep(0.005)
+        assert not src.wake.is_set() and reads == [1]
+        w.listen()
+        assert await _until(src.wake.is_set)  # the writes made meanwhile were kept for it
+        assert reads == [1, 1]
+    finally:
+        await w.close()

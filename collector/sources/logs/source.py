@@ -147,6 +147,7 @@ class LogsSource(SourceBase):
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
+                watcher.listen()  # changes from now on wake the next pass
                 self.scanned_at = self.ctx.clock()
                 found, missing = await asyncio.to_thread(
                     _scan, patterns, tailer.open_fds(), False, tailer.look_dirs(patterns)
@@ -600,6 +601,7 @@ class _Watcher:
         self.roots: tuple[tuple[str, bool], ...] = ()
         self.thread: threading.Thread | None = None
         self.inotify: notify.Inotify | None = None
+        self.listening = False  # the loop reads `inotify` (off from a wake-up until the source clears `wake`)
         self.stop = threading.Event()
         self.paused = False  # while lines keep arriving: the source polls once per read window
         self.broken: tuple[tuple[str, bool], ...] | None = None  # roots whose watch failed: poll only
@@ -638,19 +640,35 @@ class _Watcher:
             except OSError as exc:  # inotify limits, a directory removed since the scan
                 self._failed(roots, exc)
                 return
-            self.loop.add_reader(self.inotify.fd, self._readable)
+            self.listen()
             return
         self.thread = threading.Thread(
             target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
         )
         self.thread.start()
 
+    def listen(self) -> None:
+        """The source cleared `wake` (before its scan): the next change wakes it again.
+
+        Between a wake-up and this, the descriptor is not read: `wake` is already set, so more events
+        would add nothing, and a busy file beside the followed ones (not paused: it is not ours) would
+        cost a loop callback per write. The kernel keeps them queued (identical ones merged), so a
+        change made meanwhile wakes the source as soon as it listens again.
+        """
+        ino = self.inotify
+        if ino is not None and not self.listening:
+            self.loop.add_reader(ino.fd, self._readable)
+            self.listening = True
+
     def _readable(self) -> None:
         """The inotify descriptor has events (on the loop): wake the source."""
         ino = self.inotify
         if ino is None:
             return
-        if not ino.drain():
+        intact = ino.drain()
+        self.loop.remove_reader(ino.fd)
+        self.listening = False
+        if not intact:
             # A watched directory went away or moved: watch again after the scan this wake-up
             # starts (it finds the directories as they are now; `follow` re-arms on any roots).
             self._disarm()
@@ -660,7 +678,9 @@ class _Watcher:
     def _disarm(self) -> None:
         ino, self.inotify = self.inotify, None
         if ino is not None:
-            self.loop.remove_reader(ino.fd)
+            if self.listening:
+                self.loop.remove_reader(ino.fd)
+                self.listening = False
             ino.close()
 
     def _watch(self, roots: tuple[tuple[str, bool], ...], stop: threading.Event) -> None:
