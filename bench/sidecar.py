@@ -122,14 +122,8 @@ def _append_at(log: Path, data: list[bytes], rate: int, seconds: float) -> None:
 #: What the logs-only daemon's RSS is made of, each a process that only imports (cumulative).
 RSS_FLOORS = {
     "the interpreter (`python -c pass`)": "pass",
-    "+ asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client"
-    ),
-    "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web",
-    "+ pydantic (BaseModel), = the libraries alone": (
-        "import asyncio, sqlite3, msgspec, yaml, watchfiles, prometheus_client, aiohttp.web;"
-        "from pydantic import BaseModel"
-    ),
+    "+ asyncio, sqlite3, msgspec, yaml, watchfiles": "import asyncio, sqlite3, msgspec, yaml, watchfiles",
+    "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web",
 }
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from collector import __version__
 
 if TYPE_CHECKING:
-    from collector.settings import Settings  # imported where used: pydantic costs ~0.3 CPU-s at start-up
+    from collector.settings import Settings  # imported where used: a replay without settings skips it
 
 __all__ = ["main"]
 
@@ -56,14 +56,14 @@ def _common(
     )
     if settings_flags:
         from collector.settings.flags import (
-            add_setting_flags,  # pydantic: only for commands that load settings
+            add_setting_flags,  # the settings models: only for commands that load settings
         )
 
         add_setting_flags(p, hidden=hidden, skip=skip)
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
-    # `collector replay` without settings never pays pydantic's import; every other command loads settings.
+    # `collector replay` without settings never imports them (~20 ms CPU); every other command loads settings.
     flags = command != "replay"
     fmt = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay" and not _configured(env_file):
         from collector.replay import run_replay
 
-        return run_replay(args, None)  # nothing to load: the defaults, without pydantic's start-up
+        return run_replay(args, None)  # nothing to load: the defaults, without the settings' start-up
     from collector.settings import ConfigError, load_settings, masked_dump, typo_warnings
     from collector.settings.flags import given_overrides
 

@@ -24,6 +24,7 @@ __all__ = [
     "render",
     "render_document",
     "render_family",
+    "render_header",
     "wants_openmetrics",
 ]
 
@@ -154,10 +155,15 @@ def render_family(fam: Family, openmetrics: bool = False) -> str:
         body = template % tuple(values)
     else:  # NaN and the infinities are spelled NaN, +Inf, -Inf, not Python's nan/inf
         body = template % tuple([v if v - v == 0 else _Spelled(format_value(v)) for v in values])
-    family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
-    text = f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n{body}"
+    text = render_header(fam, openmetrics) + body
     fam.keep_rendered(openmetrics, text)
     return text
+
+
+def render_header(fam: Family, openmetrics: bool = False) -> str:
+    """The family's `# HELP` and `# TYPE` lines (OpenMetrics names a counter's family without `_total`)."""
+    family_name = fam.name[:-6] if openmetrics and fam.kind == COUNTER else fam.name
+    return f"# HELP {family_name} {escape_help(fam.help)}\n# TYPE {family_name} {fam.kind}\n"
 
 
 class _Spelled(str):

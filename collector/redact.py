@@ -17,8 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, SecretStr
-
+from collector.settings.model import Model, Secret
 from collector.urlmask import MASK, mask_url
 from collector.urlmask import USERINFO as _USERINFO
 
@@ -43,9 +42,9 @@ _MIN_SECRET = 4
 
 
 def _secrets_in(value: Any) -> Iterable[str]:
-    if isinstance(value, SecretStr):
+    if isinstance(value, Secret):
         yield value.get_secret_value()
-    elif isinstance(value, BaseModel):
+    elif isinstance(value, Model):
         for name in type(value).model_fields:
             yield from _secrets_in(getattr(value, name))
     elif isinstance(value, dict):
@@ -78,7 +77,7 @@ def _api_urls(settings: Settings) -> list[str]:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret the settings hold: `SecretStr` fields (direct or from `_FILE`), WebSocket target
+    """Every secret the settings hold: `Secret` fields (direct or from `_FILE`), WebSocket target
     headers, and the tokens a target reads from `token_env` or `token_file` (as they are now)."""
     import os
 

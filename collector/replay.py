@@ -227,7 +227,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None) -> int:
     from collector.rules import RulesError, RuleSet
 
     logs: LogsSettings | LogsDefaults = LogsDefaults()
-    if settings is not None:  # pydantic is imported only when there are settings (start-up: ~25 ms)
+    if settings is not None:  # the settings models are imported only when there are settings
         from collector.settings import LogsSettings
 
         logs = settings.section("logs", LogsSettings)

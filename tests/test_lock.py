@@ -98,3 +98,27 @@ def test_test_only_libraries_stay_out_of_the_runtime_lock_and_of_collector() -> 
                 else []
             )
             assert not any(n == "stripe" or n.startswith("stripe.") for n in names), f"{path} imports stripe"
+
+
+def test_pydantic_stays_out_of_the_runtime_and_of_collector() -> None:
+    """Issue 22: pydantic (and what only it needed) cost the idle daemon ~12 MB of RSS; the settings
+    models are collector/settings/model.py. Nothing under collector/ may import it again, and neither
+    lock may bring it back (no test needs it either)."""
+    import ast
+
+    gone = {"pydantic", "pydantic-core", "pydantic-settings", "annotated-types", "typing-inspection"}
+    runtime, test = _declared()
+    assert not gone & {_norm(r.name) for r in runtime + test}
+    assert not gone & (set(pins(str(RUNTIME))) | set(pins(str(TEST))))
+    for path in (REPO / "collector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            assert not any(n.split(".")[0] in ("pydantic", "pydantic_core") for n in names), (
+                f"{path} imports pydantic"
+            )

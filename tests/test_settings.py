@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import Field, SecretStr
 
 from collector.settings import (
     ConfigError,
@@ -15,6 +14,7 @@ from collector.settings import (
     masked_dump,
     unknown_env_vars,
 )
+from collector.settings.model import Secret, setting
 
 pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
 
@@ -108,8 +108,8 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
 
 
 class _WithSecrets(Settings):
-    api_token: SecretStr | None = Field(default=None)
-    tokens: SecretList = Field(default_factory=list)
+    api_token: Secret | None = setting(default=None)
+    tokens: SecretList = setting(default_factory=list)
 
 
 def test_secret_is_read_from_var_file_and_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -215,3 +215,44 @@ def test_an_unknown_top_level_name_is_ignored_by_the_loader(monkeypatch: pytest.
 def test_building_settings_in_code_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLLECTOR_LISTEN", "127.0.0.1:7")
     assert Settings().listen == "0.0.0.0:9464"
+
+
+def test_a_secret_never_shows_in_repr_str_or_a_dump() -> None:
+    s = load_settings(env_file=None, cls=_WithSecrets, overrides={"api_token": "s3cr3t-tok"})
+    assert s.api_token is not None and s.api_token.get_secret_value() == "s3cr3t-tok"
+    for text in (repr(s), str(s), repr(s.api_token), str(s.api_token), repr(masked_dump(s))):
+        assert "s3cr3t-tok" not in text
+    assert str(Secret("")) == ""  # an empty secret dumps as empty (as pydantic's did): nothing to hide
+
+
+def test_settings_built_in_code_are_validated_and_coerced() -> None:
+    from collector.settings import GitHubSettings, HttpSettings, ProcessSettings
+    from collector.settings.model import ValidationError
+
+    gh = GitHubSettings(webhook_secret="s", api_url="https://ghe.example.com/api/v3/")
+    assert isinstance(gh.webhook_secret, Secret) and gh.api_url == "https://ghe.example.com/api/v3"
+    assert ProcessSettings(pid="42", match="node").pid == 42
+    with pytest.raises(ValidationError) as info:
+        HttpSettings(max_body_bytes=10, nope=1, header_timeout="x")
+    assert [(e["loc"], e["msg"]) for e in info.value.errors()] == [
+        (("max_body_bytes",), "Input should be greater than or equal to 1024"),
+        (("header_timeout",), "Input should be a valid number, unable to parse string as a number"),
+        (("nope",), "Extra inputs are not permitted"),
+    ]
+    base = HttpSettings()
+    copy = base.model_copy(update={"max_body_bytes": 4096})
+    assert (copy.max_body_bytes, base.max_body_bytes, copy.header_timeout) == (4096, 5 * 1024 * 1024, 10.0)
+    assert copy != base and base == HttpSettings() and copy.model_fields_set == set(HttpSettings.model_fields)
+
+
+@pytest.mark.parametrize("order", ["value first", "section first"])
+def test_a_variable_below_another_ones_value_is_an_error_in_either_order(
+    monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    # found by the settings campaign (seed 3229): a TypeError traceback when the value came first
+    names = ["COLLECTOR_LOGS__PATHS", "COLLECTOR_LOGS__PATHS__X"]
+    for name in names if order == "value first" else reversed(names):
+        monkeypatch.setenv(name, "1")
+    assert _errors(monkeypatch) == [
+        "invalid setting COLLECTOR_LOGS__PATHS__X: unknown setting (COLLECTOR_LOGS__PATHS is a value, not a section)"
+    ]

@@ -1,7 +1,8 @@
 """Settings: every knob is a `COLLECTOR_*` environment variable (nested with `__`), validated at start-up.
 
-One pydantic model per source under one root `Settings`. Secrets are `SecretStr` and may also be read
-from `<VAR>_FILE` (Docker and Kubernetes secrets). `load_settings` turns any validation failure into
+One model per source under one root `Settings` (collector.settings.model: typed fields validated and
+coerced when built). Secrets are `Secret` and may also be read from `<VAR>_FILE` (Docker and
+Kubernetes secrets). `load_settings` turns any validation failure into
 `ConfigError`, whose lines name the env var, the bad value and what is allowed.
 """
 
@@ -12,16 +13,6 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
 
 from collector.settings.base import (
     ENV_PREFIX,
@@ -35,6 +26,7 @@ from collector.settings.base import (
     split_list,
 )
 from collector.settings.env import EnvError, env_data, read_env_file
+from collector.settings.model import Model, Secret, ValidationError, dump, model_check, setting
 from collector.settings.sources import (
     DeploymentsSettings,
     GitHubSettings,
@@ -59,6 +51,7 @@ __all__ = [
     "HttpSettings",
     "LogsSettings",
     "ProcessSettings",
+    "Secret",
     "SecretList",
     "Settings",
     "SourceSettings",
@@ -79,7 +72,36 @@ __all__ = [
 M = TypeVar("M", bound=SourceSettings)
 
 
-class CoreSettings(BaseModel):
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _host_port(value: str | None) -> str | None:
+    if value is None:
+        return None
+    _host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected host:port with a port 0-65535, e.g. 0.0.0.0:9464 or [::]:9464")
+    return value
+
+
+def _web_config(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    from collector.web.config import WebConfigError, load_web_config
+
+    try:
+        load_web_config(value)
+    except WebConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class CoreSettings(Model):
     """The collector's own settings; `settings_class` adds one nested model per registered source
     (`COLLECTOR_<SOURCE>__<FIELD>`), so the sources' settings are declared once, in the registry.
 
@@ -87,88 +109,61 @@ class CoreSettings(BaseModel):
     code reads nothing but its arguments.
     """
 
-    model_config = ConfigDict(extra="ignore")  # unknown top-level names: typo_warnings, not errors
+    extra = "ignore"  # unknown top-level names: typo_warnings, not errors
 
-    listen: str = Field(
-        default="0.0.0.0:9464", description="host:port of the HTTP server (/metrics, /health)."
+    listen: str = setting(
+        default="0.0.0.0:9464",
+        description="host:port of the HTTP server (/metrics, /health).",
+        check=_host_port,
     )
-    data_dir: Path = Field(default=Path("data"), description="Directory for the state store.")
-    state_path: Path | None = Field(
+    data_dir: Path = setting(default=Path("data"), description="Directory for the state store.")
+    state_path: Path | None = setting(
         default=None, description="SQLite state file; default `<COLLECTOR_DATA_DIR>/state.db`."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", description="The collector's own log level (records on stderr)."
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
+        default="INFO", description="The collector's own log level (records on stderr).", before=_upper
     )
-    log_format: Literal["json", "text"] = Field(
-        default="json", description="Log records as JSON lines (json) or as readable text lines (text)."
+    log_format: Literal["json", "text"] = setting(
+        default="json",
+        description="Log records as JSON lines (json) or as readable text lines (text).",
+        before=_lower,
     )
-    log_level_libraries: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+    log_level_libraries: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
         default="WARNING",
         description="Level of third-party loggers (watchfiles, aiohttp, websockets, ...); raise it to debug them.",
+        before=_upper,
     )
-    shutdown_timeout: float = Field(
+    shutdown_timeout: float = setting(
         default=8.0, gt=0, le=60, description="Seconds sources get to stop on SIGTERM before being cancelled."
     )
-    http: HttpSettings = Field(default_factory=HttpSettings)
-    web_config_file: Path | None = Field(
+    http: HttpSettings = setting(default_factory=HttpSettings)
+    web_config_file: Path | None = setting(
         default=None,
         description="exporter-toolkit web config (TLS, mTLS, basic auth, headers); re-read on change.",
+        check=_web_config,
     )
-    webhook_listen: str | None = Field(
-        default=None, description="host:port of a second listener serving only webhook routes (public side)."
+    webhook_listen: str | None = setting(
+        default=None,
+        description="host:port of a second listener serving only webhook routes (public side).",
+        check=_host_port,
     )
 
-    @field_validator("log_level", "log_level_libraries", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("log_format", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-    @field_validator("listen", "webhook_listen")
-    @classmethod
-    def _host_port(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        _host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("expected host:port with a port 0-65535, e.g. 0.0.0.0:9464 or [::]:9464")
-        return value
-
-    @field_validator("web_config_file")
-    @classmethod
-    def _web_config(cls, value: Path | None) -> Path | None:
-        if value is None:
-            return None
-        from collector.web.config import WebConfigError, load_web_config
-
-        try:
-            load_web_config(value)
-        except WebConfigError as exc:
-            raise ValueError(str(exc)) from None
-        return value
-
-    @model_validator(mode="after")
-    def _webhook_listener(self) -> CoreSettings:
+    @model_check
+    def _webhook_listener(self) -> None:
         if self.webhook_listen is not None and self.webhook_listen == self.listen:
             raise ValueError("COLLECTOR_WEBHOOK_LISTEN must differ from COLLECTOR_LISTEN")
         if self.http.webhook_tls and (self.webhook_listen is None or self.web_config_file is None):
             raise ValueError(
                 "COLLECTOR_HTTP__WEBHOOK_TLS=true needs COLLECTOR_WEBHOOK_LISTEN and a COLLECTOR_WEB_CONFIG_FILE with TLS"
             )
-        return self
 
-    @model_validator(mode="after")
-    def _enabled_needs_config(self) -> CoreSettings:
+    @model_check
+    def _enabled_needs_config(self) -> None:
         for name in type(self).model_fields:
             sub = getattr(self, name)
             if isinstance(sub, SourceSettings) and sub.enabled and not sub.configured():
                 needed = " or ".join(env_name((name, f)) for f in sub.config_fields)
                 raise ValueError(f"{env_name((name, 'enabled'))}=true but {needed} is not set")
-        return self
 
     def source_settings(self, name: str) -> SourceSettings:
         """The settings section of the registered source `name`.
@@ -212,11 +207,12 @@ def settings_class(registry: Mapping[str, SourceSpec]) -> type[CoreSettings]:
     Args:
         registry: source name -> spec (`collector.sources.Registry`).
     """
-    sections: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {}}
     for name, spec in registry.items():
         model = spec.settings_model()
-        sections[name] = (model, Field(default_factory=model, description=(model.__doc__ or "").strip()))
-    return create_model("Settings", __base__=CoreSettings, __module__=__name__, **sections)
+        namespace["__annotations__"][name] = model
+        namespace[name] = setting(default_factory=model, description=(model.__doc__ or "").strip())
+    return type("Settings", (CoreSettings,), namespace)
 
 
 if TYPE_CHECKING:
@@ -238,7 +234,7 @@ class ConfigError(Exception):
 # -- loading and reporting ------------------------------------------------------------------------
 
 
-def _secret_paths(cls: type[BaseModel]) -> set[tuple[str, ...]]:
+def _secret_paths(cls: type[Model]) -> set[tuple[str, ...]]:
     return {path for path, info in _walk(cls) if _is_secret(info.annotation)}
 
 
@@ -246,17 +242,17 @@ def _holds_secret(annotation: Any, seen: frozenset[type] = frozenset()) -> bool:
     """A secret anywhere inside the type: a list of WebSocket targets holds secret header values."""
     if _is_secret(annotation):
         return True
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and annotation not in seen:
+    if isinstance(annotation, type) and issubclass(annotation, Model) and annotation not in seen:
         return any(_holds_secret(f.annotation, seen | {annotation}) for f in annotation.model_fields.values())
     return any(_holds_secret(a, seen) for a in typing.get_args(annotation))
 
 
-def _unechoed_paths(cls: type[BaseModel]) -> set[tuple[str, ...]]:
+def _unechoed_paths(cls: type[Model]) -> set[tuple[str, ...]]:
     """Fields whose raw value is never echoed in an error: it is, or may contain, a secret."""
     return {path for path, info in _walk(cls) if _holds_secret(info.annotation)}
 
 
-def _format_errors(exc: ValidationError, cls: type[BaseModel]) -> list[str]:
+def _format_errors(exc: ValidationError, cls: type[Model]) -> list[str]:
     secrets = _secret_paths(cls)
     unechoed = _unechoed_paths(cls)
     lines = []
@@ -309,7 +305,7 @@ def load_settings(
     """
     settings_cls = cls or Settings
     try:
-        return settings_cls.model_validate(env_data(settings_cls, env_file, overrides))
+        return settings_cls(**env_data(settings_cls, env_file, overrides))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc, settings_cls)) from None
     except EnvError as exc:
@@ -362,7 +358,7 @@ def typo_warnings(env_file: str | Path | None, environ: Mapping[str, Any] | None
 
 def masked_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration as JSON-ready data, secrets shown as `**********`."""
-    data: dict[str, Any] = _mask_urls(settings.model_dump(mode="json"))  # a dict in, a dict out
+    data: dict[str, Any] = _mask_urls(dump(settings))  # a dict in, a dict out
     data["state_path"] = str(settings.effective_state_path)
     for name in type(settings).model_fields:
         sub = getattr(settings, name)

@@ -6,21 +6,14 @@ import json
 import typing
 from typing import Annotated, Any, ClassVar
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    model_validator,
-)
-from pydantic.fields import FieldInfo
+from collector.settings.model import Before, FieldInfo, Model, NoDecode, Secret, setting
 
 __all__ = [
     "ENV_PREFIX",
     "NESTED",
     "CommaList",
     "NoDecode",
+    "Secret",
     "SecretList",
     "SourceSettings",
     "env_name",
@@ -44,25 +37,19 @@ def split_list(value: Any) -> Any:
     return value
 
 
-class NoDecode:
-    """Marks a list field whose variable is not JSON-decoded by the loader (`split_list` reads it)."""
-
-
 #: A list setting written as `a,b,c` or `["a","b","c"]`.
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_list)]
+CommaList = Annotated[list[str], NoDecode, Before(split_list)]
 #: The same for secrets (e.g. several webhook secrets during rotation); also readable from `<VAR>_FILE`.
-SecretList = Annotated[list[SecretStr], NoDecode, BeforeValidator(split_list)]
+SecretList = Annotated[list[Secret], NoDecode, Before(split_list)]
 
 
-class SourceSettings(BaseModel):
+class SourceSettings(Model):
     """Base of every source's settings: `enabled` unset means "on when configured"."""
-
-    model_config = ConfigDict(extra="forbid")
 
     #: Names of the fields that, when set, make the source configured (used in error messages).
     config_fields: ClassVar[tuple[str, ...]] = ()
 
-    enabled: bool | None = Field(
+    enabled: bool | None = setting(
         default=None, description="Force the source on or off; unset: on when it is configured."
     )
 
@@ -72,31 +59,28 @@ class SourceSettings(BaseModel):
     def is_enabled(self) -> bool:
         return self.configured() if self.enabled is None else self.enabled
 
-    @model_validator(mode="before")
     @classmethod
-    def _drop_secret_file_vars(cls, data: Any) -> Any:
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         # COLLECTOR_<SOURCE>__<SECRET>_FILE also reaches us as field `<secret>_file` through the nested
-        # env source; EnvFileSecretsSource has already read it, so it is not an unknown setting.
-        if isinstance(data, dict):
-            names = {f"{n}_file" for n, info in cls.model_fields.items() if _is_secret(info.annotation)}
-            data = {k: v for k, v in data.items() if k.lower() not in names or k in cls.model_fields}
-        return data
+        # variables; the loader has already read the file, so it is not an unknown setting.
+        names = {f"{n}_file" for n, info in cls.model_fields.items() if _is_secret(info.annotation)}
+        return {k: v for k, v in data.items() if k.lower() not in names or k in cls.model_fields}
 
 
 def _is_secret(annotation: Any) -> bool:
-    if annotation is SecretStr:
+    if annotation is Secret:
         return True
     return any(_is_secret(a) for a in typing.get_args(annotation))
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+def _model_of(annotation: Any) -> type[Model] | None:
+    if isinstance(annotation, type) and issubclass(annotation, Model):
         return annotation
     return None
 
 
 def _walk(
-    model: type[BaseModel], path: tuple[str, ...] = ()
+    model: type[Model], path: tuple[str, ...] = ()
 ) -> typing.Iterator[tuple[tuple[str, ...], FieldInfo]]:
     """Every leaf field of the settings tree with its path."""
     for name, info in model.model_fields.items():

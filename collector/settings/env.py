@@ -17,10 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-
-from collector.settings.base import ENV_PREFIX, NESTED, NoDecode, _is_secret, _model_of, _walk, env_name
+from collector.settings.base import ENV_PREFIX, NESTED, _is_secret, _model_of, _walk, env_name
+from collector.settings.model import FieldInfo, Model, NoDecode
 
 __all__ = ["EnvError", "env_data", "read_env_file"]
 
@@ -42,7 +40,7 @@ def read_env_file(env_file: str | Path | None) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(env_file, encoding="utf-8").items() if v is not None}
 
 
-def _secret_files(cls: type[BaseModel], environ: Mapping[str, str]) -> dict[str, str]:
+def _secret_files(cls: type[Model], environ: Mapping[str, str]) -> dict[str, str]:
     """`<VAR>: file content` for every secret whose `<VAR>_FILE` is set (Docker/Kubernetes secrets).
 
     Raises:
@@ -89,6 +87,24 @@ def _decode(name: str, info: FieldInfo | None, value: str) -> Any:
         raise EnvError([f'invalid settings: error parsing value for field "{name}"']) from None
 
 
+def _refuse_value_as_section(keys: list[str]) -> None:
+    """`COLLECTOR_LOGS__PATHS` and `COLLECTOR_LOGS__PATHS__X` at once: the first is a value, so the
+    second names nothing; refused, whatever order the variables come in (it was a TypeError).
+
+    Raises:
+        EnvError: one line per variable below another variable's value.
+    """
+    nested = {tuple(k.split(NESTED)): k for k in keys if NESTED in k}
+    lines = [
+        f"invalid setting {key}: unknown setting ({nested[path[:i]]} is a value, not a section)"
+        for path, key in sorted(nested.items())
+        for i in range(2, len(path))
+        if path[:i] in nested
+    ]
+    if lines:
+        raise EnvError(lines)
+
+
 def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
@@ -100,7 +116,7 @@ def _deep_update(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, A
 
 
 def env_data(
-    cls: type[BaseModel],
+    cls: type[Model],
     env_file: str | Path | None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -114,7 +130,8 @@ def env_data(
         environ: the environment (default `os.environ`).
 
     Raises:
-        EnvError: a secret file cannot be read or is ambiguous, or a JSON value is malformed.
+        EnvError: a secret file cannot be read or is ambiguous, a JSON value is malformed, or a variable
+            names a field below another variable's value.
     """
     env = {k.upper(): v for k, v in (os.environ if environ is None else environ).items()}
     flat = {k.upper(): v for k, v in read_env_file(env_file).items()}
@@ -123,6 +140,7 @@ def env_data(
     fields = cls.model_fields
     whole: dict[str, Any] = {}  # COLLECTOR_<FIELD>
     nested: dict[str, Any] = {}  # COLLECTOR_<FIELD>__<SUB>...
+    _refuse_value_as_section([k for k in flat if k.startswith(ENV_PREFIX)])
     for key, value in flat.items():
         if not key.startswith(ENV_PREFIX):
             continue

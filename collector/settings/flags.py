@@ -13,11 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
-
 from collector.settings.base import _is_secret, _walk, env_name
+from collector.settings.model import FieldInfo, Model
 
 __all__ = ["Flag", "add_setting_flags", "given_env", "given_overrides", "setting_flags"]
 
@@ -41,12 +38,9 @@ class Flag:
 
 
 def _default_text(info: FieldInfo) -> str:
-    if info.default_factory is not None:
-        value: Any = info.get_default(call_default_factory=True)  # our factories take no arguments
-    elif info.default is PydanticUndefined:
+    if info.required:
         return ""
-    else:
-        value = info.default
+    value: Any = info.get_default()
     if value is None or value == [] or value == {}:
         return ""
     if isinstance(value, re.Pattern):
@@ -57,7 +51,7 @@ def _default_text(info: FieldInfo) -> str:
     return str(value)
 
 
-def setting_flags(cls: type[BaseModel] | None = None) -> list[Flag]:
+def setting_flags(cls: type[Model] | None = None) -> list[Flag]:
     """Every settings leaf as a `Flag`, in model order (general settings first, then each source)."""
     if cls is None:
         from collector.settings import Settings

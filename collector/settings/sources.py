@@ -8,17 +8,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-
-from collector.settings.base import CommaList, NoDecode, SecretList, SourceSettings
+from collector.settings.base import CommaList, SecretList, SourceSettings
+from collector.settings.model import Before, Model, NoDecode, Secret, model_check, setting
 
 __all__ = [
     "DeploymentsSettings",
@@ -32,32 +23,42 @@ __all__ = [
 ]
 
 
+def _regex(value: Any) -> Any:
+    """A regex setting compiled, with re's reason when it is not one."""
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+    return value
+
+
+def _optional_regex(value: Any) -> Any:
+    return None if value == "" else _regex(value)
+
+
+def _checked_regex(value: Any) -> Any:
+    """A string kept as it is, once it compiles (a reply regex)."""
+    if isinstance(value, str):
+        _regex(value)
+    return value
+
+
 class ProcessSettings(SourceSettings):
     """Sample the app's process with psutil (export `app_process_*`)."""
 
     config_fields: ClassVar[tuple[str, ...]] = ("pid", "pid_file", "match")
 
-    pid: int | None = Field(default=None, gt=0, description="PID of the app process.")
-    pid_file: Path | None = Field(
+    pid: int | None = setting(default=None, gt=0, description="PID of the app process.")
+    pid_file: Path | None = setting(
         default=None, description="File holding the app's PID; re-read each sample, so restarts are followed."
     )
-    match: re.Pattern[str] | None = Field(
+    match: re.Pattern[str] | None = setting(
         default=None,
+        before=_optional_regex,
         description="Regex searched in the process name and command line; the oldest match wins.",
     )
-    interval: float = Field(default=5.0, gt=0, le=3600, description="Seconds between samples.")
-
-    @field_validator("match", mode="before")
-    @classmethod
-    def _compile(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            if not value:
-                return None
-            try:
-                return re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
+    interval: float = setting(default=5.0, gt=0, le=3600, description="Seconds between samples.")
 
 
 class LogsSettings(SourceSettings):
@@ -65,35 +66,35 @@ class LogsSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("paths",)
 
-    paths: CommaList = Field(default_factory=list, description="Glob patterns of log files to follow.")
-    start_at: Literal["end", "beginning"] = Field(
+    paths: CommaList = setting(default_factory=list, description="Glob patterns of log files to follow.")
+    start_at: Literal["end", "beginning"] = setting(
         default="end",
         description="Where to start in files that exist at the very first start (later files: beginning).",
     )
-    max_line_bytes: int = Field(
+    max_line_bytes: int = setting(
         default=1024 * 1024,
         ge=1024,
         le=256 * 1024 * 1024,
         description="Longer lines are skipped and counted.",
     )
-    checkpoint_interval: float = Field(
+    checkpoint_interval: float = setting(
         default=1.0, gt=0, le=300, description="Seconds between checkpoints of offsets and metric state."
     )
-    poll_interval: float = Field(
+    poll_interval: float = setting(
         default=1.0, gt=0, le=60, description="Polling fallback period when file notifications are missed."
     )
-    read_window: float = Field(
+    read_window: float = setting(
         default=0.25,
         ge=0.01,
         le=5,
         description="Latency budget (seconds): change notifications are coalesced so files are read at "
         "most once per window; a trickle of lines is read in batches instead of waking per write.",
     )
-    preset: CommaList = Field(
+    preset: CommaList = setting(
         default_factory=list, description="Rule presets by name (winston, pino-http, ...)."
     )
-    rules: Path | None = Field(default=None, description="YAML rules file; its rules add to the presets'.")
-    max_series: int = Field(default=10_000, ge=1, description="Default series limit per metric.")
+    rules: Path | None = setting(default=None, description="YAML rules file; its rules add to the presets'.")
+    max_series: int = setting(default=10_000, ge=1, description="Default series limit per metric.")
 
 
 def _ws_targets(value: Any) -> Any:
@@ -115,74 +116,65 @@ def _ws_targets(value: Any) -> Any:
     return value
 
 
-class WebSocketTarget(BaseModel):
+def _ws_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
+        # urlsplit drops tabs and newlines silently; they must never reach a request line.
+        raise ValueError("URL contains a space or control character; percent-encode it (%20)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL: {exc}") from exc
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ValueError("must be a ws:// or wss:// URL with a host, e.g. wss://app.example.com/ws")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL would end up in labels; use headers or token_file")
+    return value
+
+
+class WebSocketTarget(Model):
     """One WebSocket endpoint to probe: an item of `COLLECTOR_WEBSOCKET__TARGETS`."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(description="ws:// or wss:// URL.")
-    name: str | None = Field(
+    url: str = setting(description="ws:// or wss:// URL.", check=_ws_url)
+    name: str | None = setting(
         default=None, min_length=1, description="Value of the `target` label; default the URL."
     )
-    mode: Literal["periodic", "persistent"] = Field(default="periodic")
-    interval: float | None = Field(
+    mode: Literal["periodic", "persistent"] = setting(default="periodic")
+    interval: float | None = setting(
         default=None, gt=0, le=86400, description="Seconds between probes or pings."
     )
-    timeout: float | None = Field(
+    timeout: float | None = setting(
         default=None, gt=0, le=300, description="Seconds a probe or a ping may take."
     )
-    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra upgrade request headers.")
-    token_env: str | None = Field(default=None, description="Env var holding a token sent in token_header.")
-    token_file: Path | None = Field(default=None, description="File holding the token, re-read per connect.")
-    token_header: str = Field(default="Authorization")
-    token_prefix: str = Field(default="Bearer ")
-    subprotocols: list[str] = Field(default_factory=list)
+    headers: dict[str, Secret] = setting(default_factory=dict, description="Extra upgrade request headers.")
+    token_env: str | None = setting(default=None, description="Env var holding a token sent in token_header.")
+    token_file: Path | None = setting(
+        default=None, description="File holding the token, re-read per connect."
+    )
+    token_header: str = setting(default="Authorization")
+    token_prefix: str = setting(default="Bearer ")
+    subprotocols: list[str] = setting(default_factory=list)
     origin: str | None = None
-    send: str | dict[str, Any] | list[Any] | None = Field(
+    send: str | dict[str, Any] | list[Any] | None = setting(
         default=None, description="Message sent after the handshake."
     )
-    expect: str | dict[str, Any] | None = Field(
-        default=None, description="Reply regex, or JSON fields (dotted paths) the reply must have."
+    expect: str | dict[str, Any] | None = setting(
+        default=None,
+        description="Reply regex, or JSON fields (dotted paths) the reply must have.",
+        check=_checked_regex,
     )
-    ping: bool = Field(default=True, description="Send a WebSocket ping and time the pong.")
+    ping: bool = setting(default=True, description="Send a WebSocket ping and time the pong.")
     ca_file: Path | None = None
-    verify: bool = Field(default=True, description="Verify the server certificate and host name.")
-    cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    verify: bool = setting(default=True, description="Verify the server certificate and host name.")
+    cert_file: Path | None = setting(default=None, description="Client certificate (PEM) for mutual TLS.")
     key_file: Path | None = None
-    server_name: str | None = Field(default=None, description="TLS SNI and host name to verify.")
-    backoff_max: float = Field(default=60.0, gt=0, le=3600, description="Persistent mode reconnect cap.")
+    server_name: str | None = setting(default=None, description="TLS SNI and host name to verify.")
+    backoff_max: float = setting(default=60.0, gt=0, le=3600, description="Persistent mode reconnect cap.")
 
-    @field_validator("url")
-    @classmethod
-    def _ws_url(cls, value: str) -> str:
-        from urllib.parse import urlsplit
-
-        if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in value):
-            # urlsplit drops tabs and newlines silently; they must never reach a request line.
-            raise ValueError("URL contains a space or control character; percent-encode it (%20)")
-        try:
-            parts = urlsplit(value)
-            parts.port  # noqa: B018 - raises on a bad port
-        except ValueError as exc:
-            raise ValueError(f"not a valid URL: {exc}") from exc
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError("must be a ws:// or wss:// URL with a host, e.g. wss://app.example.com/ws")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("credentials in the URL would end up in labels; use headers or token_file")
-        return value
-
-    @field_validator("expect")
-    @classmethod
-    def _regex(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self) -> WebSocketTarget:
+    @model_check
+    def _consistent(self) -> None:
         secure = self.url.startswith("wss:")
         tls = [f for f in ("ca_file", "cert_file", "key_file", "server_name") if getattr(self, f) is not None]
         if tls and not secure:
@@ -195,7 +187,6 @@ class WebSocketTarget(BaseModel):
             raise ValueError(f"token_env {self.token_env} is not set in the environment")
         if self.expect is not None and self.send is None and self.mode == "persistent":
             raise ValueError("expect without send is not supported in persistent mode")
-        return self
 
     @property
     def label(self) -> str:
@@ -207,27 +198,43 @@ class WebSocketSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("targets", "probe_allow")
 
-    targets: Annotated[list[WebSocketTarget], NoDecode, BeforeValidator(_ws_targets)] = Field(
+    targets: Annotated[list[WebSocketTarget], NoDecode, Before(_ws_targets)] = setting(
         default_factory=list, description="JSON list of target objects, or comma-separated URLs."
     )
-    interval: float = Field(default=15.0, gt=0, le=86400, description="Default seconds between probes/pings.")
-    timeout: float = Field(default=5.0, gt=0, le=300, description="Default seconds a probe may take.")
-    token: SecretStr | None = Field(
+    interval: float = setting(
+        default=15.0, gt=0, le=86400, description="Default seconds between probes/pings."
+    )
+    timeout: float = setting(default=5.0, gt=0, le=300, description="Default seconds a probe may take.")
+    token: Secret | None = setting(
         default=None, description="Token sent to configured targets that set no token_env/token_file."
     )
-    probe_allow: CommaList = Field(
+    probe_allow: CommaList = setting(
         default_factory=list, description="URL patterns /probe may reach besides configured targets."
     )
-    probe_concurrency: int = Field(default=10, ge=1, le=1000, description="Concurrent /probe requests.")
+    probe_concurrency: int = setting(default=10, ge=1, le=1000, description="Concurrent /probe requests.")
 
-    @model_validator(mode="after")
-    def _unique_labels(self) -> WebSocketSettings:
+    @model_check
+    def _unique_labels(self) -> None:
         seen: set[str] = set()
         for target in self.targets:
             if target.label in seen:
                 raise ValueError(f"two targets share the name {target.label!r}; give each a distinct name")
             seen.add(target.label)
-        return self
+
+
+def _github_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(
+            "expected an http(s) URL, e.g. https://api.github.com or https://ghe.example.com/api/v3"
+        )
+    return value.rstrip("/")
+
+
+def _owner_name(value: list[str]) -> list[str]:
+    bad = [r for r in value if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", r)]
+    if bad:
+        raise ValueError(f"expected owner/name entries, e.g. octo-org/shop; not {', '.join(bad)}")
+    return value
 
 
 class GitHubSettings(SourceSettings):
@@ -235,88 +242,65 @@ class GitHubSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("webhook_secret", "token")
 
-    webhook_secret: SecretStr | None = Field(
+    webhook_secret: Secret | None = setting(
         default=None, description="Secret of the GitHub webhook; enables POST /webhooks/github."
     )
-    token: SecretStr | None = Field(
+    token: Secret | None = setting(
         default=None, description="Token for REST API polling of COLLECTOR_GITHUB__REPOSITORIES."
     )
-    api_url: str = Field(
-        default="https://api.github.com", description="REST API base URL (GHE: https://host/api/v3)."
+    api_url: str = setting(
+        default="https://api.github.com",
+        description="REST API base URL (GHE: https://host/api/v3).",
+        check=_github_url,
     )
-    repositories: CommaList = Field(
-        default_factory=list, description="owner/name list: polled with a token; webhook filter when set."
+    repositories: CommaList = setting(
+        default_factory=list,
+        description="owner/name list: polled with a token; webhook filter when set.",
+        check=_owner_name,
     )
-    production_environments: re.Pattern[str] = Field(
+    production_environments: re.Pattern[str] = setting(
         default=re.compile(r"^(production|prod)$", re.IGNORECASE),
+        before=_regex,
         description="Regex searched in environment names; only matching environments are tracked.",
     )
-    incident_label: str | None = Field(
+    incident_label: str | None = setting(
         default=None, description="Issue label marking incidents (issues events); unset: no incidents."
     )
-    incident_environment_prefix: str = Field(
+    incident_environment_prefix: str = setting(
         default="environment:",
         min_length=1,
         description="Label prefix naming the environment an incident concerns (environment:staging).",
     )
-    incident_default_environment: str = Field(
+    incident_default_environment: str = setting(
         default="production",
         min_length=1,
         description="Environment of an incident without such a label.",
     )
-    change_failure: Literal["incidents", "deployments", "both"] = Field(
+    change_failure: Literal["incidents", "deployments", "both"] = setting(
         default="incidents",
         description="Change failures: deployments that caused an incident (DORA, Four Keys, DevLake), "
         "failed deployment runs, or both. Also chooses the headline recovery time.",
     )
-    deploy_workflows: CommaList = Field(
+    deploy_workflows: CommaList = setting(
         default_factory=list,
         description="Workflow names or file names whose completed runs count as deployments.",
     )
-    workflow_environment: str = Field(
+    workflow_environment: str = setting(
         default="production", min_length=1, description="Environment recorded for deploy workflow runs."
     )
-    poll_interval: float = Field(default=60.0, ge=1, le=86400, description="Seconds between API polls.")
-    backfill_days: int = Field(default=30, ge=1, le=400, description="History read on the very first poll.")
-    recompute_interval: float = Field(
+    poll_interval: float = setting(default=60.0, ge=1, le=86400, description="Seconds between API polls.")
+    backfill_days: int = setting(default=30, ge=1, le=400, description="History read on the very first poll.")
+    recompute_interval: float = setting(
         default=60.0, gt=0, le=3600, description="Seconds between recomputes of the window gauges."
     )
 
-    @field_validator("production_environments", mode="before")
-    @classmethod
-    def _compile_env(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                return re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from exc
-        return value
-
-    @field_validator("api_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError(
-                "expected an http(s) URL, e.g. https://api.github.com or https://ghe.example.com/api/v3"
-            )
-        return value.rstrip("/")
-
-    @field_validator("repositories")
-    @classmethod
-    def _owner_name(cls, value: list[str]) -> list[str]:
-        bad = [r for r in value if not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", r)]
-        if bad:
-            raise ValueError(f"expected owner/name entries, e.g. octo-org/shop; not {', '.join(bad)}")
-        return value
-
-    @model_validator(mode="after")
-    def _token_needs_repositories(self) -> GitHubSettings:
+    @model_check
+    def _token_needs_repositories(self) -> None:
         if self.token is not None and not self.repositories:
             raise ValueError(
                 "COLLECTOR_GITHUB__TOKEN is set but COLLECTOR_GITHUB__REPOSITORIES is empty: "
                 "name the repositories to poll"
             )
-        return self
 
 
 class DeploymentsSettings(SourceSettings):
@@ -324,85 +308,105 @@ class DeploymentsSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("token",)
 
-    token: SecretStr | None = Field(default=None, description="Bearer token CI sends to POST /deployments.")
-    change_failure: Literal["incidents", "deployments", "both"] = Field(
+    token: Secret | None = setting(default=None, description="Bearer token CI sends to POST /deployments.")
+    change_failure: Literal["incidents", "deployments", "both"] = setting(
         default="incidents",
         description="As COLLECTOR_GITHUB__CHANGE_FAILURE, when the github source is off (it wins when on).",
     )
 
 
-class HttpSettings(BaseModel):
+class HttpSettings(Model):
     """HTTP server limits (`COLLECTOR_HTTP__*`), per listener; every refusal is counted in `collector_http_*`."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    max_body_bytes: int = Field(
+    max_body_bytes: int = setting(
         default=5 * 1024 * 1024, ge=1024, le=1024**3, description="Largest request body; larger ones get 413."
     )
-    max_header_bytes: int = Field(
+    max_header_bytes: int = setting(
         default=16 * 1024, ge=1024, le=1024 * 1024, description="Largest request head; larger ones get 431."
     )
-    header_timeout: float = Field(
+    header_timeout: float = setting(
         default=10.0,
         gt=0,
         le=3600,
         description="Seconds a client may take to send a request head (and TLS handshake).",
     )
-    body_timeout: float = Field(
+    body_timeout: float = setting(
         default=30.0, gt=0, le=3600, description="Seconds a client may take to send a request body; then 408."
     )
-    idle_timeout: float = Field(
+    idle_timeout: float = setting(
         default=75.0, gt=0, le=3600, description="Seconds an idle keep-alive connection stays open."
     )
-    max_concurrent_requests: int = Field(
+    max_concurrent_requests: int = setting(
         default=128,
         ge=1,
         le=100_000,
         description="Webhook and /deployments requests handled at once per listener; more get 503.",
     )
-    max_concurrent_scrapes: int = Field(
+    max_concurrent_scrapes: int = setting(
         default=16, ge=1, le=100_000, description="/metrics requests handled at once per listener."
     )
-    max_concurrent_health: int = Field(
+    max_concurrent_health: int = setting(
         default=16,
         ge=1,
         le=100_000,
         description="/health, /health/live and /health/ready at once per listener.",
     )
-    max_concurrent_probes: int = Field(
+    max_concurrent_probes: int = setting(
         default=16, ge=1, le=100_000, description="/probe requests handled at once per listener."
     )
-    max_concurrent_other: int = Field(
+    max_concurrent_other: int = setting(
         default=32, ge=1, le=100_000, description="Requests to every other path (/, /dora, 404s) at once."
     )
-    max_client_share: float = Field(
+    max_client_share: float = setting(
         default=0.5,
         gt=0,
         le=1,
         description="Share of a route class's budget one client address may hold (at least one request).",
     )
-    min_body_rate: int = Field(
+    min_body_rate: int = setting(
         default=1024,
         ge=0,
         le=1024**3,
         description="Bytes per second a request body must average after its first second; slower: 408 (0: off).",
     )
-    auth_concurrency: int = Field(
+    auth_concurrency: int = setting(
         default=1, ge=1, le=64, description="bcrypt checks of uncached basic-auth credentials at once."
     )
-    auth_queue: int = Field(
+    auth_queue: int = setting(
         default=32,
         ge=0,
         le=100_000,
         description="Uncached basic-auth checks that may wait for a bcrypt slot; more get 503.",
     )
-    config_reload_interval: float = Field(
+    config_reload_interval: float = setting(
         default=5.0, gt=0, le=3600, description="Seconds between checks of the web config file for changes."
     )
-    webhook_tls: bool = Field(
+    webhook_tls: bool = setting(
         default=False,
         description="Serve COLLECTOR_WEBHOOK_LISTEN with the web config's certificate (never asks for client certificates).",
     )
+
+
+def _whsec(value: list[Secret]) -> list[Secret]:
+    if any(not s.get_secret_value().startswith("whsec_") for s in value):
+        raise ValueError(
+            "every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)"
+        )
+    return value
+
+
+def _stripe_key(value: Secret | None) -> Secret | None:
+    if value is not None and not value.get_secret_value().startswith(("sk_", "rk_")):
+        raise ValueError(
+            "expected a secret key (sk_...) or restricted key (rk_...) with read access to events"
+        )
+    return value
+
+
+def _stripe_url(value: str) -> str:
+    if not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError("expected an http(s) URL, e.g. https://api.stripe.com")
+    return value.rstrip("/")
 
 
 class StripeSettings(SourceSettings):
@@ -410,58 +414,38 @@ class StripeSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("webhook_secrets", "api_key")
 
-    webhook_secrets: SecretList = Field(
+    webhook_secrets: SecretList = setting(
         default_factory=list,
         description="Endpoint signing secrets (whsec_...), comma-separated; several while rotating.",
+        check=_whsec,
     )
-    tolerance: int = Field(
+    tolerance: int = setting(
         default=300, ge=1, le=86400, description="Maximum age in seconds of a webhook's signed timestamp."
     )
-    max_body_bytes: int = Field(
+    max_body_bytes: int = setting(
         default=1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="Larger webhook bodies get 413."
     )
-    api_key: SecretStr | None = Field(
-        default=None, description="Secret or restricted key (sk_/rk_) for Events API polling."
+    api_key: Secret | None = setting(
+        default=None,
+        description="Secret or restricted key (sk_/rk_) for Events API polling.",
+        check=_stripe_key,
     )
-    api_base: str = Field(default="https://api.stripe.com", description="Stripe API base URL.")
-    poll_interval: float = Field(
+    api_base: str = setting(
+        default="https://api.stripe.com", description="Stripe API base URL.", check=_stripe_url
+    )
+    poll_interval: float = setting(
         default=10.0, ge=0.05, le=3600, description="Seconds between Events API polls."
     )
-    backfill: float = Field(
+    backfill: float = setting(
         default=0.0,
         ge=0,
         le=30 * 86400,
         description="Seconds of event history read on the very first poll (0: start at the newest event).",
     )
-    reconcile_interval: float = Field(
+    reconcile_interval: float = setting(
         default=0.0, ge=0, le=7 * 86400, description="Seconds between subscription reconciliations (0: off)."
     )
-    refetch_on_tie: bool = Field(
+    refetch_on_tie: bool = setting(
         default=True,
         description="With api_key: re-read a subscription from the API when two of its events share a second.",
     )
-
-    @field_validator("webhook_secrets")
-    @classmethod
-    def _whsec(cls, value: list[SecretStr]) -> list[SecretStr]:
-        if any(not s.get_secret_value().startswith("whsec_") for s in value):
-            raise ValueError(
-                "every webhook secret must start with whsec_ (Dashboard > Webhooks > Signing secret)"
-            )
-        return value
-
-    @field_validator("api_key")
-    @classmethod
-    def _key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("sk_", "rk_")):
-            raise ValueError(
-                "expected a secret key (sk_...) or restricted key (rk_...) with read access to events"
-            )
-        return value
-
-    @field_validator("api_base")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("expected an http(s) URL, e.g. https://api.stripe.com")
-        return value.rstrip("/")

@@ -2,7 +2,7 @@
 
 A spec names the source (its settings section `COLLECTOR_<NAME>__*`, its `source` metric label and
 its key here, all one string by construction), its settings model and its class, both by name: the
-models are light (pydantic only), while a source's libraries
+models are light (no library at all), while a source's libraries
 (stripe, websockets, gidgethub, psutil, ...) are imported only when that source is enabled, so a
 collector that only tails logs does not carry them in memory or pay for them at start-up. The
 loaders' return types let mypy check that each class conforms to `collector.source.Source`.
@@ -29,7 +29,7 @@ class SourceSpec:
     Args:
         name: settings section, metric label and registry key (lowercase identifier).
         settings: its settings model (a `SourceSettings`): the class name in `collector.settings.sources`
-            (light: pydantic only), or a function returning the class (a source declared elsewhere).
+            (light: no library), or a function returning the class (a source declared elsewhere).
         source: its class (a `SourceBase`): `"module:attr"`, imported only when the source is enabled,
             or a function returning the class.
     """

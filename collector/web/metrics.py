@@ -1,12 +1,11 @@
-"""`collector_http_*` and `collector_web_config_*` self-metrics, registered in the collector's own registry."""
+"""`collector_http_*` and `collector_web_config_*` self-metrics, in the collector's own registry (`SelfRegistry`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
+from collector.selfmetrics import CounterChild, SelfRegistry
 from collector.web.budget import ROUTE_CLASSES
 
 __all__ = ["LISTENERS", "REJECT_REASONS", "HttpMetrics"]
@@ -40,66 +39,57 @@ def _task_count() -> float:
 class HttpMetrics:
     """The HTTP layer's counters and gauges, every label value created up front (absent != zero)."""
 
-    def __init__(self, registry: CollectorRegistry, listeners: tuple[str, ...] = LISTENERS) -> None:
-        self.requests = Counter(
+    def __init__(self, registry: SelfRegistry, listeners: tuple[str, ...] = LISTENERS) -> None:
+        self.requests = registry.counter(
             "collector_http_requests_total",
             "HTTP requests answered, by listener and status code.",
             ["listener", "code"],
-            registry=registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight = registry.gauge(
             "collector_http_requests_in_flight",
             "HTTP requests being handled now, by listener.",
             ["listener"],
-            registry=registry,
         )
-        self.class_in_flight = Gauge(
+        self.class_in_flight = registry.gauge(
             "collector_http_route_class_in_flight",
             "HTTP requests holding a slot of a route class's budget now, by listener and class.",
             ["listener", "route_class"],
-            registry=registry,
         )
-        self.auth_checks = Counter(
+        self.auth_checks = registry.counter(
             "collector_http_auth_checks_total",
             "Basic-auth checks, by result (cached, verified, failed, busy).",
             ["result"],
-            registry=registry,
         )
-        self.connections = Gauge(
+        self.connections = registry.gauge(
             "collector_http_connections",
             "Open HTTP connections, by listener.",
             ["listener"],
-            registry=registry,
         )
-        self.rejected = Counter(
+        self.rejected = registry.counter(
             "collector_http_rejected_total",
             "Requests or connections refused by the HTTP layer, by listener and reason.",
             ["listener", "reason"],
-            registry=registry,
         )
-        self.reloads = Counter(
+        self.reloads = registry.counter(
             "collector_web_config_reloads_total",
             "Reloads of COLLECTOR_WEB_CONFIG_FILE after a change, by result (success, failure).",
             ["result"],
-            registry=registry,
         )
-        self.last_reload_ok = Gauge(
+        self.last_reload_ok = registry.gauge(
             "collector_web_config_last_reload_successful",
             "1 when the last load of the web config succeeded, 0 when the running config is an older one.",
-            registry=registry,
         )
-        self.last_reload_time = Gauge(
+        self.last_reload_time = registry.gauge(
             "collector_web_config_last_reload_success_timestamp_seconds",
             "Unix time the web config in use was loaded.",
-            registry=registry,
         )
         # Soak tests and on-call look for leaks here: tasks and connections that never end.
-        Gauge(
-            "collector_asyncio_tasks", "asyncio tasks alive in the collector.", registry=registry
-        ).set_function(_task_count)
+        registry.gauge("collector_asyncio_tasks", "asyncio tasks alive in the collector.").set_function(
+            _task_count
+        )
         # The counter child the guard bumps on every request, looked up once per (listener, status code):
-        # `labels()` takes a lock and builds its key each time.
-        self._answered: dict[tuple[str, int], Counter] = {}
+        # `labels()` builds its key from the status code each time.
+        self._answered: dict[tuple[str, int], CounterChild] = {}
         self._listeners = listeners
         self.last_reload_ok.set(1)
         for result in ("success", "failure"):
@@ -114,7 +104,7 @@ class HttpMetrics:
             for reason in REJECT_REASONS:
                 self.rejected.labels(listener, reason)
 
-    def answered(self, listener: str, status: int) -> Counter:
+    def answered(self, listener: str, status: int) -> CounterChild:
         """`collector_http_requests_total{listener, code}`'s child (status codes are a bounded set)."""
         child = self._answered.get((listener, status))
         if child is None:

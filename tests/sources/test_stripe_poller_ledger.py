@@ -8,12 +8,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from collector.logsetup import LogFirst
 from collector.metrics import MetricState
 from collector.selfmetrics import SelfMetrics
 from collector.settings import StripeSettings
+from collector.settings.model import Secret
 from collector.source import SourceContext
 from collector.sources.stripe import state
 from collector.sources.stripe.events import Event, SubState
@@ -61,7 +60,7 @@ async def test_the_poller_needs_only_the_ledger_protocol(tmp_path: Path) -> None
     log = logging.getLogger("test.stripe.poller")
     try:
         async with fake_stripe(fake) as base:
-            settings = StripeSettings(api_key=SecretStr(API_KEY), api_base=base)
+            settings = StripeSettings(api_key=Secret(API_KEY), api_base=base)
             ctx = SourceContext("stripe", settings, MetricState(), store, SelfMetrics(), log)
             ledger = RecordingLedger()
             check: Ledger = ledger  # conformance checked by the type checker too

@@ -8,10 +8,10 @@ import sqlite3
 from typing import ClassVar
 
 from aiohttp import web
-from pydantic import Field, SecretStr
 
 from collector.routes import Route
 from collector.settings import SourceSettings
+from collector.settings.model import Secret, setting
 from collector.source import SourceBase, SourceContext
 from collector.sources.storage import Migration, Tables
 
@@ -23,8 +23,8 @@ class QueueSettings(SourceSettings):
 
     config_fields: ClassVar[tuple[str, ...]] = ("token",)
 
-    token: SecretStr | None = Field(default=None, description="Bearer token producers push with.")
-    max_depth: int = Field(default=3, gt=0, description="Depth above which the source is degraded.")
+    token: Secret | None = setting(default=None, description="Bearer token producers push with.")
+    max_depth: int = setting(default=3, gt=0, description="Depth above which the source is degraded.")
 
 
 class QueueSource(SourceBase):

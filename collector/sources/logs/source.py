@@ -15,11 +15,10 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from prometheus_client.core import GaugeMetricFamily
 from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer
@@ -31,6 +30,9 @@ from collector.sources.logs.consumer import build_consumer
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
 from collector.sources.logs.tailer import CHECKPOINT_FAMILIES, Tailer
 from collector.store import WriteChain
+
+if TYPE_CHECKING:
+    from collector.selfmetrics import SelfRegistry
 
 __all__ = ["CHECKPOINT_KEY", "CHECKPOINT_VERSION", "LogsSource"]
 
@@ -79,7 +81,7 @@ class LogsSource(SourceBase):
         self._caught_up: dict[Key, float] = {}
         self._last_scan: Scan | None = None
         self.unmatched: deque[tuple[float, str]] = deque(maxlen=5)  # (time, line) no rule matched
-        ctx.self_metrics.registry.register(_CheckpointAge(self))
+        _checkpoint_age(ctx.self_metrics.registry, self.checkpoint_age)
 
     def _new_tailer(self) -> Tailer:
         assert self.consumer is not None
@@ -562,23 +564,13 @@ class _Sampler:
             self.samples.appendleft((now, line.decode("utf-8", "replace")))
 
 
-class _CheckpointAge:
-    """`collector_log_checkpoint_age_seconds`, computed at scrape time (a collector on the self registry)."""
-
-    def __init__(self, source: LogsSource) -> None:
-        self.source = source
-
-    def describe(self) -> list[Any]:
-        return []  # nothing to check at registration; collect() runs at scrape
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        age = self.source.checkpoint_age()
-        if age is not None:
-            yield GaugeMetricFamily(
-                "collector_log_checkpoint_age_seconds",
-                "Seconds since log offsets and metric state were last checkpointed.",
-                value=age,
-            )
+def _checkpoint_age(registry: SelfRegistry, read: Callable[[], float | None]) -> None:
+    """`collector_log_checkpoint_age_seconds`, read at scrape time; absent before the first checkpoint."""
+    registry.computed(
+        "collector_log_checkpoint_age_seconds",
+        "Seconds since log offsets and metric state were last checkpointed.",
+        read,
+    )
 
 
 class _Watcher:
