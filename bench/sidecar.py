@@ -119,11 +119,19 @@ def _append_at(log: Path, data: list[bytes], rate: int, seconds: float) -> None:
             time.sleep(TICK - (time.monotonic() - start) % TICK)
 
 
+#: OpenSSL refused as `collector run` refuses it when no setting needs TLS or its hashes
+#: (collector/importpolicy.py): asyncio and aiohttp carry on without ssl, hashlib with its built-ins.
+_NO_OPENSSL = "import sys; from collector.importpolicy import Refuse, blocked; sys.meta_path.insert(0, Refuse(blocked([])))"
+_LIBS = "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web"
+
 #: What the logs-only daemon's RSS is made of, each a process that only imports (cumulative).
 RSS_FLOORS = {
     "the interpreter (`python -c pass`)": "pass",
-    "+ asyncio, sqlite3, msgspec, yaml, watchfiles": "import asyncio, sqlite3, msgspec, yaml, watchfiles",
-    "+ aiohttp.web": "import asyncio, sqlite3, msgspec, yaml, watchfiles, aiohttp.web",
+    "+ asyncio, sqlite3, msgspec, yaml, watchfiles, OpenSSL refused": (
+        f"{_NO_OPENSSL}; import asyncio, sqlite3, msgspec, yaml, watchfiles"
+    ),
+    "+ aiohttp.web, = the libraries alone": f"{_NO_OPENSSL}; {_LIBS}",
+    "(the same with OpenSSL: ssl, _hashlib and aiohttp's default SSL contexts)": _LIBS,
 }
 
 

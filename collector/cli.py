@@ -137,6 +137,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from collector.replay import run_replay
 
         return run_replay(args, settings)
+    # `collector run`: before anything imports asyncio, aiohttp or hashlib (the rules do), refuse
+    # OpenSSL's modules when no setting needs them (~7 MB of RSS). check-config and the demo's own
+    # process keep none of it for long; the demo's collector is a `run` child with its sources' needs.
+    from collector import importpolicy
+
+    refused = importpolicy.install(settings) if args.command in (None, "run") else None
     problems = preflight(settings)
     if problems:
         for line in problems:
@@ -158,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for line in typos:
         log.warning(line)
+    if refused is not None:
+        log.debug("OpenSSL not loaded: no setting needs it", extra={"refused": sorted(refused.refused)})
     try:
         import uvloop
 

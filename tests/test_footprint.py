@@ -11,7 +11,9 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -216,3 +218,235 @@ def test_no_command_loads_pydantic(tmp_path: Path) -> None:
         assert "collector.settings" in modules  # it did load settings
         found[command[0]] = _pydantic(modules)
     assert found == {"run": [], "check-config": [], "replay": []}
+
+
+# --- OpenSSL: loaded only when a setting needs it (collector/importpolicy.py) -----------------------
+
+#: A daemon that prints its modules, and what `import ssl` raises in it, once the test creates the file
+#: PROBE_TRIGGER. The HTTP(S) requests are the test's, so nothing here imports ssl or hashlib.
+_LEAN_PROBE = """
+import json, os, sys, threading, time
+early = []  # what loads before collector.importpolicy decides (then a Refuse finder is on sys.meta_path)
+class Early:
+    def find_spec(self, name, path, target=None):
+        if name in ("asyncio", "ssl", "_ssl", "hashlib", "_hashlib") and not any(
+            type(f).__name__ == "Refuse" for f in sys.meta_path
+        ):
+            early.append(name)
+        return None
+sys.meta_path.insert(0, Early())
+trigger = os.environ["PROBE_TRIGGER"]
+def probe():
+    while not os.path.exists(trigger):
+        time.sleep(0.05)
+    try:
+        import ssl
+        error = None
+    except ImportError as exc:
+        error = str(exc)
+    import mimetypes
+    finders = [repr(f) for f in sys.meta_path if type(f).__name__ == "Refuse"]
+    print(json.dumps({"modules": sorted(sys.modules), "ssl_error": error, "early": early,
+                      "finders": finders, "mime_files": mimetypes.knownfiles}), flush=True)
+    os._exit(0)
+threading.Thread(target=probe, daemon=True).start()
+from collector.cli import main
+sys.exit(main(["run"]))
+"""
+
+OPENSSL = ("ssl", "_ssl", "_hashlib")
+
+
+class LeanDaemon:
+    """`collector run` in a subprocess running `_LEAN_PROBE`; `modules()` stops it and reports."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        self.port = _free_port()
+        self.trigger = tmp_path / "report-now"
+        log = tmp_path / "app.log"
+        log.write_text('{"level":"info","message":"hello"}\n')
+        full = _clean_env(
+            COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
+            COLLECTOR_DATA_DIR=str(tmp_path / "data"),
+            COLLECTOR_LOGS__PATHS=str(log),
+            COLLECTOR_LOGS__PRESET="winston",
+            COLLECTOR_LOG_LEVEL="WARNING",
+            PROBE_TRIGGER=str(self.trigger),
+        )
+        full.update(env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _LEAN_PROBE], env=full, cwd=tmp_path, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
+    def wait_up(self, opener: Any = None, scheme: str = "http") -> bytes:
+        """The first /metrics answer that shows the logs source's lines (fetched by the test)."""
+        import time
+        import urllib.request
+
+        url = f"{scheme}://127.0.0.1:{self.port}/metrics"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.proc.communicate()[1]
+            try:
+                body: bytes = (opener or urllib.request.urlopen)(url, timeout=5).read()
+                if b"collector_log_lines_total" in body:
+                    return body
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("the daemon never served the logs source's metrics")
+
+    def report(self) -> dict[str, Any]:
+        self.trigger.touch()
+        out, err = self.proc.communicate(timeout=30)
+        assert self.proc.returncode == 0, err
+        report: dict[str, Any] = json.loads(out.splitlines()[-1])
+        return report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def lean(tmp_path: Path) -> Iterator[Callable[..., LeanDaemon]]:
+    started: list[LeanDaemon] = []
+
+    def start(**env: str) -> LeanDaemon:
+        started.append(LeanDaemon(tmp_path, **env))
+        return started[-1]
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+def test_the_logs_only_daemon_loads_no_openssl_and_says_why_when_asked(lean: Any) -> None:
+    import urllib.request
+
+    daemon = lean()
+    daemon.wait_up()
+    for path in ("/", "/status.json", "/health/ready"):  # what loads on first use works without it
+        with urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}{path}", timeout=10) as resp:
+            assert resp.status == 200
+    report = daemon.report()
+    assert "collector.status" in report["modules"]
+    loaded = [m for m in OPENSSL if m in report["modules"]]
+    assert "collector.sources.logs" in report["modules"] and "asyncio" in report["modules"]
+    assert loaded == []
+    # Nothing the parser, the settings or the rules import loads asyncio or hashlib before the decision.
+    assert report["early"] == []
+    error = report["ssl_error"]
+    assert error is not None and error.startswith("ssl is not importable in this process: ")
+    assert "COLLECTOR_LEAN_IMPORTS=false" in error and "COLLECTOR_WEB_CONFIG_FILE" in error
+    assert report["mime_files"] == []  # aiohttp's MimeTypes() did not read /etc/mime.types (~0.3 MB)
+
+
+def test_lean_imports_false_loads_openssl_as_before(lean: Any) -> None:
+    daemon = lean(COLLECTOR_LEAN_IMPORTS="false")
+    daemon.wait_up()
+    report = daemon.report()
+    assert [m for m in OPENSSL if m not in report["modules"]] == []
+    assert report["ssl_error"] is None and report["finders"] == []
+    assert report["mime_files"] != []
+
+
+def test_a_stripe_daemon_verifies_webhooks_with_openssl_hashes_but_no_tls(lean: Any) -> None:
+    import urllib.request
+
+    from tests.helpers import parse, value
+    from tests.sources.stripe_helpers import SECRET, body_of, event, sign
+
+    daemon = lean(COLLECTOR_STRIPE__WEBHOOK_SECRETS=SECRET)
+    daemon.wait_up()
+    body = body_of(event("invoice.paid"))
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{daemon.port}/webhooks/stripe",
+        body,
+        {"Content-Type": "application/json", "Stripe-Signature": sign(body)},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 200
+    samples = parse(urllib.request.urlopen(f"http://127.0.0.1:{daemon.port}/metrics").read().decode())
+    assert value(samples, "stripe_webhooks_total", event_type="invoice.paid", status="processed") == 1
+    report = daemon.report()
+    assert "_hashlib" in report["modules"] and "collector.sources.stripe.signature" in report["modules"]
+    assert [m for m in ("ssl", "_ssl") if m in report["modules"]] == []
+
+
+def test_a_web_config_file_with_tls_serves_https(lean: Any, tmp_path: Path) -> None:
+    import ssl
+    import urllib.request
+
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    leaf.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    (tmp_path / "web.yml").write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n")
+    daemon = lean(COLLECTOR_WEB_CONFIG_FILE=str(tmp_path / "web.yml"))
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=client))
+    body = daemon.wait_up(opener.open, scheme="https")
+    assert b"collector_log_lines_total" in body
+    report = daemon.report()
+    assert [m for m in OPENSSL if m not in report["modules"]] == []
+    assert report["ssl_error"] is None and report["finders"] == []
+
+
+@pytest.mark.quick
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"logs": {"paths": ["a.log"]}, "process": {"pid": 1}, "deployments": {"token": "t"}}, []),
+        ({"web_config_file": "/dev/null"}, [("tls", "COLLECTOR_WEB_CONFIG_FILE")]),
+        ({"stripe": {"webhook_secrets": ["whsec_a"]}}, [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS")]),
+        (
+            {"stripe": {"api_key": "sk_test_a", "api_base": "https://api.stripe.com"}},
+            [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS"), ("tls", "COLLECTOR_STRIPE__API_BASE")],
+        ),
+        ({"stripe": {"api_key": "sk_test_a", "api_base": "http://127.0.0.1:1"}}, [("hashes", "COLLECTOR_STRIPE__WEBHOOK_SECRETS")]),
+        ({"github": {"webhook_secret": "s"}}, [("hashes", "COLLECTOR_GITHUB__WEBHOOK_SECRET")]),
+        ({"github": {"token": "t", "repositories": ["o/r"]}}, [("tls", "COLLECTOR_GITHUB__API_URL")]),
+        ({"github": {"token": "t", "repositories": ["o/r"], "api_url": "http://ghe.local/api/v3"}}, []),
+        ({"websocket": {"targets": ["ws://127.0.0.1:1/"]}}, [("tls", "COLLECTOR_WEBSOCKET__TARGETS")]),
+        ({"stripe": {"webhook_secrets": ["whsec_a"], "enabled": False}}, []),
+    ],
+)  # fmt: skip
+def test_what_each_setting_needs_of_openssl(
+    tmp_path: Path, settings: dict[str, Any], expected: list[Any]
+) -> None:
+    from collector import importpolicy
+    from tests.helpers import make_settings
+
+    found = importpolicy.needs(make_settings(tmp_path, **settings))
+    got = [(n.what, n.setting) for n in found if n.setting != "uvloop"]
+    assert got == expected
+
+
+@pytest.mark.quick
+def test_the_refusals_follow_the_needs_and_name_the_settings() -> None:
+    from collector.importpolicy import HASHES, TLS, Need, Refuse, blocked
+
+    nothing = blocked([], loaded={})
+    assert sorted(nothing) == ["_hashlib", "_ssl", "ssl"]
+    assert sorted(blocked([Need(HASHES, "COLLECTOR_STRIPE__WEBHOOK_SECRETS")], loaded={})) == ["_ssl", "ssl"]
+    assert blocked([Need(TLS, "COLLECTOR_WEB_CONFIG_FILE")], loaded={}) == {}
+    assert blocked([], loaded={"ssl": object()}) == {}  # already mapped: refusing saves nothing
+    assert sorted(blocked([], loaded={"_hashlib": object()})) == ["_ssl", "ssl"]
+    with pytest.raises(ModuleNotFoundError) as err:
+        Refuse(nothing).find_spec("ssl", None)
+    assert err.value.name == "ssl"
+    assert "COLLECTOR_LEAN_IMPORTS=false" in str(err.value) and "COLLECTOR_WEB_CONFIG_FILE" in str(err.value)
+    assert Refuse(nothing).find_spec("json", None) is None
+
+
+@pytest.mark.quick
+def test_lean_imports_false_installs_nothing(tmp_path: Path) -> None:
+    from collector import importpolicy
+    from tests.helpers import make_settings
+
+    assert importpolicy.install(make_settings(tmp_path), environ={importpolicy.ENV: "false"}) is None

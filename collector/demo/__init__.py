@@ -9,7 +9,6 @@ Ctrl-C (SIGINT) or SIGTERM stops both.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
@@ -20,10 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Imported where used: `collector run` builds this parser, and asyncio (which imports ssl) or
+    # urllib.request (hashlib) loaded there would come before collector.importpolicy decides.
+    import asyncio
 
 __all__ = ["add_parser", "collector_env", "run_demo"]
 
@@ -128,6 +131,8 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes], stop: asyncio.Event, timeout: float = 30.0) -> bool:
     """Wait until the collector is ready (every source started), or at least live after `timeout`."""
+    import urllib.request
+
     deadline = time.monotonic() + timeout
     while proc.poll() is None and not stop.is_set():
         path = "/health/ready" if time.monotonic() < deadline else "/health/live"
@@ -142,6 +147,8 @@ def _wait_up(url: str, proc: subprocess.Popen[bytes], stop: asyncio.Event, timeo
 
 
 async def _demo(args: argparse.Namespace, stop: asyncio.Event) -> int:
+    import asyncio
+
     from collector.demo.synthetic import AppConfig, run_app, send_webhooks  # websockets: not in `run`
     from collector.settings import Settings
     from collector.sources import SOURCES
@@ -227,6 +234,8 @@ def run_demo(args: argparse.Namespace, settings: Any = None, env_file: str | Non
         settings: the operator's loaded settings: where their listen address and log format come from.
         env_file: the operator's env file, whose COLLECTOR_* lines override the demo's settings.
     """
+    import asyncio
+
     from collector.logsetup import setup_logging
     from collector.settings import env_file_values
     from collector.settings.flags import given_env

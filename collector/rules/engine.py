@@ -9,7 +9,6 @@ rules file (a bad file keeps the old rules) and expires idle series. Its own hea
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import os
 import time
@@ -307,7 +306,7 @@ class RuleSet:
             text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise RulesError([f"{self.rules_path}: cannot read the rules file: {exc}"]) from None
-        self._file_hash = hashlib.sha256(data).hexdigest()
+        self._file_hash = _sha256(data)
         return text
 
     def _compile(self, text: str | None, specs: list[RuleSpec] | None = None) -> Compiled:
@@ -347,7 +346,7 @@ class RuleSet:
                 data = await asyncio.to_thread(self.rules_path.read_bytes)
             except OSError as exc:
                 raise RulesError([f"{self.rules_path}: cannot read the rules file: {exc}"]) from None
-            digest = hashlib.sha256(data).hexdigest()
+            digest = _sha256(data)
             if digest == self._file_hash:
                 return False  # touched, not changed
             try:
@@ -441,3 +440,12 @@ class RuleSet:
             oldest.append((earliest, limit))
         self._expiry = (c, now, oldest)
         return dropped
+
+
+def _sha256(data: bytes) -> str:
+    """Hex digest of a rules file. hashlib is imported here, not at the top: `collector run` builds its
+    parser, which imports the rules (through collector.replay), before collector.importpolicy decides
+    whether OpenSSL's `_hashlib`, which hashlib loads at import, may load at all."""
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -59,6 +59,11 @@ class SourceSettings(Model):
     def is_enabled(self) -> bool:
         return self.configured() if self.enabled is None else self.enabled
 
+    def openssl_needs(self) -> dict[str, str]:
+        """What of OpenSSL the enabled source uses with these settings (collector.importpolicy keeps
+        the rest out of memory): "tls" or "hashes" -> the field asking for it; {} (here): neither."""
+        return {}
+
     @classmethod
     def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
         # COLLECTOR_<SOURCE>__<SECRET>_FILE also reaches us as field `<secret>_file` through the nested

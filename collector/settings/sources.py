@@ -213,6 +213,10 @@ class WebSocketSettings(SourceSettings):
     )
     probe_concurrency: int = setting(default=10, ge=1, le=1000, description="Concurrent /probe requests.")
 
+    def openssl_needs(self) -> dict[str, str]:
+        # Always, not only for wss:// targets: the websockets client imports ssl at its own import.
+        return {"tls": "targets"}
+
     @model_check
     def _unique_labels(self) -> None:
         seen: set[str] = set()
@@ -293,6 +297,13 @@ class GitHubSettings(SourceSettings):
     recompute_interval: float = setting(
         default=60.0, gt=0, le=3600, description="Seconds between recomputes of the window gauges."
     )
+
+    def openssl_needs(self) -> dict[str, str]:
+        # Webhooks: HMAC-SHA256 (OpenSSL's is faster); polling an https API: TLS.
+        needs = {"hashes": "webhook_secret"} if self.webhook_secret is not None else {}
+        if self.token is not None and self.api_url.startswith("https:"):
+            needs["tls"] = "api_url"
+        return needs
 
     @model_check
     def _token_needs_repositories(self) -> None:
@@ -449,3 +460,10 @@ class StripeSettings(SourceSettings):
         default=True,
         description="With api_key: re-read a subscription from the API when two of its events share a second.",
     )
+
+    def openssl_needs(self) -> dict[str, str]:
+        # Webhooks: HMAC-SHA256 of every one (OpenSSL's is faster); polling an https API: TLS.
+        needs = {"hashes": "webhook_secrets"}
+        if self.api_key is not None and self.api_base.startswith("https:"):
+            needs["tls"] = "api_base"
+        return needs

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    # Imported where TLS is configured: a collector without it keeps OpenSSL out (collector.importpolicy).
+    import ssl
 
 __all__ = [
     "ALLOWED_HEADERS",
@@ -42,20 +45,16 @@ ALLOWED_HEADERS: dict[str, tuple[str, ...] | None] = {
     "Content-Security-Policy": None,
 }
 
-TLS_VERSIONS: dict[str, ssl.TLSVersion] = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
+#: exporter-toolkit's TLS version names -> the `ssl.TLSVersion` members (by name: ssl loads with TLS only).
+TLS_VERSIONS: dict[str, str] = {"TLS10": "TLSv1", "TLS11": "TLSv1_1", "TLS12": "TLSv1_2", "TLS13": "TLSv1_3"}
 
-#: Go's tls.ClientAuthType names -> (ask for a certificate, require one). Python's ssl module always
+#: Go's tls.ClientAuthType names -> the `ssl.VerifyMode` members (by name). Python's ssl module always
 #: verifies a certificate it asks for, so the two "any certificate" modes are refused below.
-CLIENT_AUTH_TYPES: dict[str, ssl.VerifyMode] = {
-    "": ssl.CERT_NONE,
-    "NoClientCert": ssl.CERT_NONE,
-    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
-    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+CLIENT_AUTH_TYPES: dict[str, str] = {
+    "": "CERT_NONE",
+    "NoClientCert": "CERT_NONE",
+    "VerifyClientCertIfGiven": "CERT_OPTIONAL",
+    "RequireAndVerifyClientCert": "CERT_REQUIRED",
 }
 _UNVERIFIED_AUTH = ("RequestClientCert", "RequireAnyClientCert", "RequireClientCert")
 
@@ -88,9 +87,9 @@ class TlsConfig:
 
     cert_file: Path
     key_file: Path
+    client_auth: ssl.VerifyMode
+    min_version: ssl.TLSVersion
     client_ca_file: Path | None = None
-    client_auth: ssl.VerifyMode = ssl.CERT_NONE
-    min_version: ssl.TLSVersion = ssl.TLSVersion.TLSv1_2
     max_version: ssl.TLSVersion | None = None
     prefer_server_ciphers: bool = False
 
@@ -143,6 +142,8 @@ def _parse_tls(data: Mapping[str, Any], base: Path) -> TlsConfig | None:
     ca, auth = _str(data, "client_ca_file", where), _str(data, "client_auth_type", where)
     if not (cert or key or ca or auth):
         return None  # an empty block means plain HTTP, as in exporter-toolkit
+    import ssl  # TLS is configured: COLLECTOR_WEB_CONFIG_FILE allows it (collector.importpolicy)
+
     if not cert:
         raise WebConfigError(f"{where}: missing cert_file")
     if not key:
@@ -154,7 +155,7 @@ def _parse_tls(data: Mapping[str, Any], base: Path) -> TlsConfig | None:
         )
     if auth not in CLIENT_AUTH_TYPES:
         raise WebConfigError(f"{where}.client_auth_type: invalid ClientAuth: {auth}")
-    mode = CLIENT_AUTH_TYPES[auth]
+    mode = ssl.VerifyMode[CLIENT_AUTH_TYPES[auth]]
     if ca and mode == ssl.CERT_NONE:
         raise WebConfigError(f"{where}: client_ca_file is set without a client_auth_type that verifies it")
     if mode != ssl.CERT_NONE and not ca:
@@ -166,7 +167,7 @@ def _parse_tls(data: Mapping[str, Any], base: Path) -> TlsConfig | None:
             return default
         if text not in TLS_VERSIONS:
             raise WebConfigError(f"{where}.{name}: unknown TLS version {text!r} (TLS10, TLS11, TLS12, TLS13)")
-        return TLS_VERSIONS[text]
+        return ssl.TLSVersion[TLS_VERSIONS[text]]
 
     low, high = version("min_version", ssl.TLSVersion.TLSv1_2), version("max_version", None)
     if low is not None and high is not None and high < low:
@@ -248,6 +249,8 @@ def build_tls_context(tls: TlsConfig) -> ssl.SSLContext:
     Raises:
         WebConfigError: a file is missing or unreadable, or the key does not match the certificate.
     """
+    import ssl
+
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = tls.min_version
     if tls.max_version is not None:
