@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             target, ok = "idle < 0.3 %", r["idle_cpu_pct"] < 0.3
             if r["series"] == 100_000:
                 target, ok = "idle < 0.3 %, <= 100 MB", ok and r["rss_mb"] <= 100
-            _row(rows, f"state: daemon with {r['series']:,} series",
+            expiring = " and expire_after" if r.get("expire_after") else ""
+            _row(rows, f"state: daemon with {r['series']:,} series{expiring}",
                  f"idle {r['idle_cpu_pct']:.2f} % of a core, RSS {r['rss_mb']:.0f} MB{per}, "
                  f"scrape {r['scrape_ms']:.0f} ms", target, ok)  # fmt: skip
     if "scrape" in only:

@@ -151,7 +151,10 @@ async def _open_store_then_start_sources(rt: Runtime) -> None:
         rt.tasks.append(asyncio.create_task(supervise(source, ctx), name=f"source-{ctx.name}"))
 
 
-async def _watch_loop_lag(rt: Runtime, period: float = 0.25) -> None:
+async def _watch_loop_lag(rt: Runtime, period: float = 1.0) -> None:
+    # One wake-up a second: at 4 a second this timer alone was a third of an idle collector's CPU
+    # (0.07 of 0.21 % of a core). The gauge is read at scrape time, which sees only the last
+    # measurement either way.
     loop = asyncio.get_running_loop()
     while not rt.stopping.is_set():
         began = loop.time()

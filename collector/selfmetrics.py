@@ -352,7 +352,7 @@ class SelfMetrics:
         )
         self.loop_lag = r.gauge(
             "collector_event_loop_lag_seconds",
-            "How late the event loop woke a 250 ms timer, last measurement.",
+            "How late the event loop woke a 1 s timer, last measurement.",
         )
         self.store_resets = r.counter(
             "collector_state_store_resets_total",

@@ -130,6 +130,9 @@ class RuleSet:
         self.clock = clock
         self.reload_interval = reload_interval
         self._first: LogFirst | None = None  # made at the first warning (it loads logging)
+        # Idle expiry sweeps only when one can drop something: (the compiled set swept, the time of
+        # that sweep, (oldest stamp kept, expire_after) per metric); see `expire`.
+        self._expiry: tuple[Any, float, list[tuple[float, float]]] | None = None
         self._core_overflow = metrics.on_overflow  # the collector-wide overflow counter, kept too
         self.overflow = metrics.counter(
             "collector_log_series_overflow_total",
@@ -191,6 +194,7 @@ class RuleSet:
             if isinstance(st, Join) and tuple(st.spec.key) in rows:
                 st.restore(rows[tuple(st.spec.key)])
         self._seed_budgets(self._compiled)  # the restored series' values count against the budgets
+        self._expiry = None  # restored series have no stamp yet: the next sweep starts their clocks
 
     @staticmethod
     def _seed_budgets(c: Compiled) -> None:
@@ -242,6 +246,9 @@ class RuleSet:
 
     def _apply(self, c: Compiled, objs: list[Any], result: BatchResult) -> BatchResult:
         now = c.now[0] = self.clock()
+        gate = self._expiry
+        if gate is not None and now < gate[1]:
+            self._expiry = None  # the clock went back: this batch stamps series older than the sweep
         n = len(objs)
         consumed = self._stages(c, objs, now) if c.stages else 0  # join start lines count as used
         parsed = c.apply(objs) + consumed
@@ -425,17 +432,35 @@ class RuleSet:
         )  # fmt: skip
 
     def expire(self) -> int:
-        """Drop series of metrics with `expire_after` that no line updated for that long."""
+        """Drop series of metrics with `expire_after` that no line updated for that long.
+
+        A sweep reads every series of those metrics, so it runs only once one can be due: after a
+        sweep at `t`, no series can expire before the earliest `last update + expire_after` of the
+        ones kept, nor a series created later (stamped at `t` or after) before `t + expire_after`.
+        Updates only move stamps later, so an idle collector sweeps nothing however many series it
+        holds (it swept all of them every second: O(series) per tick with nothing changed). A
+        reload (a new compiled set), a restore (series without a stamp) or a clock that went back
+        (before this tick, or before a batch: stamps older than the sweep) sweeps at once.
+        """
         c = self._compiled
         now = self.clock()
+        gate = self._expiry
+        if gate is not None and gate[0] is c and gate[1] <= now and all(now - e <= lim for e, lim in gate[2]):
+            return 0  # the same test as below, on the oldest stamp of each metric
         dropped = 0
+        oldest: list[tuple[float, float]] = []
         for name, seen in c.seen.items():
             fam: Family = c.families[name]
             limit = c.plan.families[name].expire_after or 0.0
+            earliest = now  # a series created after this sweep is stamped at `now` or later
             for key in list(fam.series):
                 last = seen.setdefault(key, now)  # restored from a checkpoint: start its clock now
                 if now - last > limit:
                     fam.remove(key)
                     del seen[key]
                     dropped += 1
+                elif last < earliest:
+                    earliest = last
+            oldest.append((earliest, limit))
+        self._expiry = (c, now, oldest)
         return dropped

@@ -24,6 +24,7 @@ from watchfiles._rust_notify import RustNotify
 from collector.logpipe import LineConsumer
 from collector.settings import LogsSettings
 from collector.source import SourceBase, SourceContext, Table
+from collector.sources.logs import notify
 from collector.sources.logs.checkpoint import CHECKPOINT_VERSION, Checkpointer, decode_row
 from collector.sources.logs.consumer import build_consumer
 from collector.sources.logs.scan import FileObs, Key, Scan, fixed_base, scan
@@ -123,6 +124,7 @@ class LogsSource(SourceBase):
             self._report_pending(tailer)
             await self._checkpoint(tailer)  # the start positions are durable before anything is read
             self.ctx.started()
+            tasks.append(asyncio.create_task(self._relay_stop(), name="logs-stop"))
             watcher = _Watcher(self, found.roots)
             run_consumer = getattr(self.consumer, "run", None)
             if run_consumer is not None:
@@ -147,6 +149,7 @@ class LogsSource(SourceBase):
                 if self.ctx.stop.is_set():
                     break
                 self.wake.clear()
+                watcher.listen()  # changes from now on wake the next pass
                 self.scanned_at = self.ctx.clock()
                 found, missing = await asyncio.to_thread(
                     _scan, patterns, tailer.open_fds(), False, tailer.look_dirs(patterns)
@@ -184,6 +187,12 @@ class LogsSource(SourceBase):
         for s in list(tailer.streams.values()):
             if self.ctx.stop.is_set():
                 break
+            if s.fd is not None and s.size <= s.offset:
+                # The scan just before this pass saw no byte past the offset: no read (each was a
+                # thread hop per file per poll, most of an idle pass). Bytes written since that scan
+                # set `wake` (it was cleared before the scan) or, while notifications are paused,
+                # are read at the next poll one read window later.
+                continue
             await tailer.read(s, self.ctx.stop, between)
         return sum(s.offset for s in tailer.streams.values()) != before
 
@@ -200,18 +209,24 @@ class LogsSource(SourceBase):
         if self.last_checkpoint is not None:
             due = self.last_checkpoint + self.settings.checkpoint_interval - time.monotonic()
             timeout = max(0.0, min(timeout, due))
-        stop = asyncio.ensure_future(self.ctx.stop.wait())
-        wake = asyncio.ensure_future(self.wake.wait())
-        try:
-            await asyncio.wait((stop, wake), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            # Coalesce: a notification soon after a read pass waits for the rest of the read window,
-            # so a trickle of lines costs one pass per window, not one per write (the latency budget).
-            hold = self.last_pass + self.settings.read_window - time.monotonic()
-            if wake.done() and hold > 0 and not stop.done():
-                await asyncio.wait((stop,), timeout=hold)
-        finally:
-            stop.cancel()
-            wake.cancel()
+        # One future and one timer per wait (the stop relay sets `wake` too), not two tasks and
+        # asyncio.wait's own future, timer and callbacks: this runs at every idle poll.
+        if not self.wake.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.wake.wait()
+        # Coalesce: a notification soon after a read pass waits for the rest of the read window,
+        # so a trickle of lines costs one pass per window, not one per write (the latency budget).
+        hold = self.last_pass + self.settings.read_window - time.monotonic()
+        if self.wake.is_set() and hold > 0 and not self.ctx.stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(hold):
+                    await self.ctx.stop.wait()
+
+    async def _relay_stop(self) -> None:
+        """A stop wakes `_wait` (which waits on `wake` alone)."""
+        await self.ctx.stop.wait()
+        self.wake.set()
 
     # -- health and status ------------------------------------------------------------------------
     def _report(self, found: Scan, missing: set[str]) -> None:
@@ -559,31 +574,39 @@ def _checkpoint_age(registry: SelfRegistry, read: Callable[[], float | None]) ->
 
 
 class _Watcher:
-    """File change notifications (watchfiles' inotify/FSEvents core) on the patterns' directories, on
-    one thread of their own; the poll interval covers what they miss.
+    """File change notifications on the patterns' directories; the poll interval covers what they miss.
 
-    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
-    `read_window` (COLLECTOR_LOGS__READ_WINDOW). The notifier is driven directly rather than through
+    On Linux, for non-recursive roots, an inotify descriptor read by the event loop
+    (`sources/logs/notify.py`): no thread, nothing runs until a change. Otherwise watchfiles'
+    notifier (inotify/FSEvents) on one thread of its own, driven directly rather than through
     `watchfiles.awatch`, which hops through an AnyIO worker thread for every batch of changes.
+    Notifications only set `wake`; `LogsSource._wait` coalesces them into one read pass per
+    `read_window` (COLLECTOR_LOGS__READ_WINDOW).
     """
+
+    #: Use the loop-read inotify backend where it is available (tests force either backend).
+    native = notify.available()
 
     def __init__(self, source: LogsSource, roots: tuple[tuple[str, bool], ...]) -> None:
         self.source = source
         self.loop = asyncio.get_running_loop()
         self.roots: tuple[tuple[str, bool], ...] = ()
         self.thread: threading.Thread | None = None
+        self.inotify: notify.Inotify | None = None
+        self.listening = False  # the loop reads `inotify` (off from a wake-up until the source clears `wake`)
         self.stop = threading.Event()
         self.paused = False  # while lines keep arriving: the source polls once per read window
         self.broken: tuple[tuple[str, bool], ...] | None = None  # roots whose watch failed: poll only
         self.follow(roots)
 
     def pause(self) -> None:
-        """Stop notifications while files are busy: each write would cost the notifier thread an
-        event, and the source reads once per window anyway."""
+        """Stop notifications while files are busy: each write would cost an event, and the source
+        reads once per window anyway."""
         if not self.paused:
             self.paused = True
             self.stop.set()
             self.thread = None
+            self._disarm()
 
     def resume(self) -> None:
         if self.paused:
@@ -593,17 +616,64 @@ class _Watcher:
 
     def follow(self, roots: tuple[tuple[str, bool], ...]) -> None:
         """(Re)start watching when the directories to watch changed (e.g. a log directory appeared)."""
-        if roots == self.roots and (self.thread is not None or self.paused or not roots):
+        armed = self.thread is not None or self.inotify is not None
+        if roots == self.roots and (armed or self.paused or not roots):
             return
         self.roots = roots
         self.stop.set()  # the old thread sees it within one step and exits
         self.stop = threading.Event()
         self.thread = None
-        if roots and not self.paused and roots != self.broken:
-            self.thread = threading.Thread(
-                target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
-            )
-            self.thread.start()
+        self._disarm()
+        if not roots or self.paused or roots == self.broken:
+            return
+        if self.native and not any(r for _p, r in roots):
+            try:
+                self.inotify = notify.Inotify([p for p, _r in roots])
+            except OSError as exc:  # inotify limits, a directory removed since the scan
+                self._failed(roots, exc)
+                return
+            self.listen()
+            return
+        self.thread = threading.Thread(
+            target=self._watch, args=(roots, self.stop), name="logs-watch", daemon=True
+        )
+        self.thread.start()
+
+    def listen(self) -> None:
+        """The source cleared `wake` (before its scan): the next change wakes it again.
+
+        Between a wake-up and this, the descriptor is not read: `wake` is already set, so more events
+        would add nothing, and a busy file beside the followed ones (not paused: it is not ours) would
+        cost a loop callback per write. The kernel keeps them queued (identical ones merged), so a
+        change made meanwhile wakes the source as soon as it listens again.
+        """
+        ino = self.inotify
+        if ino is not None and not self.listening:
+            self.loop.add_reader(ino.fd, self._readable)
+            self.listening = True
+
+    def _readable(self) -> None:
+        """The inotify descriptor has events (on the loop): wake the source."""
+        ino = self.inotify
+        if ino is None:
+            return
+        intact = ino.drain()
+        self.loop.remove_reader(ino.fd)
+        self.listening = False
+        if not intact:
+            # A watched directory went away or moved: watch again after the scan this wake-up
+            # starts (it finds the directories as they are now; `follow` re-arms on any roots).
+            self._disarm()
+            self.roots = ()
+        self.source.wake.set()
+
+    def _disarm(self) -> None:
+        ino, self.inotify = self.inotify, None
+        if ino is not None:
+            if self.listening:
+                self.loop.remove_reader(ino.fd)
+                self.listening = False
+            ino.close()
 
     def _watch(self, roots: tuple[tuple[str, bool], ...], stop: threading.Event) -> None:
         """The notifier loop (its own thread): each batch of changes sets `wake` on the event loop."""
@@ -638,5 +708,6 @@ class _Watcher:
 
     async def close(self) -> None:
         self.stop.set()
+        self._disarm()
         if self.thread is not None:
             await asyncio.to_thread(self.thread.join, 5.0)
