@@ -26,6 +26,7 @@ NOT_IN_LOGS_ONLY = {
     "stripe": "stripe source (signatures are checked without it)",
     "gidgethub": "github source",
     "psutil": "process source",
+    "watchfiles": "recursive `**` patterns or a system without inotify (sources/logs/notify.py reads inotify)",
     "bcrypt": "no basic auth",
     "collector.status": "the status page, loaded when first asked for",
     "collector.demo.synthetic": "`collector demo` only",

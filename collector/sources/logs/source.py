@@ -19,7 +19,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from watchfiles._rust_notify import RustNotify
 
 from collector.logpipe import LineConsumer
 from collector.settings import LogsSettings
@@ -682,6 +681,9 @@ class _Watcher:
         # `stop` even when idle, so it is not 10 ms (~100 wake-ups a second for nothing).
         debounce, step = max(10, int(window * 1000)), min(100, max(10, int(window * 500)))
         try:
+            # imported here: only recursive patterns and non-Linux systems use it (~1 MB of RSS)
+            from watchfiles._rust_notify import RustNotify
+
             with RustNotify([p for p, _r in roots], False, False, 300, any(r for _p, r in roots), True) as w:
                 while not stop.is_set():
                     changes = w.watch(debounce, step, 5000, stop)
