@@ -10,9 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import watchfiles._rust_notify
 
 from collector.sources.logs import notify
-from collector.sources.logs import source as logs_source
 from collector.sources.logs.source import _Watcher
 
 BACKENDS = [
@@ -80,7 +80,8 @@ async def test_a_failed_watch_is_counted_once_however_often_it_resumes(
     def no_watches(*_a: Any) -> Any:
         raise OSError(28, "inotify watch limit reached")  # what fs.inotify.max_user_watches gives
 
-    monkeypatch.setattr(logs_source, "RustNotify", no_watches)
+    # the thread backend imports RustNotify where it starts watching, so it is patched at its source
+    monkeypatch.setattr(watchfiles._rust_notify, "RustNotify", no_watches)
     monkeypatch.setattr(notify, "Inotify", no_watches)
     src = _source()
     w = _Watcher(src, ((str(tmp_path), False),))
