@@ -200,3 +200,20 @@ class CollectorProcess:
         if not self._stderr.closed:
             self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
+
+
+def package_imports() -> list[tuple[str, int, str]]:
+    """Every absolute import in `collector/`, at any level of nesting: (file, line, module name).
+
+    For tests that keep a library out of the package (the image installs only the runtime lock)."""
+    import ast
+
+    package = Path(__file__).parent.parent / "collector"
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            found += [(str(path.relative_to(package.parent)), node.lineno, n) for n in names]
+    return found

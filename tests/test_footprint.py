@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import package_imports
+
 #: Libraries of sources other than logs, of commands other than `run`, and of features that are off.
 NOT_IN_LOGS_ONLY = {
     "pydantic_settings": "the settings loader is collector.settings.env",
@@ -174,20 +176,7 @@ def test_the_daemon_and_replay_load_no_prometheus_client(tmp_path: Path) -> None
 
 def test_no_collector_module_imports_prometheus_client() -> None:
     """Whatever sources are enabled: no module of the package imports it, at any level (tests may)."""
-    import ast
-
-    package = Path(__file__).parent.parent / "collector"
-    found = []
-    for path in sorted(package.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                names = [node.module]
-            found += [
-                f"{path.relative_to(package.parent)}:{node.lineno}"
-                for n in names
-                if n.split(".")[0] == "prometheus_client"
-            ]
+    found = [f"{p}:{line}" for p, line, n in package_imports() if n.split(".")[0] == "prometheus_client"]
     assert found == []
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
-from tests.helpers import REPO
+from tests.helpers import REPO, package_imports
 from tools.lockcheck import pins
 
 pytestmark = pytest.mark.quick  # the quick tier (`make test-quick`): no servers or processes
@@ -83,42 +83,20 @@ def test_the_docker_context_holds_what_the_image_copies_and_nothing_else() -> No
 def test_test_only_libraries_stay_out_of_the_runtime_lock_and_of_collector() -> None:
     """`stripe` is a test extra (the seeded check of our signature verdicts against the library's):
     nothing under collector/ may import it, or the image (runtime lock only) would fail at run time."""
-    import ast
-
     runtime, _test = _declared()
     assert "stripe" not in {_norm(r.name) for r in runtime}
     assert "stripe" not in pins(str(RUNTIME)) and "stripe" in pins(str(TEST))
-    for path in (REPO / "collector").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom) and node.level == 0
-                else []
-            )
-            assert not any(n == "stripe" or n.startswith("stripe.") for n in names), f"{path} imports stripe"
+    found = [f"{p}:{line}" for p, line, n in package_imports() if n == "stripe" or n.startswith("stripe.")]
+    assert found == [], "collector/ imports stripe"
 
 
 def test_pydantic_stays_out_of_the_runtime_and_of_collector() -> None:
     """Issue 22: pydantic (and what only it needed) cost the idle daemon ~12 MB of RSS; the settings
     models are collector/settings/model.py. Nothing under collector/ may import it again, and neither
     lock may bring it back (no test needs it either)."""
-    import ast
-
     gone = {"pydantic", "pydantic-core", "pydantic-settings", "annotated-types", "typing-inspection"}
     runtime, test = _declared()
     assert not gone & {_norm(r.name) for r in runtime + test}
     assert not gone & (set(pins(str(RUNTIME))) | set(pins(str(TEST))))
-    for path in (REPO / "collector").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = (
-                [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else [node.module or ""]
-                if isinstance(node, ast.ImportFrom) and node.level == 0
-                else []
-            )
-            assert not any(n.split(".")[0] in ("pydantic", "pydantic_core") for n in names), (
-                f"{path} imports pydantic"
-            )
+    found = [f"{p}:{line}" for p, line, n in package_imports() if n.split(".")[0] in ("pydantic", "pydantic_core")]
+    assert found == [], "collector/ imports pydantic"
