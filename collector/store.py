@@ -190,12 +190,7 @@ class StateStore:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:
                 raise StoreBusy(str(exc)) from exc  # locked by another process: nothing ran
-            try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            result = _commit_after(conn, fn)
         except sqlite3.Error as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             raise
@@ -471,6 +466,11 @@ def _quiet(fut: asyncio.Future[Any]) -> None:
 
 def _in_transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
     conn.execute("BEGIN IMMEDIATE")
+    return _commit_after(conn, fn)
+
+
+def _commit_after(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """`fn` inside the transaction just begun, then COMMIT; ROLLBACK and re-raise if it fails."""
     try:
         result = fn(conn)
     except BaseException:

@@ -105,6 +105,13 @@ def test_the_logs_only_daemon_imports_no_other_source_library(tmp_path: Path) ->
     assert loaded == [], {name: f"imported, though only for: {NOT_IN_LOGS_ONLY[name]}" for name in loaded}
 
 
+def _replay_loaded(tmp_path: Path, *args: str) -> list[str]:
+    """`sys.modules` of a real `collector replay ARGS` that succeeded (see `_replay_modules`)."""
+    code, modules = _replay_modules(tmp_path, *args)
+    assert code == 0 and "collector.rules" in modules  # it is replay, and it ran
+    return modules
+
+
 @pytest.mark.parametrize("rules", ["preset", "file"])
 def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules: str) -> None:
     empty = tmp_path / "empty.log"
@@ -112,17 +119,7 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text("rules:\n  - metric: hits_total\n    type: counter\n    match: {message: hit}\n")
     args = ["--preset", "winston"] if rules == "preset" else ["--rules", str(rules_file)]
-    out = subprocess.run(
-        [sys.executable, "-c", _AFTER, "replay", *args, str(empty)],
-        env=_clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    modules = json.loads(out.stdout.splitlines()[-1])
-    assert "collector.rules" in modules
+    modules = _replay_loaded(tmp_path, *args, str(empty))
     heavy = {"pydantic", "pydantic_core", "aiohttp", "prometheus_client", "watchfiles", "collector.settings"}
     if rules == "preset":
         heavy.add("yaml")  # parsed only when a YAML file is given
@@ -161,17 +158,7 @@ def test_the_daemon_and_replay_load_no_prometheus_client(tmp_path: Path) -> None
     assert _prometheus_client(_daemon_modules(tmp_path / "rules", COLLECTOR_LOGS__RULES=str(rules))) == []
     empty = tmp_path / "empty.log"
     empty.touch()
-    out = subprocess.run(
-        [sys.executable, "-c", _AFTER, "replay", "--rules", str(rules), str(empty)],
-        env=_clean_env(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert out.returncode == 0, out.stderr
-    modules = json.loads(out.stdout.splitlines()[-1])
-    assert "collector.rules" in modules and _prometheus_client(modules) == []
+    assert _prometheus_client(_replay_loaded(tmp_path, "--rules", str(rules), str(empty))) == []
 
 
 def test_no_collector_module_imports_prometheus_client() -> None:
