@@ -216,3 +216,26 @@ async def test_start_at_end_skips_what_exists_at_the_first_start_but_not_files_c
     async with serve(settings, SOURCES) as run:
         m = await run.wait_for(lambda m: level_count(m) == 2)
         assert level_count(m, "warn") == 3
+
+
+async def test_a_scrape_serves_the_files_gauges_as_of_now_not_as_of_the_last_read_pass(tmp_path: Path) -> None:
+    """The poll loop sets the per-file gauges after a whole read pass; a scrape in the middle of one
+    (its batches await) must not serve the new lines' counts beside the size-minus-offset of before."""
+    from collector.sources.logs.source import LogsSource
+
+    log = tmp_path / "app.log"
+    append(log, lines(2))
+    # no poll while the test holds the stream as a read pass would (nothing writes the file then)
+    async with serve(logs_settings(tmp_path, str(log), poll_interval=30.0), SOURCES) as run:
+        await run.wait_for(lambda m: level_count(m) == 2)
+        src = next(s for s, _ctx in run.runtime.sources if isinstance(s, LogsSource))
+        assert src.tailer is not None
+        stream = next(s for s in src.tailer.streams.values() if s.path == str(log))
+        # what a read pass does between two of its batches: the file's size known, its offset not
+        # yet advanced, the poll loop's gauge update not yet run
+        stream.size += 7
+        m = await run.metrics()
+        assert value(m, "collector_log_behind_bytes", path=str(log)) == 7
+        stream.size -= 7
+        m = await run.metrics()
+        assert value(m, "collector_log_behind_bytes", path=str(log)) == 0
