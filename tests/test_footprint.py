@@ -86,21 +86,7 @@ def _loaded(found: list[str], names: dict[str, str] | set[str]) -> list[str]:
 
 
 def test_the_logs_only_daemon_imports_no_other_source_library(tmp_path: Path) -> None:
-    log = tmp_path / "app.log"
-    log.write_text('{"level":"info","message":"hello"}\n')
-    env = _clean_env(
-        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
-        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
-        COLLECTOR_LOGS__PATHS=str(log),
-        COLLECTOR_LOGS__PRESET="winston",
-        COLLECTOR_LOG_LEVEL="WARNING",
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=90
-    )
-    assert out.returncode == 0, out.stderr
-    modules = json.loads(out.stdout)
-    assert "collector.sources.logs" in modules and "aiohttp.web" in modules  # it is the daemon
+    modules = _daemon_modules(tmp_path, COLLECTOR_LOGS__PRESET="winston")
     loaded = _loaded(modules, NOT_IN_LOGS_ONLY)
     assert loaded == [], {name: f"imported, though only for: {NOT_IN_LOGS_ONLY[name]}" for name in loaded}
 
@@ -126,20 +112,24 @@ def test_replay_loads_neither_settings_nor_the_http_stack(tmp_path: Path, rules:
     assert _loaded(modules, heavy) == []
 
 
-def _daemon_modules(tmp_path: Path, **env: str) -> list[str]:
-    """`sys.modules` of a real `collector run` once it serves the logs source's metrics."""
+def _logs_daemon_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    """The environment of a logs-only `collector run` in `tmp_path`, tailing one line of app.log."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     log = tmp_path / "app.log"
     log.write_text('{"level":"info","message":"hello"}\n')
-    full_env = _clean_env(
-        COLLECTOR_LISTEN=f"127.0.0.1:{_free_port()}",
-        COLLECTOR_DATA_DIR=str(tmp_path / "data"),
-        COLLECTOR_LOGS__PATHS=str(log),
-        COLLECTOR_LOG_LEVEL="WARNING",
+    return _clean_env(**{
+        "COLLECTOR_LISTEN": f"127.0.0.1:{_free_port()}",
+        "COLLECTOR_DATA_DIR": str(tmp_path / "data"),
+        "COLLECTOR_LOGS__PATHS": str(log),
+        "COLLECTOR_LOG_LEVEL": "WARNING",
         **env,
-    )
+    })  # fmt: skip
+
+
+def _daemon_modules(tmp_path: Path, **env: str) -> list[str]:
+    """`sys.modules` of a real `collector run` once it serves the logs source's metrics."""
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE], env=full_env, cwd=tmp_path, capture_output=True, text=True, timeout=90
+        [sys.executable, "-c", _PROBE], env=_logs_daemon_env(tmp_path, **env), cwd=tmp_path, capture_output=True, text=True, timeout=90
     )
     assert out.returncode == 0, out.stderr
     modules: list[str] = json.loads(out.stdout)
@@ -240,17 +230,12 @@ class LeanDaemon:
     def __init__(self, tmp_path: Path, **env: str) -> None:
         self.port = _free_port()
         self.trigger = tmp_path / "report-now"
-        log = tmp_path / "app.log"
-        log.write_text('{"level":"info","message":"hello"}\n')
-        full = _clean_env(
-            COLLECTOR_LISTEN=f"127.0.0.1:{self.port}",
-            COLLECTOR_DATA_DIR=str(tmp_path / "data"),
-            COLLECTOR_LOGS__PATHS=str(log),
-            COLLECTOR_LOGS__PRESET="winston",
-            COLLECTOR_LOG_LEVEL="WARNING",
-            PROBE_TRIGGER=str(self.trigger),
-        )
-        full.update(env)
+        full = _logs_daemon_env(tmp_path, **{
+            "COLLECTOR_LISTEN": f"127.0.0.1:{self.port}",
+            "COLLECTOR_LOGS__PRESET": "winston",
+            "PROBE_TRIGGER": str(self.trigger),
+            **env,
+        })  # fmt: skip
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _LEAN_PROBE], env=full, cwd=tmp_path, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True,
