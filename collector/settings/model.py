@@ -18,7 +18,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -292,11 +292,8 @@ def _model_type_msg(cls: type) -> str:
 
 def _field(info: FieldInfo, value: Any, loc: tuple[str | int, ...], errors: list[dict[str, Any]]) -> Any:
     raw = value
-    try:
-        for fn in info.before:
-            value = fn(value)
-    except ValueError as exc:
-        errors.append(_error(loc, "value_error", str(exc), raw))
+    value = _validated(info.before, value, raw, loc, errors)
+    if value is _FAIL:
         return _FAIL
     before = len(errors)
     value = _convert(info.annotation, value, loc, errors)
@@ -307,8 +304,15 @@ def _field(info: FieldInfo, value: Any, loc: tuple[str | int, ...], errors: list
         if problem is not None:
             errors.append(_error(loc, problem[0], problem[1], raw))
             return _FAIL
+    return _validated(info.after, value, raw, loc, errors)
+
+
+def _validated(
+    fns: Sequence[Callable[[Any], Any]], value: Any, raw: Any, loc: tuple[str | int, ...], errors: list[dict[str, Any]]
+) -> Any:
+    """`value` through a field's validators in order; `_FAIL` (the error recorded against `raw`) if one refuses."""
     try:
-        for fn in info.after:
+        for fn in fns:
             value = fn(value)
     except ValueError as exc:
         errors.append(_error(loc, "value_error", str(exc), raw))
