@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from collector.settings.base import LEAN_IMPORTS
+
 if TYPE_CHECKING:
     from importlib.machinery import ModuleSpec
     from types import ModuleType
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["ENV", "HASHES", "TLS", "Need", "Refuse", "blocked", "install", "needs"]
 
 #: The escape hatch: `false` (or 0, no, off) lets the process import OpenSSL whatever the settings say.
-ENV = "COLLECTOR_LEAN_IMPORTS"
+ENV = LEAN_IMPORTS
 
 #: What a setting may need of OpenSSL (the keys of `SourceSettings.openssl_needs()`).
 TLS = "tls"

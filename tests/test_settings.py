@@ -200,6 +200,13 @@ def test_a_section_that_is_not_json_names_the_field_not_the_value(monkeypatch: p
     assert lines == ['invalid settings: error parsing value for field "process"']
 
 
+def test_the_variables_read_beside_the_settings_are_known() -> None:
+    # COLLECTOR_LEAN_IMPORTS is read by collector/importpolicy.py, COLLECTOR_ENV_FILE by the loader:
+    # setting either must not warn "not a known setting"
+    env = {"COLLECTOR_LEAN_IMPORTS": "false", "COLLECTOR_ENV_FILE": "x.env", "COLLECTOR_LEAN_IMPORT": "false"}
+    assert unknown_env_vars(env) == ["COLLECTOR_LEAN_IMPORT"]
+
+
 def test_an_unknown_name_in_a_section_is_an_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = _errors(monkeypatch, COLLECTOR_PROCESS__PIDD="1")
     assert lines == [

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from collector.settings.base import (
     ENV_PREFIX,
+    LEAN_IMPORTS,
     NESTED,
     CommaList,
     SecretList,
@@ -313,7 +314,7 @@ def load_settings(
 
 
 def known_env_vars() -> set[str]:
-    names = {ENV_PREFIX + "ENV_FILE"}
+    names = {ENV_PREFIX + "ENV_FILE", LEAN_IMPORTS}
     for path, info in _walk(Settings):
         for i in range(1, len(path) + 1):
             names.add(env_name(path[:i]))

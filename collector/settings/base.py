@@ -10,6 +10,7 @@ from collector.settings.model import Before, FieldInfo, Model, NoDecode, Secret,
 
 __all__ = [
     "ENV_PREFIX",
+    "LEAN_IMPORTS",
     "NESTED",
     "CommaList",
     "NoDecode",
@@ -22,6 +23,9 @@ __all__ = [
 
 ENV_PREFIX = "COLLECTOR_"
 NESTED = "__"
+#: Read by collector/importpolicy.py from the environment, not a field: it decides what may be imported
+#: before asyncio loads. Listed here so the unknown-variable warning knows it.
+LEAN_IMPORTS = ENV_PREFIX + "LEAN_IMPORTS"
 
 
 def split_list(value: Any) -> Any:
