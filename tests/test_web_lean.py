@@ -255,3 +255,37 @@ async def test_the_idle_deadline_waits_for_a_pending_lean_answer_then_runs_from_
         assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed for being idle
         assert 0.15 < time.monotonic() - began < 2.0
         writer.close()
+
+
+async def test_an_idle_connection_after_a_lean_answer_is_not_a_slow_head(tmp_path: Path) -> None:
+    # The head deadline runs from the first byte of a head: a connection answered and now idle has
+    # none, and must stay open for the idle timeout, not be cut (and counted) as a slow request head.
+    http = HttpSettings(header_timeout=0.3, idle_timeout=5.0)
+    async with serve_guarded(_toy_settings(tmp_path, http=http), TOY) as srv:
+        reader, writer = await _open(srv)
+        writer.write(_post(body=b"a") + _post(body=b"b"))
+        assert (await _answer(reader))[2] == b"echo:a"
+        assert (await _answer(reader))[2] == b"echo:b"
+        await asyncio.sleep(0.8)
+        writer.write(_post(body=b"c"))
+        assert (await _answer(reader))[2] == b"echo:c"
+        writer.close()
+        samples = await srv.metrics()
+        rejected = {s.labels["reason"]: s.value for s in samples["collector_http_rejected_total"]}
+        assert rejected["header_timeout"] == 0.0
+
+
+async def test_a_slow_head_after_a_lean_answer_still_meets_its_deadline(tmp_path: Path) -> None:
+    http = HttpSettings(header_timeout=0.3, idle_timeout=5.0)
+    async with serve_guarded(_toy_settings(tmp_path, http=http), TOY) as srv:
+        reader, writer = await _open(srv)
+        writer.write(_post(body=b"a"))
+        assert (await _answer(reader))[2] == b"echo:a"
+        writer.write(b"POST /lean HTTP/1.1\r\nHost: x\r\n")  # and the rest never comes
+        began = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        assert time.monotonic() - began < 2.0
+        writer.close()
+        samples = await srv.metrics()
+        rejected = {s.labels["reason"]: s.value for s in samples["collector_http_rejected_total"]}
+        assert rejected["header_timeout"] == 1.0

@@ -139,6 +139,7 @@ class GuardedHandler(RequestHandler):
         # aiohttp's request branch, draining the parser one message at a time (see __init__).
         messages: list[Any] = []
         upgraded, tail, chunk = False, b"", data
+        served = False  # a request of this segment answered by the lean path
         parser = self._parser
         assert parser is not None  # as in aiohttp's branch: None only once the connection is lost
         while True:
@@ -156,16 +157,17 @@ class GuardedHandler(RequestHandler):
                     if not self._lean_serve(batch[0], *lean):
                         return  # answered later (`_lean_resolved`); the rest waits in the parser
                     parser.message_consumed()
-                    chunk = b""
+                    chunk, served = b"", True
                     continue
             messages.extend(batch)
             if upgraded or len(self._messages) + len(messages) >= self._max_msg_queue_size:
                 break  # the rest waits in the parser; start() resumes it as the queue drains
             parser.message_consumed()
             chunk = b""
-        if not messages and data and not self.in_request and self.head_timer is None:
+        if not messages and not served and data and not self.in_request and self.head_timer is None:
             # A head still incomplete: its deadline runs from this first byte. A segment that holds a
-            # whole head (the usual request) needs no timer: the handler starts at once.
+            # whole head (the usual request, also one the lean path answered) needs no timer: the
+            # handler starts at once.
             self.head_timer = self._loop.call_later(self.guard.http.header_timeout, self._head_timeout)
         for msg, payload in messages:
             self._request_count += 1
