@@ -34,6 +34,10 @@ FIXTURE = Path(__file__).parent / "fixtures" / "bench" / "payment_intent.succeed
 PATH = b"/webhooks/stripe"
 STRIPE_MAX = 6000  # COLLECTOR_STRIPE__MAX_BODY_BYTES here: the fixture (~4 kB) fits, padded ones not
 HTTP_MAX = 12000  # COLLECTOR_HTTP__MAX_BODY_BYTES
+# COLLECTOR_HTTP__HEADER_TIMEOUT: a client idle between whole requests (`IDLE`) outlasts it, so an
+# idle connection cut as a slow head (or kept while a head is slow) shows in the bytes.
+HEAD_TIMEOUT = 0.2
+IDLE = 0.3
 
 
 def _sign(body: bytes, secret: str = SECRET, t: int | None = None) -> bytes:
@@ -166,7 +170,9 @@ def _settings(tmp_path: Path) -> Any:
         tmp_path,
         SOURCES.only("stripe"),
         stripe=StripeSettings(webhook_secrets=[SECRET], max_body_bytes=STRIPE_MAX),
-        http=HttpSettings(max_body_bytes=HTTP_MAX, max_header_bytes=2048, max_client_share=1.0),
+        http=HttpSettings(
+            max_body_bytes=HTTP_MAX, max_header_bytes=2048, max_client_share=1.0, header_timeout=HEAD_TIMEOUT
+        ),
         webhook_listen=f"127.0.0.1:{free_port()}",
     )
 
@@ -229,7 +235,9 @@ async def run_campaign(tmp_path: Path, seed: int, lean: bool, monkeypatch: pytes
         requests, recorded = campaign.connection()
         listener = rng.choice(["main", "main", "webhook"])
         segments = campaign.segments(requests)
-        pause = rng.choice([0.0, 0.0, 0.003])
+        pause = rng.choice([0.0, 0.0, 0.003, IDLE])
+        if pause == IDLE and segments != requests:
+            pause = 0.003  # idle only between whole requests: a cut head would time out, as it should
         # The client's whole ingest budget held by others meanwhile: its first webhook is refused
         # (503) and the connection closed, so it records nothing.
         full = rng.random() < 0.15
