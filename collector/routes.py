@@ -16,14 +16,27 @@ Route classes (`collector_http_class_in_flight{class}`) each have their own conc
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractRoute
 
-__all__ = ["AUTH_POLICIES", "ROUTE_CLASSES", "Auth", "Route", "RouteClass", "RoutePolicies", "bearer_matches"]
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = [
+    "AUTH_POLICIES",
+    "ROUTE_CLASSES",
+    "Answer",
+    "Auth",
+    "RawHandler",
+    "Route",
+    "RouteClass",
+    "RoutePolicies",
+    "bearer_matches",
+]
 
 Auth = Literal["basic", "public", "signed", "token"]
 RouteClass = Literal["health", "metrics", "ingest", "probe", "other"]
@@ -34,6 +47,23 @@ AUTH_POLICIES: tuple[Auth, ...] = ("basic", "public", "signed", "token")
 ROUTE_CLASSES: tuple[RouteClass, ...] = ("health", "metrics", "ingest", "probe", "other")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Answer(NamedTuple):
+    """A whole answer as a raw handler gives it: status, body and its exact Content-Type."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+    def response(self) -> web.Response:
+        """The same answer as an aiohttp response (byte for byte what the guard's lean path writes)."""
+        return web.Response(status=self.status, body=self.body, headers={"Content-Type": self.content_type})
+
+
+#: A route's handler on the guard's lean path (`collector.web.lean`): the request's headers and its
+#: whole body in, the answer out, at once or as a future (never a coroutine: no task per request).
+RawHandler = Callable[[Mapping[str, str], bytes], "Answer | asyncio.Future[Answer]"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +80,10 @@ class Route:
             setting needs no new route); required for that policy.
         refused: for `auth="token"`: the answer to a missing or wrong token (a source counts and records
             its refusals); default a bare 401.
+        raw: the same route's handler for the guard's lean path (`collector.web.lean`), which serves a
+            plain request whose whole body has arrived without aiohttp's request and response
+            objects; `handler` must answer exactly what `raw` does (it serves every other request).
+            Only for `signed` and `public` routes with a fixed path.
     """
 
     method: str
@@ -59,6 +93,7 @@ class Route:
     kind: RouteClass = "other"
     token: Callable[[], str] | None = None
     refused: Handler | None = None
+    raw: RawHandler | None = None
 
     def __post_init__(self) -> None:
         if self.auth not in AUTH_POLICIES:
@@ -67,6 +102,10 @@ class Route:
             raise ValueError(f"route {self.method} {self.path}: unknown route class {self.kind!r}")
         if (self.auth == "token") != (self.token is not None):
             raise ValueError(f"route {self.method} {self.path}: a token route needs a token, and only it")
+        if self.raw is not None and (self.auth not in ("signed", "public") or "{" in self.path):
+            raise ValueError(
+                f"route {self.method} {self.path}: a raw handler needs a fixed path, signed or public"
+            )
 
     async def refuse(self, request: web.Request) -> web.StreamResponse:
         """The answer to a request whose bearer token is missing or wrong."""
@@ -122,6 +161,10 @@ class RoutePolicies:
         if match is None or match.http_exception is not None:
             return None
         return self._by_route.get(match.route)
+
+    def raw_routes(self) -> dict[tuple[str, str], Route]:
+        """The routes with a raw handler, by (method, path): what the guard's lean path may serve."""
+        return {(r.method.upper(), r.path): r for r in self if r.raw is not None}
 
     def __iter__(self) -> Iterator[Route]:
         return iter(dict.fromkeys(self._by_route.values()))

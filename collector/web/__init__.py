@@ -22,6 +22,7 @@ from collector.web.auth import BasicAuth, parse_basic_header
 from collector.web.budget import Budgets
 from collector.web.config import WebConfig, WebConfigError, fingerprint, load_web_config
 from collector.web.guard import GuardedSite, make_middleware
+from collector.web.lean import header_block
 from collector.web.metrics import HttpMetrics
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class WebSecurity:
         self.clock = clock
         self.path: Path | None = settings.web_config_file
         self.config = WebConfig()
+        self.header_block = b""
         self.auth = self._basic_auth({})
         # Requests in the guard now, per listener, route class and client (what the limits read).
         self.budgets = Budgets(self.http)
@@ -69,6 +71,7 @@ class WebSecurity:
 
     def _apply(self, cfg: WebConfig) -> None:
         self.config = cfg
+        self.header_block = header_block(cfg.headers)
         self._last_tried = cfg.fingerprint
         if dict(cfg.users) != self.auth.users:
             self.auth.close()
@@ -199,6 +202,8 @@ def install(app: web.Application, rt: Runtime, routes: RoutePolicies) -> WebSecu
 
     async def on_prepare(_request: web.Request, response: web.StreamResponse) -> None:
         guard.add_headers(response)
+
+    on_prepare.collector_headers = True  # type: ignore[attr-defined]  # the lean path writes these itself
 
     async def on_startup(_app: web.Application) -> None:
         if guard.path is not None:

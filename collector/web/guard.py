@@ -8,6 +8,11 @@ aiohttp middleware: the middleware chain cost ~5 us a request, a third of the gu
 protocol's handler falls back to when the app has middlewares or sub-apps of its own. Both run
 `guard_request`, so the checks are one code path.
 
+For a route with a raw handler (`Route.raw`), a plain request whose whole body has arrived is answered
+by the protocol itself, without aiohttp's request, response and task (`collector.web.lean` says which
+requests, and why: a webhook then costs about what aiohttp's bare handler does); every other request,
+each one a check refuses included, takes the path above.
+
 aiohttp has no request-head timeout (a client trickling header bytes holds a connection for as long as
 the keep-alive timeout, an hour by default), and it logs every malformed request with a traceback; both
 are handled here so hostile clients cost a counter increment and at most a few log lines.
@@ -28,8 +33,10 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 
-from collector.routes import Route, bearer_matches
+from collector.routes import Answer, Route, bearer_matches
 from collector.web.body import body_error_reason, read_body, reject, reject_unread
+from collector.web.budget import Slot
+from collector.web.lean import HANDLER_ERROR, answer_bytes, head_size, is_plain
 
 if TYPE_CHECKING:
     import ssl
@@ -53,11 +60,21 @@ class GuardedHandler(RequestHandler):
         guard: GuardState,
         listener: str,
         app: web.Application | None = None,
+        raw_routes: dict[tuple[str, str], Route] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(manager, **kwargs)
         self.guard = guard
         self.listener = listener
+        # The routes this protocol may answer itself (`collector.web.lean`), by (method, raw path);
+        # empty unless the guard is the app's request handler (`_direct`).
+        self.raw_routes = raw_routes if raw_routes is not None and app is not None else {}
+        self.max_body = min(guard.http.max_body_bytes, app._client_max_size) if app is not None else 0
+        # The lean request waiting for its answer (its route and slot), and the bytes that arrived
+        # behind it meanwhile (answered in order: parsed once it is answered).
+        self.lean: tuple[Route, Slot] | None = None
+        self.held = b""
+        self.remote = "?"
         # The guard as the request handler (see the module docstring), given the app when nothing but
         # the guard stands between its router and its handlers (`_direct`); else aiohttp's own
         # handler, whose middlewares run the guard.
@@ -89,6 +106,9 @@ class GuardedHandler(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.guard.metrics.connections.labels(self.listener).inc()
+        # The budget's client key, as `request.remote` gives it on aiohttp's path.
+        peer = self.peername
+        self.remote = (str(peer[0]) if isinstance(peer, (list, tuple)) else str(peer)) if peer else "?"
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.cancel_head_timer()
@@ -96,6 +116,15 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self.lean is not None:
+            # A lean request is being answered: what comes behind it waits (answers go out in order),
+            # also what the parser already holds (its body's reader calls `resume_reading`, which
+            # parses on with an empty `data`, before the handler has even run).
+            if data:
+                self.held += data
+                if not self._buffer_paused:
+                    self._pause_reading_for_buffer()
+            return
         if (
             not self.one_at_a_time
             or self._force_close
@@ -121,6 +150,14 @@ class GuardedHandler(RequestHandler):
                 break
             if not batch:
                 break
+            if self.raw_routes and not messages and self._idle():
+                lean = self._lean_admit(batch[0])
+                if lean is not None:
+                    if not self._lean_serve(batch[0], *lean):
+                        return  # answered later (`_lean_resolved`); the rest waits in the parser
+                    parser.message_consumed()
+                    chunk = b""
+                    continue
             messages.extend(batch)
             if upgraded or len(self._messages) + len(messages) >= self._max_msg_queue_size:
                 break  # the rest waits in the parser; start() resumes it as the queue drains
@@ -141,6 +178,141 @@ class GuardedHandler(RequestHandler):
         self._upgraded = upgraded
         if upgraded and tail:
             self._message_tail = tail
+
+    # -- the lean path (`collector.web.lean`) ---------------------------------------------------------
+    def _idle(self) -> bool:
+        """No request of this connection queued or in aiohttp's hands, and its writes flowing."""
+        waiter = self._waiter
+        return (
+            waiter is not None
+            and not waiter.done()
+            and not self._messages
+            and not self.in_request
+            and not self._paused
+            and not self._force_close
+            and not self._close
+            and self.transport is not None
+        )
+
+    def _lean_admit(self, message: tuple[Any, Any]) -> tuple[Route, Slot] | None:
+        """The route and budget slot of a request the lean path serves; None: aiohttp's path serves it
+        (and `_guarded` refuses whatever would be refused)."""
+        msg, payload = message
+        if isinstance(msg, _ErrInfo):
+            return None
+        route = self.raw_routes.get((msg.method, msg.path))
+        if (
+            route is None
+            or (self.listener == "webhook" and route.kind != "ingest")
+            or not is_plain(msg, payload)
+            or payload.total_bytes > self.max_body
+            or head_size(msg.raw_headers, msg.path) > self.guard.http.max_header_bytes
+        ):
+            return None
+        slot = self.guard.budgets.acquire(self.listener, route.kind, self.remote)
+        return None if isinstance(slot, str) else (route, slot)
+
+    def _lean_serve(self, message: tuple[Any, Any], route: Route, slot: Slot) -> bool:
+        """Run the raw handler; True when it answered at once, False when its future will."""
+        msg, payload = message
+        assert route.raw is not None
+        self.cancel_head_timer()
+        self.in_request = True
+        self._request_in_progress = True  # what aiohttp's shutdown waits for
+        self._request_count += 1
+        if self._manager is not None:
+            self._manager.requests_count += 1
+        self._lean_keepalive()
+        self.lean = (route, slot)  # from here on, nothing behind this request is parsed
+        try:
+            answer = route.raw(msg.headers, payload.read_nowait(-1))
+        except Exception as exc:
+            answer = self._lean_error(route, exc)
+        if isinstance(answer, Answer):
+            self.lean = None
+            self._lean_answer(route, slot, answer)
+            return True
+        answer.add_done_callback(self._lean_resolved)
+        return False
+
+    def _lean_resolved(self, future: asyncio.Future[Answer]) -> None:
+        assert self.lean is not None
+        route, slot = self.lean
+        try:
+            answer = future.result()
+        except asyncio.CancelledError:
+            # As on aiohttp's path: a cancelled handler closes its connection unanswered.
+            self._lean_finished(route, slot, 500)
+            self.lean = None
+            self.force_close()
+            return
+        except Exception as exc:
+            answer = self._lean_error(route, exc)
+        self._lean_answer(route, slot, answer)
+        self.lean = None
+        if self._parser is None or self.transport is None:
+            return  # the connection is gone (its event was still applied, and is counted)
+        self._parser.message_consumed()
+        held, self.held = self.held, b""
+        if self._buffer_paused:
+            self._resume_reading_for_buffer()
+        # What arrived meanwhile, behind what the parser still holds of the same segment.
+        self.data_received(held)
+
+    def _lean_answer(self, route: Route, slot: Slot, answer: Answer) -> None:
+        status, body, content_type = answer
+        guard = self.guard
+        if guard.redactor.secrets and route.kind != "metrics":
+            body = guard.redactor.bytes(body)  # as `_guarded` masks every answer but /metrics
+        try:
+            data = answer_bytes(status, body, content_type, guard.header_block)
+        except ValueError as exc:
+            status, body, content_type = self._lean_error(route, exc)
+            data = answer_bytes(status, body, content_type, guard.header_block)
+        self._lean_finished(route, slot, status)
+        if self.transport is not None:
+            self.transport.write(data)
+        self._lean_keepalive()
+
+    def _lean_finished(self, route: Route, slot: Slot, status: int) -> None:
+        slot.release()
+        self.guard.metrics.answered(self.listener, status).inc()
+        self.in_request = False
+        self._request_in_progress = False
+        waiter = self._handler_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _lean_error(self, route: Route, exc: Exception) -> Answer:
+        """What `_guarded` answers and records for a handler that raised."""
+        self.guard.log_first(
+            "handler_error",
+            "unhandled exception in an HTTP handler; answering 500",
+            listener=self.listener,
+            path=route.path,
+            error=f"{type(exc).__name__}",
+            level=logging.ERROR,
+        )
+        self.guard.metrics.rejected.labels(self.listener, "handler_error").inc()
+        return Answer(*HANDLER_ERROR)
+
+    def _process_keepalive(self) -> None:
+        # aiohttp closes a connection whose start loop waits at the idle deadline; a lean request
+        # being answered is not idle, whatever the loop waits for.
+        if self.lean is not None:
+            self._keepalive_handle = None
+            self._lean_keepalive()
+            return
+        super()._process_keepalive()
+
+    def _lean_keepalive(self) -> None:
+        """Move the idle deadline on, as aiohttp does after each answer (its start loop never ran)."""
+        if self._keepalive_timeout > 0:
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+            if self._keepalive_handle is None:
+                self._keepalive_handle = self._loop.call_at(
+                    self._next_keepalive_close_time, self._process_keepalive
+                )
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """`Application._handle` without the middleware chain: resolve, then `guard_request`.
@@ -265,8 +437,10 @@ class GuardedSite(web.BaseSite):
         self._handler_kwargs = handler_kwargs
         self._sock: socket.socket | None = None
         self._server: asyncio.Server | None = None
-        # The app whose requests the protocol guards itself (`_direct`), found when the site starts.
+        # The app whose requests the protocol guards itself (`_direct`), found when the site starts,
+        # and the routes its protocol may then answer itself (`_lean_routes`).
         self._direct_app: web.Application | None = None
+        self._raw_routes: dict[tuple[str, str], Route] = {}
 
     @property
     def name(self) -> str:
@@ -289,6 +463,7 @@ class GuardedSite(web.BaseSite):
             guard=self.guard,
             listener=self.listener,
             app=self._direct_app,
+            raw_routes=self._raw_routes,
             loop=asyncio.get_running_loop(),
             **self._handler_kwargs,
         )
@@ -312,6 +487,8 @@ class GuardedSite(web.BaseSite):
         await super().start()
         app = getattr(self._runner, "app", None)
         self._direct_app = app if isinstance(app, web.Application) and _direct(app) else None
+        if self._direct_app is not None:
+            self._raw_routes = _lean_routes(self._direct_app, self.guard)
         infos = await asyncio.get_running_loop().getaddrinfo(
             self._host, self._port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )
@@ -374,6 +551,14 @@ def _direct(app: web.Application) -> bool:
     )
 
 
+def _lean_routes(app: web.Application, guard: GuardState) -> dict[tuple[str, str], Route]:
+    """The raw routes the lean path may serve for `app`: none when the app prepares answers with
+    anything but the guard's own header hook (the lean path writes answers without that signal)."""
+    if not all(getattr(hook, "collector_headers", False) for hook in app.on_response_prepare):
+        return {}
+    return guard.routes.raw_routes()
+
+
 async def guard_request(
     guard: GuardState,
     request: web.Request,
@@ -412,8 +597,7 @@ async def _guarded(
     if listener == "webhook" and klass != "ingest":
         # The public listener serves webhooks only: /metrics and /health stay on the internal one.
         return reject(guard, listener, "not_webhook", 404, "404 Not Found")
-    raw = request.raw_headers
-    head = sum([len(k) + len(v) for k, v in raw]) + 4 * len(raw) + len(request.raw_path) + 16
+    head = head_size(request.raw_headers, request.raw_path)
     if head > http.max_header_bytes:
         guard.log_first(
             "headers_too_large", "request head too large; answering 431", listener=listener, bytes=head

@@ -32,5 +32,7 @@ class GuardState(Protocol):
     redactor: Redactor
     routes: RoutePolicies
     auth: BasicAuth
+    #: The web config's response headers, serialized (what the lean path writes; `lean.header_block`).
+    header_block: bytes
 
     async def authorized(self, request: web.Request) -> bool | None: ...
