@@ -1,5 +1,5 @@
 """Long campaign: the guard's lean path answers as aiohttp's path does. The seeded connections of
-tests/test_web_lean.py (Stripe deliveries, good and hostile, pipelined and cut anywhere) go to a
+tests/lean_campaign.py (Stripe deliveries, good and hostile, pipelined and cut anywhere) go to a
 collector with the lean path and to one without; prints figures; exits 1 on the first seed whose
 bytes or counters differ, or whose payments differ from the generator's count (the seed replays it).
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from collector.web.guard import GuardedHandler
-from tests.test_web_lean import _run_campaign
+from tests.lean_campaign import run_campaign
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp, pytest.MonkeyPatch.context() as mp:
         for seed in range(args.first, args.first + args.seeds):
             where = Path(tmp) / str(seed)
-            reference, ref_counts, campaign = asyncio.run(_run_campaign(where, seed, False, mp))
-            replies, counts, _ = asyncio.run(_run_campaign(where, seed, True, mp))
+            reference, ref_counts, campaign = asyncio.run(run_campaign(where, seed, False, mp))
+            replies, counts, _ = asyncio.run(run_campaign(where, seed, True, mp))
             paid = sum(v for (name, _l), v in counts.items() if name == "stripe_payments_total")
             bad = [i for i, (a, b) in enumerate(zip(reference, replies, strict=True)) if a != b]
             if bad or counts != ref_counts or paid != len(campaign.valid):

@@ -46,6 +46,8 @@ def test_minor_units_convert_to_major_units(currency: str, amount: int, major: f
 def test_currency_label_is_bounded() -> None:
     assert currency_label("USD") == "usd"
     assert currency_label("us dollars") == "other"
+    assert currency_label("usd\n") == "other"  # `^...$` let a trailing newline through
+    assert currency_label("\nusd") == "other"
     assert currency_label(None) == "other"
     assert divisor("other") == 100
 

@@ -47,7 +47,8 @@ THREE_DECIMAL = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 # (5 ISK is sent as 500, the decimals always 00: docs.stripe.com/currencies#special-cases), so it
 # stays on the default divisor of 100 on purpose.
 
-_CODE = re.compile(r"^[a-z]{3}$")
+# fullmatch: `$` would also match before a trailing newline ("usd\n" a label of its own).
+_CODE = re.compile(r"[a-z]{3}")
 
 #: Label value for a currency field that is missing or not a three-letter code.
 OTHER = "other"
@@ -57,7 +58,7 @@ def currency_label(currency: object) -> str:
     """The bounded `currency` label: a lower-case ISO code, or `other`."""
     if isinstance(currency, str):
         code = currency.lower()
-        if _CODE.match(code):
+        if _CODE.fullmatch(code):
             return code
     return OTHER
 

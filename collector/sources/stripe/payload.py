@@ -7,7 +7,6 @@ metric shows) can fail on it: a poison event is rejected before it reaches any s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -38,6 +37,8 @@ class EventError(ValueError):
 #
 # Every value is validated here, at decode time, so nothing later (the store, Fraction maths, the
 # float a metric shows) can fail on it: a poison event is rejected before it reaches any state.
+# `gc=False` throughout: a decoded tree cannot hold a reference cycle, so the cyclic collector need
+# not track (nor later scan) the several structs every webhook allocates.
 
 #: Largest amount in minor units accepted (Stripe's own limit is 8 digits for most currencies, 12 for a
 #: few): 9 million such events still fit the store's 64-bit integer totals.
@@ -55,20 +56,20 @@ _Decimal = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,13}(\.[0-9]{1,12})?$")
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 
-class Recurring(msgspec.Struct):
+class Recurring(msgspec.Struct, gc=False):
     interval: str | None = None
     interval_count: _IntervalCount | None = None
     usage_type: str | None = None
 
 
-class Price(msgspec.Struct):
+class Price(msgspec.Struct, gc=False):
     unit_amount: _Amount | None = None
     unit_amount_decimal: _Decimal | None = None
     currency: str | None = None
     recurring: Recurring | None = None
 
 
-class Plan(msgspec.Struct):
+class Plan(msgspec.Struct, gc=False):
     amount: _Amount | None = None
     currency: str | None = None
     interval: str | None = None
@@ -76,42 +77,42 @@ class Plan(msgspec.Struct):
     usage_type: str | None = None
 
 
-class Item(msgspec.Struct):
+class Item(msgspec.Struct, gc=False):
     quantity: _Quantity | None = None
     price: Price | None = None
     plan: Plan | None = None
 
 
-class ItemList(msgspec.Struct):
+class ItemList(msgspec.Struct, gc=False):
     data: list[Item] = []
 
 
-class PaymentError(msgspec.Struct):
+class PaymentError(msgspec.Struct, gc=False):
     code: str | None = None
     decline_code: str | None = None
 
 
-class SubscriptionDetails(msgspec.Struct):
+class SubscriptionDetails(msgspec.Struct, gc=False):
     subscription: Any = None
 
 
-class Parent(msgspec.Struct):
+class Parent(msgspec.Struct, gc=False):
     subscription_details: SubscriptionDetails | None = None
 
 
-class Refund(msgspec.Struct):
+class Refund(msgspec.Struct, gc=False):
     id: _Id
     status: str | None = None
 
 
-class RefundList(msgspec.Struct):
+class RefundList(msgspec.Struct, gc=False):
     """`charge.refunds` (API versions before 2022-11-15 embed it): the refunds' ids."""
 
     data: list[Refund] = []
     has_more: bool = False
 
 
-class Obj(msgspec.Struct):
+class Obj(msgspec.Struct, gc=False):
     """`data.object` of any event type we handle; every field optional."""
 
     id: str | None = None
@@ -134,16 +135,16 @@ class Obj(msgspec.Struct):
     parent: Parent | None = None
 
 
-class Previous(msgspec.Struct):
+class Previous(msgspec.Struct, gc=False):
     amount_refunded: _Amount | None = None
 
 
-class Data(msgspec.Struct):
+class Data(msgspec.Struct, gc=False):
     object: msgspec.Raw
     previous_attributes: Previous | None = None
 
 
-class Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct, gc=False):
     id: _Id
     type: Annotated[str, msgspec.Meta(max_length=255)]
     created: _Time
@@ -151,9 +152,10 @@ class Envelope(msgspec.Struct):
     object: str = "event"
 
 
-@dataclass
-class Event:
+class Event(msgspec.Struct, gc=False):
     """A decoded event: the envelope fields and `data.object` (None when the object was unusable)."""
+
+    # A Struct rather than a dataclass: one is made per webhook, and a Struct is a third of the cost.
 
     id: str
     type: str
@@ -163,12 +165,12 @@ class Event:
     object_error: str | None = None
 
 
-class _WholeData(msgspec.Struct):
+class _WholeData(msgspec.Struct, gc=False):
     object: Obj
     previous_attributes: Previous | None = None
 
 
-class _Whole(msgspec.Struct):
+class _Whole(msgspec.Struct, gc=False):
     """`Envelope` with its object typed: a usable event decodes in one pass (the usual case)."""
 
     id: _Id

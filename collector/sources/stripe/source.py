@@ -30,7 +30,7 @@ from collector.sources.stripe import ledger, state
 from collector.sources.stripe.events import Event, EventError, SubState, decode_event, effects
 from collector.sources.stripe.ledger import MetricChange, Mirror
 from collector.sources.stripe.poller import Poller
-from collector.sources.stripe.signature import verify
+from collector.sources.stripe.signature import SigningKeys, verify
 from collector.sources.stripe.writer import GroupCommitter, Job
 
 __all__ = ["WEBHOOK_PATH", "StripeSource"]
@@ -71,7 +71,8 @@ class StripeSource(SourceBase):
     def __init__(self, ctx: SourceContext) -> None:
         self.ctx = ctx
         self.settings: StripeSettings = ctx.settings
-        self.secrets = [s.get_secret_value() for s in self.settings.webhook_secrets]
+        # Each secret's HMAC key work done once, not per webhook (a sequence of the secrets all the same).
+        self.secrets = SigningKeys(s.get_secret_value() for s in self.settings.webhook_secrets)
         self._log_first = LogFirst(ctx.log)
         # Set once the store's state is loaded into memory; webhooks get 503 before that.
         self.ready = asyncio.Event()
