@@ -10,23 +10,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from collector import store as store_module
 from collector.store import StateStore, StoreBusy, StoreError
+from tests.store_helpers import inline_when_idle, put_k
 
 pytestmark = pytest.mark.quick  # no servers or processes; the store's own thread only
-
-
-def _put(value: bytes) -> Callable[[sqlite3.Connection], str]:
-    def write(conn: sqlite3.Connection) -> str:
-        conn.execute("INSERT OR REPLACE INTO kv (owner, key, value) VALUES ('t', 'k', ?)", (value,))
-        return "done"
-
-    return write
 
 
 async def test_runs_on_the_callers_thread_and_commits(tmp_path: Path) -> None:
@@ -36,7 +28,7 @@ async def test_runs_on_the_callers_thread_and_commits(tmp_path: Path) -> None:
 
     def write(conn: sqlite3.Connection) -> str:
         seen.append(threading.get_ident())
-        return _put(b"1")(conn)
+        return put_k(b"1")(conn)
 
     assert store.transaction_inline(write) == "done"
     assert seen == [threading.get_ident()]
@@ -58,17 +50,17 @@ async def test_busy_while_work_is_queued_or_running_on_the_store_thread(tmp_path
     queued = store.put_nowait("t", [("k", b"queued")])
     await asyncio.to_thread(running.wait, 10)
     with pytest.raises(StoreBusy):
-        store.transaction_inline(_put(b"inline"))
+        store.transaction_inline(put_k(b"inline"))
     # A waiter that goes away does not make the thread idle: its call still runs.
     waiter.cancel()
     await asyncio.sleep(0)
     with pytest.raises(StoreBusy):
-        store.transaction_inline(_put(b"inline"))
+        store.transaction_inline(put_k(b"inline"))
     gate.set()
     await queued
     for _ in range(200):  # the thread counts the call as finished right after it returns
         try:
-            assert store.transaction_inline(_put(b"inline")) == "done"
+            assert store.transaction_inline(put_k(b"inline")) == "done"
             break
         except StoreBusy:
             await asyncio.sleep(0.005)
@@ -104,16 +96,16 @@ async def test_a_failing_inline_transaction_rolls_back_and_raises(tmp_path: Path
     await store.put("t", [("k", b"old")])
 
     def half_then_fail(conn: sqlite3.Connection) -> None:
-        _put(b"new")(conn)
+        put_k(b"new")(conn)
         raise ValueError("boom")
 
     with pytest.raises(ValueError, match="boom"):
         store.transaction_inline(half_then_fail)
     assert await store.get("t", "k") == b"old"
-    assert store.transaction_inline(_put(b"new")) == "done"  # the connection is usable again
+    assert store.transaction_inline(put_k(b"new")) == "done"  # the connection is usable again
     await store.close()
     with pytest.raises(StoreError):
-        store.transaction_inline(_put(b"late"))
+        store.transaction_inline(put_k(b"late"))
 
 
 async def test_inline_commits_queue_a_passive_checkpoint_on_the_store_thread(
@@ -133,10 +125,51 @@ async def test_inline_commits_queue_a_passive_checkpoint_on_the_store_thread(
     for i in range(7):
         for _ in range(200):
             try:
-                store.transaction_inline(_put(b"%d" % i))
+                store.transaction_inline(put_k(b"%d" % i))
                 break
             except StoreBusy:
                 await asyncio.sleep(0.005)
     await store.call(lambda _c: None)
     assert len(checkpoints) == 2 and threading.get_ident() not in checkpoints
+    await store.close()
+
+
+async def test_an_inline_transaction_after_another_runs_no_pragma(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "s.db")
+    await store.open()
+    assert await inline_when_idle(store, put_k(b"1")) == "done"  # switches the connection to inline settings
+    statements: list[str] = []
+    conn = store._conn
+    assert conn is not None
+    conn.set_trace_callback(statements.append)
+    assert await inline_when_idle(store, put_k(b"2")) == "done"
+    conn.set_trace_callback(None)
+    assert [s.split(" ", 2)[:2] for s in statements] == [["BEGIN", "IMMEDIATE"], ["INSERT", "OR"], ["COMMIT"]]
+    await store.close()
+
+
+async def test_a_long_inline_run_keeps_the_wal_bounded_by_its_queued_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "INLINE_CHECKPOINT_EVERY", 16)
+    path = tmp_path / "s.db"
+    store = StateStore(path)
+    await store.open()
+    commits = 600
+    sizes = []
+    for i in range(commits):
+        # A new page-sized row each commit: the WAL gains at least one frame per commit.
+        def write(conn: sqlite3.Connection, i: int = i) -> str:
+            conn.execute("INSERT INTO kv (owner, key, value) VALUES ('t', ?, ?)", (f"k{i:04d}", bytes(3000)))
+            return "done"
+
+        assert await inline_when_idle(store, write) == "done"
+        sizes.append(Path(f"{path}-wal").stat().st_size)
+    frame = 4096 + 24
+    assert sizes[-1] >= frame  # inline commits went to the WAL, not through an autocheckpoint
+    # Without the queued checkpoints it would hold every commit's frames (> 600 of them); with them
+    # the WAL restarts after each, so it never holds more than a few checkpoint intervals.
+    assert max(sizes) < 4 * 16 * 4 * frame < commits * frame
+    rows = await store.call(lambda c: c.execute("SELECT count(*) FROM kv WHERE owner='t'").fetchone()[0])
+    assert rows == commits
     await store.close()

@@ -7,12 +7,15 @@ and are committed together: batching is forced, not hoped for, and no assertion 
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from collector.sources.stripe import state
 from collector.sources.stripe.events import Event, decode_event, effects
@@ -81,6 +84,47 @@ def test_cursor_is_stored_with_its_event_in_the_batch() -> None:
     a, b = _ev(), _ev()
     state.apply_batch(conn, [_item(a, cursor=a.id), _item(b), _item(a, cursor="evt_later")], 1.0)
     assert state.read_kv(conn, "cursor") == "evt_later"
+
+
+#: Batch sizes at and around each prepared statement size (`state._SIZES`) and the chunk size (256).
+_CAMPAIGN_SIZES = (1, 2, 3, 4, 5, 7, 9, 13, 16, 17, 25, 31, 33, 49, 97, 129, 193, 255, 256, 257, 300, 520)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_seeded_batches_of_every_size_record_each_id_once_as_a_plain_model_does(seed: int) -> None:
+    """Ids drawn with repeats (within a batch and across batches) over batch sizes padded to each
+    statement size and cut into chunks; the model is a dict of first sightings and sums."""
+    rng = random.Random(seed)
+    pool = []
+    for _ in range(700):
+        cur, amount = rng.choice(["usd", "eur", "jpy"]), rng.randrange(1, 10**6)
+        ev = _ev(created=T0 + rng.randrange(10**6), currency=cur, amount_received=amount)
+        pool.append((ev, cur, amount))
+    conn = _conn()
+    stored: dict[str, tuple[str, str, int, float]] = {}
+    payments: dict[str, int] = {}
+    value_minor: dict[str, int] = {}
+    for batch_no in range(40):
+        now = 1000.0 + batch_no
+        batch = [rng.choice(pool) for _ in range(rng.choice(_CAMPAIGN_SIZES))]
+        expected = []
+        for ev, cur, amount in batch:
+            duplicate = ev.id in stored
+            expected.append(duplicate)
+            if not duplicate:
+                stored[ev.id] = (ev.id, "payment_intent.succeeded", ev.created, now)
+                payments[cur] = payments.get(cur, 0) + 1
+                value_minor[cur] = value_minor.get(cur, 0) + amount
+        conn.execute("BEGIN")
+        out = state.apply_batch(conn, [_item(ev) for ev, _cur, _amount in batch], now)
+        conn.execute("COMMIT")
+        assert [a.duplicate for a in out] == expected, (seed, batch_no, len(batch))
+    rows = conn.execute("SELECT id, type, created, seen_at FROM stripe_events ORDER BY id").fetchall()
+    assert rows == sorted(stored.values())
+    assert sorted(state.load(conn).counters) == sorted(
+        [("stripe_payments_total", (c,), n) for c, n in payments.items()]
+        + [("stripe_payment_value_total", (c,), v) for c, v in value_minor.items()]
+    )
 
 
 # -- GroupCommitter on a real store ------------------------------------------------------------------
