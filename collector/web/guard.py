@@ -264,8 +264,7 @@ class GuardedHandler(RequestHandler):
     def _lean_answer(self, route: Route, slot: Slot, answer: Answer) -> None:
         status, body, content_type = answer
         guard = self.guard
-        if guard.redactor.secrets and route.kind != "metrics":
-            body = guard.redactor.bytes(body)  # as `_guarded` masks every answer but /metrics
+        body = masked(guard, route.kind, body)
         try:
             data = answer_bytes(status, body, content_type, guard.header_block)
         except ValueError as exc:
@@ -287,16 +286,7 @@ class GuardedHandler(RequestHandler):
 
     def _lean_error(self, route: Route, exc: Exception) -> Answer:
         """What `_guarded` answers and records for a handler that raised."""
-        self.guard.log_first(
-            "handler_error",
-            "unhandled exception in an HTTP handler; answering 500",
-            listener=self.listener,
-            path=route.path,
-            error=f"{type(exc).__name__}",
-            level=logging.ERROR,
-        )
-        self.guard.metrics.rejected.labels(self.listener, "handler_error").inc()
-        return Answer(*HANDLER_ERROR)
+        return handler_failed(self.guard, self.listener, route.path, exc)
 
     def _process_keepalive(self) -> None:
         # aiohttp closes a connection whose start loop waits at the idle deadline; a lean request
@@ -592,7 +582,7 @@ async def guard_request(
 async def _guarded(
     guard: GuardState, request: web.Request, handler: Handler, listener: str, declared: Route | None
 ) -> web.StreamResponse:
-    http, m = guard.http, guard.metrics
+    http = guard.http
     # The matched route's declaration decides, never the raw path: a crafted path gets the policy of
     # the route the router really matched, and a request matching none (404, 405) the strictest.
     auth, klass = (declared.auth, declared.kind) if declared is not None else ("basic", "other")
@@ -651,14 +641,10 @@ async def _guarded(
             handler = declared.refuse
         try:
             response = await handler(request)
-            if klass != "metrics" and guard.redactor.secrets and isinstance(response, web.Response):
-                # Error texts in /health, /probe and the status page come from exceptions that may
-                # quote a credential (an API echoing its key); the exposition itself holds none.
-                body = response.body
-                if isinstance(body, bytes):
-                    masked = guard.redactor.bytes(body)
-                    if masked is not body:
-                        response.body = masked
+            if isinstance(response, web.Response) and isinstance(body := response.body, bytes):
+                mask = masked(guard, klass, body)
+                if mask is not body:
+                    response.body = mask
             return response
         except web.HTTPException:
             raise
@@ -666,15 +652,31 @@ async def _guarded(
             raise
         except Exception as exc:
             # A handler bug must not take the connection's other requests or the process with it.
-            guard.log_first(
-                "handler_error",
-                "unhandled exception in an HTTP handler; answering 500",
-                listener=listener,
-                path=declared.path if declared is not None else "?",
-                error=f"{type(exc).__name__}",
-                level=logging.ERROR,
-            )
-            m.rejected.labels(listener, "handler_error").inc()
-            return web.Response(status=500, text="500 Internal Server Error\n")
+            return handler_failed(
+                guard, listener, declared.path if declared is not None else "?", exc
+            ).response()
     finally:
         slot.release()
+
+
+def masked(guard: GuardState, klass: str, body: bytes) -> bytes:
+    """`body` with the configured secrets masked (the same object when none occurs), on every route
+    class but `metrics`: error texts in /health, /probe and the status page come from exceptions that
+    may quote a credential (an API echoing its key); the exposition itself holds none."""
+    if klass == "metrics" or not guard.redactor.secrets:
+        return body
+    return guard.redactor.bytes(body)
+
+
+def handler_failed(guard: GuardState, listener: str, path: str, exc: Exception) -> Answer:
+    """Count and log (the first few) a handler that raised; the 500 to answer (either path's)."""
+    guard.log_first(
+        "handler_error",
+        "unhandled exception in an HTTP handler; answering 500",
+        listener=listener,
+        path=path,
+        error=f"{type(exc).__name__}",
+        level=logging.ERROR,
+    )
+    guard.metrics.rejected.labels(listener, "handler_error").inc()
+    return Answer(*HANDLER_ERROR)
