@@ -330,9 +330,7 @@ class StripeSource(SourceBase):
         limit = self.settings.max_body_bytes
         body = await read_limited(request, limit)
         if body is None:
-            return self._reject(
-                "invalid", "body_too_large", 413, f"body larger than {limit} bytes"
-            ).response()
+            return self._too_large().response()
         answer = self.answer_webhook(request.headers, body)
         if not isinstance(answer, Answer):
             answer = await answer
@@ -342,9 +340,8 @@ class StripeSource(SourceBase):
         """Check, decode and queue one delivery: the answer, or a future of it once committed."""
         if not self.ready.is_set():
             return _STARTING
-        limit = self.settings.max_body_bytes
-        if len(body) > limit:
-            return self._reject("invalid", "body_too_large", 413, f"body larger than {limit} bytes")
+        if len(body) > self.settings.max_body_bytes:
+            return self._too_large()
         reason = verify(body, headers.get("Stripe-Signature"), self.secrets, self.settings.tolerance)
         if reason is not None:
             return self._reject("signature_failed", reason, 400, "signature verification failed")
@@ -372,6 +369,10 @@ class StripeSource(SourceBase):
             result = Answer(200, _ANSWERS[status])
         if not answer.done():  # aiohttp's path: its handler may have been cancelled meanwhile
             answer.set_result(result)
+
+    def _too_large(self) -> Answer:
+        limit = self.settings.max_body_bytes
+        return self._reject("invalid", "body_too_large", 413, f"body larger than {limit} bytes")
 
     def _reject(self, status: str, reason: str, code: int, detail: str, signed: bool = False) -> Answer:
         self.ctx.record(
